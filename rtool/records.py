@@ -1,0 +1,278 @@
+"""Reading and writing records: JSONL (stdin or files), JSON arrays, parquet and local HF `datasets` dirs.
+
+    for row in read_records("traces.jsonl"):      # rows are dicts that know where they came from
+        row.path, row.line                         # for error messages: traces.jsonl:7
+    with RecordWriter("-") as out:                 # "-" is stdout; a path is appended to
+        out.write({**row, "score": 0.5})           # one JSON line, flushed at once
+
+Reading streams: memory holds one line (JSONL), one row group (parquet) or one row (datasets), never the file,
+except `.json` arrays, which are parsed whole. Malformed lines raise `UserError` naming the file and line, or,
+with `skip_bad=True`, are counted in `ReadStats` and skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from rtool.errors import UserError
+
+# A line longer than this is refused rather than parsed: a runaway or binary "line" would otherwise be held whole.
+MAX_LINE_BYTES = 32 * 1024 * 1024
+
+
+class Row(dict):
+    """A record (a plain dict for json.dumps) that remembers its source file and line for error messages."""
+
+    __slots__ = ("path", "line")
+
+    def __init__(self, data=(), path: str = "<input>", line: int | None = None):
+        super().__init__(data)
+        self.path = path
+        self.line = line
+
+    def error(self, message: str, *, field: str | None = None, hint: str | None = None) -> UserError:
+        return UserError(message, path=self.path, line=self.line, field=field, hint=hint)
+
+
+@dataclass
+class ReadStats:
+    rows: int = 0
+    skipped: int = 0
+    first_skip: str | None = None
+    skipped_where: list[str] = field(default_factory=list)
+
+
+def display_name(path: str | Path) -> str:
+    return "<stdin>" if str(path) == "-" else str(path)
+
+
+def read_records(path: str | Path = "-", *, skip_bad: bool = False, stats: ReadStats | None = None,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Row]:
+    """Yield rows from a JSONL/JSON/parquet file, an HF datasets dir, or stdin ("-")."""
+    stats = stats if stats is not None else ReadStats()
+    path_text = str(path)
+    if path_text == "-":
+        yield from _read_jsonl(sys.stdin.buffer, "<stdin>", skip_bad, stats, max_line_bytes)
+        return
+    source = Path(path_text)
+    if not source.exists():
+        raise UserError("no such file or directory", path=path_text)
+    if source.is_dir():
+        yield from _read_datasets_dir(source, stats)
+    elif source.suffix == ".parquet":
+        yield from _read_parquet(source, stats)
+    elif source.suffix == ".json":
+        yield from _read_json_array(source, skip_bad, stats)
+    else:
+        with open(source, "rb") as handle:
+            yield from _read_jsonl(handle, path_text, skip_bad, stats, max_line_bytes)
+
+
+def _read_jsonl(handle: IO[bytes], name: str, skip_bad: bool, stats: ReadStats, max_line_bytes: int) -> Iterator[Row]:
+    line_number = 0
+    while True:
+        raw = handle.readline(max_line_bytes + 1)
+        if not raw:
+            break
+        line_number += 1
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            _drain_line(handle, max_line_bytes)
+            problem = UserError(f"line longer than {max_line_bytes // (1024 * 1024)} MiB", path=name, line=line_number,
+                                hint="is this a JSONL file?")
+            _bad_line(problem, skip_bad, stats)
+            continue
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            _bad_line(UserError(f"not UTF-8 text (byte {error.start})", path=name, line=line_number,
+                                hint="binary input? rtool reads UTF-8 JSONL"), skip_bad, stats)
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            _bad_line(UserError(f"malformed JSON: {error.msg} at column {error.colno}", path=name, line=line_number),
+                      skip_bad, stats)
+            continue
+        if not isinstance(value, dict):
+            _bad_line(UserError(f"expected a JSON object, got {type(value).__name__}", path=name, line=line_number),
+                      skip_bad, stats)
+            continue
+        stats.rows += 1
+        yield Row(value, name, line_number)
+
+
+def _drain_line(handle: IO[bytes], chunk: int) -> None:
+    while True:
+        rest = handle.readline(chunk)
+        if not rest or rest.endswith(b"\n"):
+            return
+
+
+def _bad_line(problem: UserError, skip_bad: bool, stats: ReadStats) -> None:
+    if not skip_bad:
+        raise problem
+    stats.skipped += 1
+    if len(stats.skipped_where) < 5:
+        stats.skipped_where.append(problem.render())
+
+
+def _read_json_array(source: Path, skip_bad: bool, stats: ReadStats) -> Iterator[Row]:
+    try:
+        value = json.loads(source.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise UserError(f"not UTF-8 text (byte {error.start})", path=source) from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"malformed JSON: {error.msg}", path=source, line=error.lineno) from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise UserError(f"expected a JSON array of objects, got {type(value).__name__}", path=source)
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            # A JSON array has no useful line numbers; the item index is the next best place.
+            _bad_line(UserError(f"item {index} is {type(item).__name__}, expected an object", path=source),
+                      skip_bad, stats)
+            continue
+        stats.rows += 1
+        yield Row(item, str(source), index + 1)
+
+
+def _read_parquet(source: Path, stats: ReadStats) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(source)
+    except Exception as error:  # pyarrow raises several types for a bad file
+        raise UserError(f"not a readable parquet file: {error}", path=source) from None
+    row_number = 0
+    for batch in parquet.iter_batches(batch_size=1024):
+        for item in batch.to_pylist():
+            row_number += 1
+            stats.rows += 1
+            yield Row(item, str(source), row_number)
+
+
+def _read_datasets_dir(source: Path, stats: ReadStats) -> Iterator[Row]:
+    if not (source / "dataset_info.json").exists() and not (source / "dataset_dict.json").exists():
+        raise UserError("a directory, but not a saved HF dataset (no dataset_info.json)", path=source,
+                        hint="pass a .jsonl/.json/.parquet file or a dir written by datasets' save_to_disk")
+    from datasets import DatasetDict, load_from_disk
+
+    dataset = load_from_disk(str(source))
+    if isinstance(dataset, DatasetDict):
+        split = "train" if "train" in dataset else next(iter(dataset))
+        dataset = dataset[split]
+    for index, item in enumerate(dataset):
+        stats.rows += 1
+        yield Row(item, str(source), index + 1)
+
+
+class RecordWriter:
+    """Writes rows as JSONL to stdout ("-") or appends to a file, flushing each row so pipelines stream and a
+    killed process leaves only whole lines behind (a row is written with one write call)."""
+
+    def __init__(self, path: str | Path = "-", *, append: bool = True):
+        self.path = str(path)
+        if self.path == "-":
+            self._handle: IO[str] = sys.stdout
+            self._owned = False
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _repair_partial_last_line(Path(self.path))
+            self._handle = open(self.path, "a" if append else "w", encoding="utf-8")
+            self._owned = True
+        self.count = 0
+
+    def write(self, row: dict) -> None:
+        self._handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+        self._handle.flush()
+        self.count += 1
+
+    def write_many(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def close(self) -> None:
+        if self._owned:
+            self._handle.flush()
+            if Path(self.path).is_file():
+                os.fsync(self._handle.fileno())
+            self._handle.close()
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _repair_partial_last_line(path: Path) -> None:
+    """A process killed mid-write can leave a last line without its newline: cut it off before appending, so the
+    file stays valid JSONL and the resumed run rewrites that record."""
+    if not path.is_file() or path.stat().st_size == 0:  # a pipe or /dev/stdout has no tail to repair
+        return
+    with open(path, "rb+") as handle:
+        handle.seek(-1, io.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        size = handle.seek(0, io.SEEK_END)
+        position = size
+        block = 1 << 16
+        while position > 0:
+            start = max(0, position - block)
+            handle.seek(start)
+            chunk = handle.read(position - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                handle.truncate(start + cut + 1)
+                return
+            position = start
+        handle.truncate(0)
+
+
+def _json_default(value):
+    # numpy scalars and arrays from parquet / datasets rows
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def write_json(data: dict, path: str | Path = "-") -> None:
+    """One JSON document (a summary) to stdout or atomically to a file (temp + rename)."""
+    text = json.dumps(data, ensure_ascii=False, indent=None, default=_json_default) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    atomic_write_text(Path(path), text)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def first_rows(rows: Iterator[Row], path: str | Path) -> Iterator[Row]:
+    """Read the first row now (so empty or malformed input fails before a model loads), then stream the rest."""
+    import itertools
+
+    iterator = iter(rows)
+    first = next(iterator, None)
+    if first is None:
+        raise UserError("no input rows", path=display_name(path), hint="the input is empty")
+    return itertools.chain([first], iterator)

@@ -1,0 +1,64 @@
+"""The `rtool` app itself: help without heavy imports, version, error rendering, --debug, broken pipes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rtool import __version__
+
+COMMANDS = ["distill", "sft", "eval", "merge-bai"]
+HEAVY = ("torch", "transformers", "trl", "peft", "vllm", "datasets")
+
+
+def rtool(*args, input=None, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "rtool.cli", *args], input=input, capture_output=True,
+                          text=True, timeout=120, env=env, **kwargs)
+
+
+@pytest.mark.parametrize("args", [["--help"], *[[name, "--help"] for name in COMMANDS]])
+def test_help_exits_0_without_importing_heavy_modules(args):
+    code = ("import sys\nfrom rtool.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+            "print('HEAVY', heavy, 'CODE', code, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert "HEAVY [] CODE 0" in result.stderr, result.stderr[-2000:]
+    assert "Usage" in result.stdout
+
+
+def test_version():
+    result = rtool("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"rtool {__version__}"
+
+
+def test_user_error_is_one_line_exit_2_and_debug_shows_traceback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+1", "solution": "\\\\boxed{2}", "completion": "\\\\boxed{2}"}\n{oops\n')
+    result = rtool("eval", "--input", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"rtool: error: {bad}:2: malformed JSON: Expecting property name enclosed in double quotes at column 2"
+    assert "Traceback" not in result.stderr
+    debug = rtool("eval", "--input", str(bad), "--debug")
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+    env_debug = rtool("eval", "--input", str(bad), env={**__import__("os").environ, "RTOOL_DEBUG": "1"})
+    assert "Traceback" in env_debug.stderr
+
+
+def test_unknown_flag_is_a_usage_error():
+    result = rtool("eval", "--no-such-flag")
+    assert result.returncode == 2 and "No such option" in result.stderr
+
+
+def test_broken_pipe_ends_quietly(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"id": i, "problem": "x", "answer": "1", "completion": "\\boxed{1}"}) + "\n"
+                            for i in range(20000)))
+    pipeline = (f"{sys.executable} -m rtool.cli eval --input {rows} --records /dev/stdout | head -1; "
+                "echo \"rc=${PIPESTATUS[0]}\"")
+    result = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True, timeout=120)
+    lines = result.stdout.strip().splitlines()
+    assert json.loads(lines[0])["id"] == "0"
+    assert lines[-1] == "rc=0"
+    assert "Error" not in result.stderr and "Traceback" not in result.stderr
