@@ -7,6 +7,7 @@ correct, pass@k = 1 - C(n-c, k) / C(n, k), computed as a stable product.
 from __future__ import annotations
 
 import statistics
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -65,7 +66,7 @@ class EvalTally:
     """Accumulates graded samples one at a time; holds one small tally per prompt, never the records."""
 
     prompts: dict = field(default_factory=dict)
-    completion_tokens: list = field(default_factory=list)
+    completion_tokens: array = field(default_factory=lambda: array("q"))  # 8 bytes a sample, not a list of ints
     truncated: int = 0
     samples: int = 0
     ungradable: int = 0

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# All benchmarks; each rewrites its own section of bench/RESULTS.md. Run from the repo root: make bench
+set -euo pipefail
+cd "$(dirname "$0")"
+python startup.py
+python grading.py
+python eval_memory.py
+python generation.py
+python sft.py
+if [ -d merge ]; then for script in merge/*.py; do [ -f "$script" ] && python "$script"; done; fi

@@ -1,0 +1,89 @@
+"""rtool distill on a tiny local teacher: output rows, resume, kill -9 safety, stable ids."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from helpers import jsonl, run_rtool
+
+SAMPLE_KEYS = {"id", "completion", "sample", "teacher", "pred", "correct", "finish_reason", "completion_tokens"}
+
+
+def prompts_file(tmp_path, rows, name="prompts.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_one_row_per_sample_with_input_fields_kept(tmp_path, tiny_model_dir, tiny_task_rows):
+    rows = tiny_task_rows[:5]
+    result = run_rtool("distill", "--teacher", tiny_model_dir, "-n", 3, "--max-new-tokens", 12, "--seed", 1,
+                       input="".join(json.dumps(r) + "\n" for r in rows))
+    assert result.returncode == 0, result.stderr.decode()
+    out = jsonl(result.stdout)
+    assert len(out) == 15
+    for row in out:
+        assert SAMPLE_KEYS <= set(row)
+        source = rows[[r["id"] for r in rows].index(row["id"])]
+        assert {k: row[k] for k in source} == {**source, "id": source["id"]}
+        assert row["finish_reason"] in ("stop", "length")
+        assert 0 < row["completion_tokens"] <= 12
+        assert row["correct"] in (True, False)
+        assert row["teacher"] == str(tiny_model_dir)
+    assert sorted((r["id"], r["sample"]) for r in out) == sorted((r["id"], s) for r in rows for s in range(3))
+    summary = result.stderr.decode()
+    assert "5 prompts, 15 samples" in summary and "pass rate" in summary
+
+
+def test_rows_without_id_get_a_stable_one(tmp_path, tiny_model_dir):
+    rows = [{"question": "What is 2 + 2?", "answer": "4"}, {"question": "What is 3 + 3?", "answer": "#### 6"}]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    first = jsonl(run_rtool("distill", "-t", tiny_model_dir, "-n", 1, "--max-new-tokens", 4, input=text).stdout)
+    second = jsonl(run_rtool("distill", "-t", tiny_model_dir, "-n", 1, "--max-new-tokens", 4, input=text).stdout)
+    assert [r["id"] for r in first] == [r["id"] for r in second]
+    assert len({r["id"] for r in first}) == 2
+
+
+def test_no_gold_means_correct_null(tmp_path, tiny_model_dir):
+    result = run_rtool("distill", "-t", tiny_model_dir, "-n", 1, "--max-new-tokens", 4,
+                       input=json.dumps({"prompt": "Say hi"}) + "\n")
+    assert jsonl(result.stdout)[0]["correct"] is None
+    assert "n/a (no gold answers)" in result.stderr.decode()
+
+
+def test_resume_skips_finished_samples(tmp_path, tiny_model_dir, tiny_task_rows):
+    out = tmp_path / "traces.jsonl"
+    first = prompts_file(tmp_path, tiny_task_rows[:3], "first.jsonl")
+    everything = prompts_file(tmp_path, tiny_task_rows[:6], "all.jsonl")
+    common = ["distill", "-t", tiny_model_dir, "-n", 2, "--max-new-tokens", 6, "--out", out, "--resume"]
+    assert run_rtool(*common, "-i", first).returncode == 0
+    before = out.read_text()
+    result = run_rtool(*common, "-i", everything)
+    assert result.returncode == 0, result.stderr.decode()
+    assert out.read_text().startswith(before)  # earlier rows untouched
+    keys = [(r["id"], r["sample"]) for r in jsonl(out.read_text())]
+    assert len(keys) == len(set(keys)) == 12
+    assert "resuming: 6 samples" in result.stderr.decode()
+
+
+def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tmp_path, tiny_model_dir, tiny_task_rows):
+    rows = tiny_task_rows[:40]
+    source = prompts_file(tmp_path, rows)
+    out = tmp_path / "traces.jsonl"
+    args = [sys.executable, "-m", "rtool.cli", "distill", "-t", str(tiny_model_dir), "-n", "2",
+            "--max-new-tokens", "48", "--batch-size", "1", "-i", str(source), "--out", str(out), "--resume"]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.stat().st_size < 2000):
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    killed_lines = out.read_bytes().count(b"\n")
+    assert 0 < killed_lines < 80, "kill landed too late to test anything"
+    result = subprocess.run(args, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    final = jsonl(out.read_text())  # every line parses: nothing truncated
+    keys = [(r["id"], r["sample"]) for r in final]
+    assert len(keys) == len(set(keys)) == 80
