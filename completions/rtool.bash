@@ -9,9 +9,9 @@ _rtool() {
     local opts="--version --debug --quiet -q --verbose -v --help -h"
     case "$command" in
         distill) opts="--teacher -t --input -i --out -o --num-samples -n --temperature --top-p --max-new-tokens --system --no-system --seed --batch-size --backend --base-url --api-model --request-timeout --resume --prompt-field --answer-field --skip-bad --dtype --device --trust-remote-code --allow-pickle --help -h" ;;
-        sft) opts="--help -h" ;;
+        sft) opts="--model -m --data -d --out -o --config --system --prompt-field --include-incorrect --mask-thought --epochs --max-steps --lr --lr-scheduler --warmup-ratio --batch-size --grad-accum --max-length --packing --seed --logging-steps --save-steps --resume --gradient-checkpointing --lora --lora-r --lora-alpha --lora-dropout --lora-targets --merge-lora --dtype --skip-bad --trust-remote-code --allow-pickle --help -h" ;;
         eval) opts="--model -m --bench -b --input -i --records --num-samples -n --temperature --top-p --max-new-tokens --system --no-system --seed --batch-size --backend --base-url --api-model --request-timeout --workers --prompt-field --answer-field --skip-bad --dtype --device --trust-remote-code --allow-pickle --help -h" ;;
-        merge-bai) opts="--help -h" ;;
+        merge-bai) opts="--reasoning -r --instruct -i --pretrained -p --out -o --w --v --sweep --method --dtype --max-shard-size --tokenizer-from --lora-base --save-intermediate --density --threads --force --dry-run --help -h" ;;
         "") if [[ "$cur" != -* ]]; then COMPREPLY=($(compgen -W "$commands" -- "$cur")); return; fi ;;
     esac
     if [[ "$cur" == -* ]]; then

@@ -1,0 +1,453 @@
+"""Training plumbing shared by the training commands (sft, redi, grpo) around TRL/transformers trainers.
+
+It imports transformers at the top: command modules import it inside their command function.
+
+    hp = Hyperparams(out=Path("runs/sft"), lr=2e-5, epochs=1)
+    hp.check()
+    prec = precision("auto")                          # CPU: fp32, bf16 off; bf16 on GPUs that support it
+    checkpoint = prepare_out_dir(hp.out, resume)      # refuses to overwrite a run unless --resume
+    model, tok = load_model(spec, dtype=prec.load_dtype, device=prec.load_device, for_training=True)
+    args = SFTConfig(**trainer_args(hp, prec), max_length=1024)
+    trainer = SFTTrainer(model, args, train_dataset=ds, processing_class=tok, peft_config=lora.peft_config(),
+                         callbacks=[MetricsCallback(hp.out / "metrics.jsonl")])
+    out = train_and_save(trainer, hp.out, checkpoint=checkpoint, resume=resume, merge_lora=lora.merge)
+
+What it settles for every trainer: TRL's defaults (bf16=True, gradient checkpointing on) are replaced by CPU-safe
+ones; progress goes to the `rtool` logger and OUT/metrics.jsonl instead of tqdm and print(); checkpoints are
+OUT/checkpoint-N; only rank 0 writes; the final model is safetensors with its tokenizer (a LoRA run: the adapter,
+plus OUT/merged with --merge-lora). The same command line runs under `torchrun` / `accelerate launch`.
+With save steps > 0, transformers also writes a checkpoint at the last step, so a finished run can be extended
+with --resume and a larger --max-steps/--epochs. Also here: `dataset_from_rows` (rows -> datasets.Dataset) and the
+Masked Thought collator wrapper (`mask_thought`, `MaskThoughtCollator`), usable by any trainer whose batches carry
+labels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from transformers import TrainerCallback
+
+from rtool.errors import UserError, one_of
+from rtool.log import logger
+
+METRICS_FILE = "metrics.jsonl"
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay")
+# Files that mark a directory as holding an earlier run (overwritten only with --resume).
+_RUN_MARKERS = (METRICS_FILE, "config.json", "adapter_config.json")
+
+
+@dataclass
+class Hyperparams:
+    """The optimisation flags every training command shares."""
+
+    out: Path
+    lr: float = 2e-5
+    epochs: float = 1.0
+    max_steps: int | None = None
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    seed: int = 0
+    logging_steps: int = 10
+    save_steps: int = 500
+    gradient_checkpointing: bool = False
+
+    def check(self) -> None:
+        """Raise UserError for a value the trainer would reject later (or silently misread)."""
+        if self.epochs <= 0:
+            raise UserError(f"--epochs must be > 0, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        one_of("--lr-scheduler", self.lr_scheduler, SCHEDULERS)
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name, value, least in (("--batch-size", self.batch_size, 1), ("--grad-accum", self.grad_accum, 1),
+                                   ("--logging-steps", self.logging_steps, 1), ("--save-steps", self.save_steps, 0)):
+            if value < least:
+                raise UserError(f"{name} must be at least {least}, got {value}")
+
+
+@dataclass
+class LoraSettings:
+    """`--lora*` flags. `targets` is "all-linear" or comma-separated module names."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: str = "all-linear"
+    merge: bool = False
+
+    def check(self) -> None:
+        if self.merge and not self.enabled:
+            raise UserError("--merge-lora needs --lora")
+        if self.r < 1:
+            raise UserError(f"--lora-r must be at least 1, got {self.r}")
+        if self.alpha <= 0:
+            raise UserError(f"--lora-alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"--lora-dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules():
+            raise UserError("--lora-targets is empty", hint="e.g. q_proj,v_proj or all-linear")
+
+    def target_modules(self) -> str | list[str]:
+        text = self.targets.strip()
+        return text if text == "all-linear" else [name.strip() for name in text.split(",") if name.strip()]
+
+    def peft_config(self):
+        """A peft.LoraConfig for a causal LM, or None when LoRA is off."""
+        if not self.enabled:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(task_type="CAUSAL_LM", r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules())
+
+
+def lora_user_error(error: Exception) -> UserError | None:
+    """The UserError for PEFT's "target modules not found" ValueError (a flag problem), else None."""
+    text = str(error)
+    if "Target modules" in text and "not found" in text:
+        return UserError(f"--lora-targets: {text.splitlines()[0][:300]}",
+                         hint="pass module names of this model (e.g. q_proj,v_proj) or all-linear")
+    return None
+
+
+@dataclass
+class Precision:
+    """How to load and run the model: `load_dtype`/`load_device` for `load_model`, `args` for the trainer."""
+
+    device: str
+    load_dtype: str
+    load_device: str
+    args: dict = field(default_factory=dict)
+
+
+def precision(dtype: str = "auto") -> Precision:
+    """Pick weights dtype and mixed precision for training.
+
+    CPU: fp32 weights, bf16/fp16 off (TRL turns bf16 on by default), `use_cpu` so gloo runs multi-process.
+    CUDA: auto -> bf16 where supported, else fp32 weights with fp16 autocast (fp16 weights do not train with AdamW);
+    float32 -> plain fp32. The model loads on the CPU and the trainer moves it to its (each rank's) device: a
+    device_map would pin every rank to GPU 0 and make the trainer treat the model as model-parallel.
+    """
+    import torch
+
+    from rtool.models import DTYPES
+
+    one_of("dtype", dtype, DTYPES)
+    if not torch.cuda.is_available():
+        if dtype == "float16":
+            raise UserError("--dtype float16 training needs a GPU", hint="use --dtype auto (float32 on CPU)")
+        return Precision("cpu", "float32" if dtype == "auto" else dtype, "cpu",
+                         {"bf16": False, "fp16": False, "use_cpu": True})
+    load_device = "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if dtype == "bfloat16":
+        if not torch.cuda.is_bf16_supported():
+            raise UserError("this GPU does not support bfloat16", hint="use --dtype auto (fp16 mixed precision)")
+        return Precision("cuda", "bfloat16", load_device, {"bf16": True, "fp16": False})
+    if dtype == "float16":
+        return Precision("cuda", "float32", load_device, {"bf16": False, "fp16": True})
+    return Precision("cuda", "float32", load_device, {"bf16": False, "fp16": False})
+
+
+def trainer_args(hp: Hyperparams, prec: Precision) -> dict:
+    """Keyword arguments valid for any `transformers.TrainingArguments` subclass (SFTConfig, GRPOConfig, ...)."""
+    return dict(
+        output_dir=str(hp.out),
+        num_train_epochs=hp.epochs,
+        max_steps=hp.max_steps or -1,
+        learning_rate=hp.lr,
+        lr_scheduler_type=hp.lr_scheduler,
+        # transformers 5 folded warmup_ratio into warmup_steps: a value below 1 is a fraction of the total steps.
+        warmup_steps=hp.warmup_ratio,
+        per_device_train_batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.grad_accum,
+        seed=hp.seed,
+        data_seed=hp.seed,
+        logging_steps=hp.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if hp.save_steps else "no",
+        save_steps=hp.save_steps or 500,
+        save_total_limit=2,
+        **_checkpointing_arg(hp.gradient_checkpointing),
+        report_to="none",
+        # No tqdm; transformers then adds PrinterCallback, which print()s to stdout: train_and_save removes it.
+        disable_tqdm=True,
+        **prec.args,
+    )
+
+
+def _checkpointing_arg(enabled: bool) -> dict:
+    # transformers 5.x renamed gradient_checkpointing to activation_checkpointing (the old name warns); TRL's
+    # default for the old name is True, so the new one must be set explicitly to turn it off without a warning.
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: enabled}
+
+
+def quiet_libraries() -> None:
+    """No tqdm bars from transformers (weight loading, shard writing) or datasets: progress is logged per step."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    # Libraries calling each other's renamed APIs (PEFT -> is_gradient_checkpointing): nothing the user can act on.
+    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def quiet_other_ranks() -> None:
+    """Under torchrun, only rank 0 logs progress; the others keep warnings and errors."""
+    import logging
+
+    if not is_main_process():
+        logger.setLevel(logging.WARNING)
+
+
+def prepare_out_dir(out: Path, resume: bool) -> str | None:
+    """Check `out` and return the checkpoint to resume from (None: start fresh).
+
+    Without `resume`, a directory that already holds a run (metrics.jsonl, a model or checkpoint-N dirs) is refused,
+    so a typo does not overwrite a finished model. Nothing is written here: every rank calls it.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if out.exists() and not out.is_dir():
+        raise UserError("--out exists and is not a directory", path=out)
+    if not out.is_dir():
+        return None
+    checkpoint = get_last_checkpoint(str(out))
+    if resume:
+        if checkpoint is None:
+            logger.warning("--resume: no checkpoint-N in %s, starting from the beginning", out)
+        return checkpoint
+    found = [name for name in _RUN_MARKERS if (out / name).exists()]
+    if checkpoint is not None:
+        found.append(Path(checkpoint).name)
+    if found:
+        raise UserError(f"--out already holds a training run ({', '.join(found)})", path=out,
+                        hint="pass --resume to continue it, or choose another --out")
+    return None
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    match = re.search(r"checkpoint-(\d+)$", str(checkpoint or ""))
+    return int(match.group(1)) if match else 0
+
+
+def trim_metrics(path: Path, max_step: int) -> None:
+    """Drop metrics rows past `max_step`: after a resume from checkpoint-N they are logged again."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= max_step:
+                kept.append(line + "\n")
+        except ValueError:
+            continue  # a half-written last line from a killed run
+    path.write_text("".join(kept), encoding="utf-8")
+
+
+class MetricsCallback(TrainerCallback):
+    """Append one JSON row per logging step to `path` and log a progress line (rank 0 only).
+
+    A row holds step, loss, learning_rate, tokens_per_s (from the trainer's cumulative `num_tokens`, all ranks),
+    epoch, then whatever else the trainer logged (grad_norm, mean_token_accuracy, rewards, ...).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._time = 0.0
+        self._tokens: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._time = time.perf_counter()
+        # TRL trainers count tokens from zero in each process run, resumed or not.
+        self._tokens = 0.0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if "train_runtime" in logs:  # the end-of-training summary, not a step
+            logger.info("trained %d steps in %.1f s (mean loss %.4g)", state.global_step, logs["train_runtime"],
+                        logs.get("train_loss", float("nan")))
+            return
+        now = time.perf_counter()
+        row: dict = {"step": state.global_step}
+        for key in ("loss", "learning_rate"):
+            if key in logs:
+                row[key] = logs[key]
+        tokens = logs.get("num_tokens")
+        if tokens is not None and self._tokens is not None and tokens >= self._tokens and now > self._time:
+            row["tokens_per_s"] = round((tokens - self._tokens) / (now - self._time), 1)
+        self._tokens, self._time = tokens, now
+        row["epoch"] = round(state.epoch, 4) if state.epoch is not None else None
+        for key, value in logs.items():
+            if key not in row and key != "total_flos" and isinstance(value, (int, float)):
+                row[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        logger.info("step %d/%d  loss %s  lr %.3g  %s tok/s", state.global_step, state.max_steps,
+                    _fmt(row.get("loss")), row.get("learning_rate", 0.0), _fmt(row.get("tokens_per_s"), ".0f"))
+
+
+def _fmt(value, spec: str = ".4g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Send Python-level print()s of libraries to stderr while training: stdout carries the command's result only."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, merge_lora: bool = False) -> Path:
+    """Train (from `checkpoint` when given), save the final model and tokenizer to `out`, optionally merge LoRA.
+
+    Every rank calls this; the trainer saves on rank 0 only, and the merged copy is written by rank 0.
+    """
+    from transformers.trainer_callback import PrinterCallback
+
+    from rtool.models import save_model
+
+    trainer.remove_callback(PrinterCallback)
+    if resume and is_main_process():
+        trim_metrics(out / METRICS_FILE, checkpoint_step(checkpoint))
+    if checkpoint:
+        logger.info("resuming from %s", checkpoint)
+    with stdout_to_stderr():
+        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model(str(out))
+    if merge_lora and trainer.is_world_process_zero():
+        merged = trainer.model.merge_and_unload()
+        save_model(merged, trainer.processing_class, out / "merged")
+        logger.info("merged LoRA model in %s", out / "merged")
+    _end_distributed()
+    return out
+
+
+def _end_distributed() -> None:
+    # Leaving without this makes torch warn about a process group that was never destroyed.
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def dataset_from_rows(make_rows: Callable[[], Iterator[dict]], features, cache_dir: str | Path):
+    """A `datasets.Dataset` streamed from a generator function into Arrow files under `cache_dir`, or None when the
+    generator yields nothing.
+
+    `cache_dir` should be a fresh temporary dir: datasets' cache is keyed by the generator, not the file contents,
+    so a shared cache could serve stale rows. A UserError raised while reading surfaces unchanged.
+    """
+    import uuid
+
+    from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    produced = 0
+
+    def counted():
+        nonlocal produced
+        for row in make_rows():
+            produced += 1
+            yield row
+
+    try:
+        return Dataset.from_generator(counted, features=features, cache_dir=str(cache_dir),
+                                      fingerprint=uuid.uuid4().hex)
+    except DatasetGenerationError as error:
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+    except ValueError:
+        if produced == 0:  # datasets refuses to build an empty split
+            return None
+        raise
+
+
+def temporary_dir(prefix: str = "rtool-"):
+    """A TemporaryDirectory (honours TMPDIR) for dataset Arrow files that live as long as the run."""
+    return tempfile.TemporaryDirectory(prefix=prefix)
+
+
+def mask_token_id(tokenizer) -> int:
+    """The token Masked Thought writes: the tokenizer's mask token, else pad, else unk, else eos (rtool's choice:
+    no new token, so the embedding matrix keeps its size)."""
+    for token_id in (tokenizer.mask_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    raise UserError("the tokenizer has no mask, pad, unk or eos token for --mask-thought")
+
+
+def mask_thought(input_ids, labels, p: float, mask_id: int, generator=None):
+    """Masked Thought (Chen et al. 2024, "Masked Thought: Simply Masking Partial Reasoning Steps Can Improve
+    Mathematical Reasoning Learning of Language Models"): replace each completion input token (label != -100) with
+    `mask_id` with probability `p`. Labels are untouched, so the model still predicts every original token, from a
+    partly masked context. Returns a new tensor; prompt and padding positions never change.
+    """
+    import torch
+
+    if p <= 0:
+        return input_ids
+    noise = torch.rand(input_ids.shape, generator=generator)
+    chosen = (labels != -100) & (noise < p)
+    return input_ids.masked_fill(chosen, mask_id)
+
+
+class MaskThoughtCollator:
+    """Wraps a data collator whose batches carry `input_ids` and `labels`; applies `mask_thought` to each batch."""
+
+    def __init__(self, collator, p: float, mask_id: int, seed: int = 0):
+        import torch
+
+        self.collator = collator
+        self.p = p
+        self.mask_id = mask_id
+        self.generator = torch.Generator().manual_seed(seed + rank())
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        batch["input_ids"] = mask_thought(batch["input_ids"], batch["labels"], self.p, self.mask_id, self.generator)
+        return batch

@@ -1,0 +1,268 @@
+"""rtool sft on the tiny Llama: training changes weights, outputs load and generate, LoRA, config, resume, torchrun,
+bad data, and Masked Thought as a pure function."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtool.commands.sft import Counts, sft_config, sft_examples
+from rtool.errors import UserError
+from rtool.fields import FieldMap
+from rtool.records import Row
+from rtool.training import MaskThoughtCollator, mask_thought
+
+# Two loaded cores: one intra-op thread avoids oversubscription (10-100x slower steps on this tiny model).
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def fast(steps=2):
+    """Flags for a few quick steps at a high learning rate."""
+    return ["--max-steps", str(steps), "--lr", "1e-2", "--warmup-ratio", "0", "--batch-size", "4",
+            "--logging-steps", "1", "--max-length", "256"]
+
+
+FAST = fast()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_sft(capfd, *args):
+    """`rtool sft ARGS` in this process; returns (exit code, stdout, stderr) as captured at the file descriptors."""
+    from rtool.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["sft", *map(str, args)])
+    captured = capfd.readouterr()
+    return exit_.value.code, captured.out, captured.err
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def traces(tiny_task_rows, tmp_path_factory):
+    """MATH rows (solution only) plus three distill-style negatives with a `completion` and `correct: false`."""
+    negatives = [{"problem": row["problem"], "completion": "no idea", "correct": False} for row in tiny_task_rows[:3]]
+    return write_rows(tmp_path_factory.mktemp("sft") / "traces.jsonl", tiny_task_rows[:20] + negatives)
+
+
+def test_full_finetune_changes_weights_logs_metrics_and_generates(capfd, tmp_path, tiny_model_dir, traces):
+    out = tmp_path / "run"
+    code, stdout, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", out, *FAST)
+    assert code == 0, stderr
+    assert stdout == f"{out}\n"
+    assert "20 training rows of 23 read, skipped 3 with correct == false" in stderr
+
+    before, after = weights(tiny_model_dir), weights(out)
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [1, 2]
+    for row in rows:
+        assert {"step", "loss", "learning_rate", "tokens_per_s", "epoch"} <= set(row)
+        assert math.isfinite(row["loss"]) and row["tokens_per_s"] > 0
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
+                                         add_generation_prompt=True)
+    inputs = tokenizer(text, return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_lora_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, traces):
+    out = tmp_path / "lora"
+    code, stdout, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", out, *FAST,
+                                   "--lora", "--lora-r", "4", "--lora-targets", "q_proj,v_proj", "--merge-lora",
+                                   "--mask-thought", "0.2")
+    assert code == 0, stderr
+    assert stdout == f"{out}\n"
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    assert not (out / "model.safetensors").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    before = weights(tiny_model_dir)
+    after = {name: tensor for name, tensor in merged.state_dict().items() if name in before}
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all("q_proj" in name or "v_proj" in name for name in changed)
+
+    from rtool.models import load_model
+
+    adapter_model, _ = load_model(out)  # the adapter dir loads onto its base and merges
+    assert torch.allclose(adapter_model.state_dict()["model.layers.0.self_attn.q_proj.weight"],
+                          merged.state_dict()["model.layers.0.self_attn.q_proj.weight"], atol=1e-6)
+
+
+def test_config_yaml_under_explicit_flags(capfd, tmp_path, tiny_model_dir, traces):
+    out = tmp_path / "cfg"
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_model_dir}\ndata: {traces}\nmax-steps: 1\nlr: 0.003\nwarmup_ratio: 0\n"
+                      "logging_steps: 1\nbatch-size: 4\nmax-length: 256\n")
+    code, stdout, stderr = run_sft(capfd, "--config", config, "--out", out, "--max-steps", "2")
+    assert code == 0, stderr
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [1, 2]  # the flag beat the YAML's max-steps: 1
+    assert rows[0]["learning_rate"] == pytest.approx(0.003)  # the YAML beat the default lr
+
+    config.write_text("lr: 0.1\nlearning-rate: 0.2\n")
+    code, _, stderr = run_sft(capfd, "--config", config, "--model", tiny_model_dir, "--data", traces, "--out", out)
+    assert code == 2 and f"{config}:2: unknown key 'learning-rate'" in stderr
+
+
+def test_resume_continues_from_the_last_checkpoint(capfd, tmp_path, tiny_model_dir, traces):
+    out = tmp_path / "resumable"
+    common = ["--model", tiny_model_dir, "--data", traces, "--out", out, "--save-steps", "1"]
+    code, _, stderr = run_sft(capfd, *common, *fast(2))
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+    code, _, stderr = run_sft(capfd, *common, *fast(2))  # same --out without --resume: refused, nothing overwritten
+    assert code == 2 and "already holds a training run" in stderr and "--resume" in stderr
+
+    shutil.rmtree(out / "checkpoint-2")  # as if killed after step 2's log but before its checkpoint
+    code, stdout, stderr = run_sft(capfd, *common, *fast(3), "--resume")
+    assert code == 0, stderr
+    assert stdout == f"{out}\n"
+    assert "resuming from" in stderr and "checkpoint-1" in stderr
+    assert "step 1/3" not in stderr and "step 3/3" in stderr
+    assert [row["step"] for row in metrics(out)] == [1, 2, 3]  # step 2 logged once, not twice
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+
+
+def test_bad_data_errors_name_file_line_and_field(capfd, tmp_path, tiny_model_dir):
+    bad = write_rows(tmp_path / "bad.jsonl", [{"problem": "1+1?", "completion": "2"}, {"problem": "2+2?"}])
+    code, stdout, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", bad, "--out", tmp_path / "o")
+    assert code == 2 and stdout == ""
+    assert f"rtool: error: {bad}:2: no completion field" in stderr
+
+    negatives = write_rows(tmp_path / "neg.jsonl", [{"problem": "1+1?", "completion": "3", "correct": False}])
+    code, _, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", negatives, "--out", tmp_path / "o")
+    assert code == 2 and "no training rows" in stderr and "--include-incorrect" in stderr
+
+    code, _, stderr = run_sft(capfd, "--data", negatives, "--out", tmp_path / "o")
+    assert code == 2 and "--model is required" in stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_two_process_torchrun_writes_one_model(tmp_path, tiny_model_dir, traces):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, **SINGLE_THREAD, "RTOOL_DEBUG": "0"}
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rtool.cli", "sft",
+                             "--model", str(tiny_model_dir), "--data", str(traces), "--out", str(out), *FAST,
+                             "--batch-size", "2", "--save-steps", "0"],
+                            capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{out}\n"  # rank 0 only
+    assert len(list(out.rglob("model.safetensors"))) == 1
+    assert [row["step"] for row in metrics(out)] == [1, 2]  # one writer
+    assert any(not torch.equal(a, b) for a, b in zip(weights(tiny_model_dir).values(), weights(out).values()))
+
+
+def test_sft_examples_formats_and_filtering():
+    rows = [
+        Row({"problem": "P1", "solution": "S1 \\boxed{1}", "answer": "1"}, "t.jsonl", 1),
+        Row({"question": "Q2", "completion": "C2", "correct": True}, "t.jsonl", 2),
+        Row({"prompt": "Q3", "completion": "C3", "correct": False}, "t.jsonl", 3),
+        Row({"messages": [{"role": "user", "content": "Q4"}, {"role": "assistant", "content": "A4"}]}, "t.jsonl", 4),
+        Row({"prompt": "Q5", "completion": "C5", "correct": None}, "t.jsonl", 5),
+    ]
+    counts = Counts()
+    examples = list(sft_examples(rows, FieldMap(), "Think.", include_incorrect=False, counts=counts))
+    assert [e["completion"][0]["content"] for e in examples] == ["S1 \\boxed{1}", "C2", "A4", "C5"]
+    assert all(e["completion"][0]["role"] == "assistant" for e in examples)
+    assert examples[2]["prompt"] == [{"role": "system", "content": "Think."}, {"role": "user", "content": "Q4"}]
+    assert (counts.read, counts.kept, counts.incorrect) == (5, 4, 1)
+    assert len(list(sft_examples(rows, FieldMap(), None, include_incorrect=True))) == 5
+
+    with pytest.raises(UserError, match=r"t.jsonl:9: empty completion"):
+        list(sft_examples([Row({"prompt": "Q", "completion": " "}, "t.jsonl", 9)], FieldMap(), None, False))
+
+
+def test_loss_covers_the_completion_only_with_the_chat_template(tmp_path, tiny_model_dir):
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from rtool.models import load_model
+    from rtool.training import Hyperparams, precision
+
+    rows = [Row({"problem": "What is 1 + 2?", "solution": "1+2=\\boxed{3}"}, "t.jsonl", 1)]
+    dataset = Dataset.from_list(list(sft_examples(rows, FieldMap(), "Be brief.", False)))
+    model, tokenizer = load_model(tiny_model_dir, device="cpu", for_training=True)
+    args = sft_config(Hyperparams(out=tmp_path), precision("auto"), max_length=256, packing=False)
+    example = SFTTrainer(model, args, train_dataset=dataset, processing_class=tokenizer).train_dataset[0]
+
+    prompt = tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "What is 1 + 2?"}],
+                                           tokenize=False, add_generation_prompt=True)
+    prompt_length = len(tokenizer(prompt)["input_ids"])
+    assert tokenizer.decode(example["input_ids"][:prompt_length]) == prompt
+    assert example["labels"][:prompt_length] == [-100] * prompt_length
+    trained = tokenizer.decode([t for t in example["labels"] if t != -100])
+    assert trained == "1+2=\\boxed{3}<|im_end|>\n"  # the completion and the end of its turn, nothing else
+
+
+def test_mask_thought_masks_about_p_of_completion_inputs_only():
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(10, 100, (8, 1000))
+    labels = input_ids.clone()
+    labels[:, :300] = -100  # prompt
+    labels[4:, 900:] = -100  # padding
+    labels_before = labels.clone()
+    masked = mask_thought(input_ids, labels, 0.2, mask_id=0, generator=generator)
+
+    assert torch.equal(labels, labels_before)  # labels are kept
+    assert torch.equal(masked[:, :300], input_ids[:, :300])  # prompt untouched
+    assert torch.equal(masked[4:, 900:], input_ids[4:, 900:])  # padding untouched
+    completion = labels != -100
+    changed = masked != input_ids
+    assert not (changed & ~completion).any()
+    assert (masked[changed] == 0).all()
+    assert changed[completion].float().mean().item() == pytest.approx(0.2, abs=0.02)
+    assert torch.equal(mask_thought(input_ids, labels, 0.0, mask_id=0), input_ids)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_mask_thought_collator_wraps_trl_collator(p):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    inner = DataCollatorForLanguageModeling(pad_token_id=1)
+    examples = [{"input_ids": list(range(10, 410)), "labels": [-100] * 100 + list(range(110, 410))},
+                {"input_ids": list(range(10, 210)), "labels": [-100] * 50 + list(range(60, 210))}]
+    plain = inner(examples)
+    batch = MaskThoughtCollator(inner, p, mask_id=7, seed=0)(examples)
+    assert torch.equal(batch["labels"], plain["labels"])
+    assert torch.equal(batch["attention_mask"], plain["attention_mask"])
+    changed = batch["input_ids"] != plain["input_ids"]
+    assert not (changed & (plain["labels"] == -100)).any()
+    assert changed.sum().item() / (plain["labels"] != -100).sum().item() == pytest.approx(p, abs=0.07)

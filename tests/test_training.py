@@ -1,0 +1,172 @@
+"""Shared training plumbing: YAML config precedence, flag checks, CPU precision, TRL arguments, output dirs,
+metrics rows."""
+
+import json
+from typing import Annotated, Optional
+
+import pytest
+import typer
+
+from rtool.config import merge_config
+from rtool.errors import UserError
+from rtool.options import ConfigOpt, LoraTargetsOpt
+from rtool.training import (Hyperparams, LoraSettings, MetricsCallback, checkpoint_step, precision, prepare_out_dir,
+                            trainer_args, trim_metrics)
+
+
+def run_command(args):
+    """Parse `args` with a small typer command that uses merge_config; return the merged values."""
+    merged = {}
+    app = typer.Typer()
+
+    @app.command()
+    def command(ctx: typer.Context,
+                lr: Annotated[float, typer.Option("--lr")] = 0.1,
+                max_steps: Annotated[Optional[int], typer.Option("--max-steps")] = None,
+                lora_targets: LoraTargetsOpt = "all-linear",
+                lora: Annotated[bool, typer.Option("--lora")] = False,
+                config: ConfigOpt = None):
+        merged.update(vars(merge_config(ctx, config)))
+
+    app(args=list(map(str, args)), standalone_mode=False)
+    return merged
+
+
+@pytest.fixture
+def yaml_file(tmp_path):
+    def write(text):
+        path = tmp_path / "run.yaml"
+        path.write_text(text)
+        return path
+    return write
+
+
+def test_config_precedence_defaults_yaml_flags(yaml_file):
+    config = yaml_file("lr: 0.5\nmax-steps: 7\nlora_targets: [q_proj, v_proj]\nlora: true\n")
+    assert run_command([]) == {"lr": 0.1, "max_steps": None, "lora_targets": "all-linear", "lora": False,
+                               "config": None}
+    merged = run_command(["--config", config])
+    assert (merged["lr"], merged["max_steps"], merged["lora_targets"], merged["lora"]) == (0.5, 7, "q_proj,v_proj",
+                                                                                           True)
+    # A flag given on the command line wins even when it equals the default.
+    merged = run_command(["--config", config, "--lr", "0.1", "--max-steps", "9"])
+    assert (merged["lr"], merged["max_steps"]) == (0.1, 9)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: 0.5\nlearning_rate: 1\n", "run.yaml:2: unknown key 'learning_rate' (valid: lora, lora-targets, lr, max-steps)"),
+    ("max_steps: many\n", "run.yaml:1: bad value for 'max_steps'"),
+    ("- lr\n", "expected a mapping"),
+    ("lr: [\n", "malformed YAML"),
+])
+def test_config_errors_name_file_and_line(yaml_file, text, message):
+    with pytest.raises(UserError) as error:
+        run_command(["--config", yaml_file(text)])
+    assert message in error.value.render()
+
+
+def test_config_missing_and_empty(tmp_path, yaml_file):
+    with pytest.raises(UserError, match="no such config file"):
+        run_command(["--config", tmp_path / "nope.yaml"])
+    assert run_command(["--config", yaml_file("")])["lr"] == 0.1
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epochs": 0}, "--epochs"),
+    ({"max_steps": 0}, "--max-steps"),
+    ({"lr": 0.0}, "--lr"),
+    ({"lr_scheduler": "cosine-ish"}, "valid: linear, cosine"),
+    ({"warmup_ratio": 1.0}, "--warmup-ratio"),
+    ({"batch_size": 0}, "--batch-size"),
+    ({"grad_accum": 0}, "--grad-accum"),
+    ({"save_steps": -1}, "--save-steps"),
+])
+def test_hyperparams_check(tmp_path, changes, message):
+    Hyperparams(out=tmp_path).check()
+    with pytest.raises(UserError, match=message):
+        Hyperparams(out=tmp_path, **changes).check()
+
+
+def test_lora_settings():
+    assert LoraSettings().peft_config() is None
+    config = LoraSettings(enabled=True, r=4, alpha=8, targets="q_proj, v_proj").peft_config()
+    assert (config.r, config.lora_alpha, set(config.target_modules)) == (4, 8, {"q_proj", "v_proj"})
+    assert LoraSettings(enabled=True).peft_config().target_modules == "all-linear"
+    for bad, message in [(dict(merge=True), "--merge-lora needs --lora"), (dict(enabled=True, r=0), "--lora-r"),
+                         (dict(enabled=True, dropout=1.0), "--lora-dropout"),
+                         (dict(enabled=True, targets=" , "), "--lora-targets")]:
+        with pytest.raises(UserError, match=message):
+            LoraSettings(**bad).check()
+
+
+def test_cpu_precision_and_trl_arguments(tmp_path):
+    import torch
+    from trl import SFTConfig
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU defaults")
+    prec = precision("auto")
+    assert (prec.device, prec.load_dtype, prec.load_device) == ("cpu", "float32", "cpu")
+    with pytest.raises(UserError, match="float16"):
+        precision("float16")
+    args = SFTConfig(**trainer_args(Hyperparams(out=tmp_path, warmup_ratio=0.1, max_steps=5, save_steps=0), prec))
+    # TRL's own defaults are bf16=True and gradient checkpointing on: both must be off on CPU.
+    assert args.bf16 is False and args.fp16 is False and args.use_cpu is True
+    assert args.gradient_checkpointing is False
+    assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"]
+    assert args.disable_tqdm is True and args.save_strategy == "no"
+    assert args.max_steps == 5 and args.get_warmup_steps(100) == 10
+    with_steps = SFTConfig(**trainer_args(Hyperparams(out=tmp_path, save_steps=3, gradient_checkpointing=True),
+                                          prec))
+    assert with_steps.save_strategy == "steps" and with_steps.save_steps == 3
+    assert with_steps.gradient_checkpointing is True
+
+
+def test_prepare_out_dir_refuses_an_earlier_run_unless_resuming(tmp_path):
+    out = tmp_path / "run"
+    assert prepare_out_dir(out, resume=False) is None
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert prepare_out_dir(out, resume=False) is None  # unrelated files are fine
+    (out / "checkpoint-2").mkdir()
+    (out / "checkpoint-10").mkdir()
+    with pytest.raises(UserError, match="already holds a training run"):
+        prepare_out_dir(out, resume=False)
+    assert prepare_out_dir(out, resume=True).endswith("checkpoint-10")
+    assert checkpoint_step(str(out / "checkpoint-10")) == 10 and checkpoint_step(None) == 0
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="not a directory"):
+        prepare_out_dir(tmp_path / "file", resume=False)
+
+
+def test_trim_metrics_drops_rows_past_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
+    trim_metrics(path, 2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+    trim_metrics(path, 0)
+    assert path.read_text() == ""
+
+
+def test_metrics_callback_rows(tmp_path):
+    from transformers import TrainerControl, TrainerState
+
+    path = tmp_path / "out" / "metrics.jsonl"
+    callback = MetricsCallback(path)
+    state = TrainerState(max_steps=10)
+    state.is_world_process_zero = True
+    callback.on_train_begin(None, state, TrainerControl())
+    for step in (1, 2):
+        state.global_step, state.epoch = step, step / 10
+        callback.on_log(None, state, TrainerControl(), logs={"loss": 2.0 / step, "learning_rate": 1e-3,
+                                                             "num_tokens": 100.0 * step, "grad_norm": 0.5,
+                                                             "total_flos": 1})
+    callback.on_log(None, state, TrainerControl(), logs={"train_runtime": 1.0, "train_loss": 1.5})
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [list(row)[:5] for row in rows] == [["step", "loss", "learning_rate", "tokens_per_s", "epoch"]] * 2
+    assert [row["step"] for row in rows] == [1, 2] and rows[1]["loss"] == 1.0 and rows[1]["grad_norm"] == 0.5
+    assert all(row["tokens_per_s"] > 0 and "total_flos" not in row for row in rows)
+
+    state.is_world_process_zero = False  # other ranks write nothing
+    callback.on_log(None, state, TrainerControl(), logs={"loss": 1.0})
+    assert len(path.read_text().splitlines()) == 2
