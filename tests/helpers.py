@@ -4,13 +4,18 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+
+# The installed console script, as a user runs it (beside this interpreter in the venv).
+RTOOL = str(Path(sys.executable).with_name("rtool"))
 
 
 def run_rtool(*args, input=None, timeout=300, env=None):
-    """Run `python -m rtool.cli ARGS` with `input` (str or bytes) on stdin; returns CompletedProcess (bytes)."""
+    """Run `rtool ARGS` with `input` (str or bytes) on stdin; returns CompletedProcess (bytes)."""
     data = input.encode() if isinstance(input, str) else input
     environment = {**os.environ, "RTOOL_DEBUG": "0", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "rtool.cli", *map(str, args)], input=data, capture_output=True,
+    return subprocess.run([RTOOL, *map(str, args)], input=data, capture_output=True,
                           timeout=timeout, env=environment)
 
 

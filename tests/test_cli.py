@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from helpers import RTOOL
 from rtool import __version__
 
 COMMANDS = ["distill", "sft", "eval", "merge-bai"]
@@ -13,7 +14,7 @@ HEAVY = ("torch", "transformers", "trl", "peft", "vllm", "datasets")
 
 
 def rtool(*args, input=None, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "rtool.cli", *args], input=input, capture_output=True,
+    return subprocess.run([RTOOL, *args], input=input, capture_output=True,
                           text=True, timeout=120, env=env, **kwargs)
 
 
@@ -55,7 +56,7 @@ def test_broken_pipe_ends_quietly(tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"id": i, "problem": "x", "answer": "1", "completion": "\\boxed{1}"}) + "\n"
                             for i in range(20000)))
-    pipeline = (f"{sys.executable} -m rtool.cli eval --input {rows} --records /dev/stdout | head -1; "
+    pipeline = (f"{RTOOL} eval --input {rows} --records /dev/stdout | head -1; "
                 "echo \"rc=${PIPESTATUS[0]}\"")
     result = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True, timeout=120)
     lines = result.stdout.strip().splitlines()

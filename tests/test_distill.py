@@ -3,10 +3,9 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 
-from helpers import jsonl, run_rtool
+from helpers import RTOOL, jsonl, run_rtool
 
 SAMPLE_KEYS = {"id", "completion", "sample", "teacher", "pred", "correct", "finish_reason", "completion_tokens"}
 
@@ -72,7 +71,7 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tmp_path, tiny_
     rows = tiny_task_rows[:40]
     source = prompts_file(tmp_path, rows)
     out = tmp_path / "traces.jsonl"
-    args = [sys.executable, "-m", "rtool.cli", "distill", "-t", str(tiny_model_dir), "-n", "2",
+    args = [RTOOL, "distill", "-t", str(tiny_model_dir), "-n", "2",
             "--max-new-tokens", "48", "--batch-size", "1", "-i", str(source), "--out", str(out), "--resume"]
     child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
