@@ -39,7 +39,7 @@ def distill_cmd(
     backend: BackendOpt = "auto",
     base_url: BaseUrlOpt = None,
     api_model: ApiModelOpt = None,
-    request_timeout: RequestTimeoutOpt = 120.0,
+    request_timeout: RequestTimeoutOpt = 600.0,
     resume: Annotated[bool, typer.Option("--resume", help="Skip (id, sample) pairs already in --out and append the rest.")] = False,
     prompt_field: PromptFieldOpt = None,
     answer_field: AnswerFieldOpt = None,

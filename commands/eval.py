@@ -40,7 +40,7 @@ def eval_cmd(
     backend: BackendOpt = "auto",
     base_url: BaseUrlOpt = None,
     api_model: ApiModelOpt = None,
-    request_timeout: RequestTimeoutOpt = 120.0,
+    request_timeout: RequestTimeoutOpt = 600.0,
     workers: Annotated[int, typer.Option("--workers", help="Grading processes when grading completions from --input.")] = 1,
     prompt_field: PromptFieldOpt = None,
     answer_field: AnswerFieldOpt = None,

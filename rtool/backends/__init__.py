@@ -1,0 +1,1 @@
+"""Generation backends (hf, vllm, openai); use them through `rtool.generation.open_backend`."""

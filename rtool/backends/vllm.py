@@ -1,0 +1,59 @@
+"""The `vllm` backend: vLLM's offline engine. Imported only when selected; vllm itself is imported on open."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from rtool.errors import UserError, one_of
+from rtool.generation import Backend, Completion, sample_seed
+
+
+class VLLMBackend(Backend):
+    """vLLM's offline engine (`LLM.chat`): needs the vllm package and a CUDA GPU. A PEFT adapter dir is served as
+    a LoRA on its base model; a .gguf file is passed to vLLM with its own tokenizer."""
+
+    def __init__(self, spec, *, dtype: str = "auto", trust_remote_code: bool = False, allow_pickle: bool = False,
+                 **engine_kwargs):
+        from rtool.models import DTYPES, _adapter_base, localize, resolve_source
+
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError("the vllm backend needs the vllm package", hint="pip install 'rtool[vllm]', or use --backend hf")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("the vllm backend needs a CUDA GPU, and none is visible", hint="use --backend hf")
+        one_of("dtype", dtype, DTYPES)
+        import vllm
+
+        src = localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+        self.name, self.lora = str(spec), None
+        model = src.gguf_file or src.path
+        if src.kind == "peft":
+            from pathlib import Path
+
+            from vllm.lora.request import LoRARequest
+
+            model = _adapter_base(Path(src.path))
+            engine_kwargs.setdefault("enable_lora", True)
+            self.lora = LoRARequest("adapter", 1, src.path)
+        if not allow_pickle and src.kind != "gguf":
+            engine_kwargs.setdefault("load_format", "safetensors")
+        self.llm = vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code, **engine_kwargs)
+        self._vllm = vllm
+
+    def generate(self, conversations, params):
+        params.check()
+        if not conversations:
+            return []
+        sampling = [
+            self._vllm.SamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p,
+                                      max_tokens=params.max_new_tokens, seed=sample_seed(params.seed, i))
+            for i in range(len(conversations))
+        ]
+        outs = self.llm.chat(conversations, sampling, use_tqdm=False, add_generation_prompt=True,
+                             lora_request=self.lora)
+        return [[Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids))
+                 for o in out.outputs] for out in outs]
+
+    def close(self) -> None:
+        self.llm = None  # drop the engine so its GPU memory can be freed

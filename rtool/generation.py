@@ -1,0 +1,137 @@
+"""Chat generation behind one interface: local transformers (`hf`), vLLM (`vllm`), or any OpenAI-compatible server.
+
+    backend = open_backend("runs/sft")                                   # auto: hf on CPU, vllm with a GPU
+    backend = open_backend("http://localhost:8000/v1")                   # an OpenAI-compatible endpoint
+    outs = backend.generate([[{"role": "user", "content": "1+1?"}]], SamplingParams(n=4, temperature=0.6))
+    outs[0][0].text, outs[0][0].finish_reason, outs[0][0].completion_tokens
+    backend.close()
+
+`generate` returns, for each conversation in input order, `n` Completions. finish_reason is "stop" (end of turn)
+or "length" (hit max_new_tokens); completion_tokens counts generated tokens including the end-of-turn token.
+Temperature 0 is greedy. The same seed and inputs give the same samples within one backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from rtool.errors import UserError, one_of
+from rtool.log import logger
+
+BACKENDS = ("auto", "hf", "vllm", "openai")
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+
+    def check(self) -> "SamplingParams":
+        if self.n < 1:
+            raise UserError(f"number of samples must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise UserError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        return self
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    completion_tokens: int
+
+
+class Backend:
+    """A teacher or policy that completes chats. `name` is what `distill` records as the row's `teacher`."""
+
+    name: str = "?"
+
+    def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def sample_seed(seed: int, prompt_index: int, request_index: int = 0) -> int:
+    """A distinct per-request seed: one seed for every prompt would correlate their samples, and a repeated
+    request for missing samples would repeat the first one's."""
+    return (seed * 1_000_003 + prompt_index * 1_009 + request_index) % (2**31 - 1)
+
+
+def _is_url(text) -> bool:
+    return isinstance(text, str) and text.startswith(("http://", "https://"))
+
+
+def vllm_usable() -> bool:
+    """True when vllm is installed and a CUDA GPU is visible (what `auto` needs to pick vllm)."""
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def open_backend(spec, backend: str = "auto", *, base_url: str | None = None, api_model: str | None = None,
+                 batch_size: int = 16, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
+                 allow_pickle: bool = False, request_timeout: float = 60.0, max_retries: int = 5,
+                 max_batch_tokens: int | None = None) -> Backend:
+    """Open a generation backend for `spec` (a model dir/id/.gguf/adapter, or an http(s) endpoint URL).
+
+    backend="auto" picks openai when `spec` or `base_url` is an http(s) URL, vllm when it is installed and a GPU
+    is visible, else hf. `batch_size` is sequences per forward batch (hf), or concurrent requests (openai).
+    """
+    one_of("backend", backend, BACKENDS)
+    if batch_size < 1:
+        raise UserError(f"batch size must be >= 1, got {batch_size}")
+    if backend == "auto":
+        backend = "openai" if _is_url(spec) or _is_url(base_url) else "vllm" if vllm_usable() else "hf"
+        logger.debug("backend auto -> %s", backend)
+    if backend == "openai":
+        from rtool.backends.openai import OpenAIBackend
+
+        if _is_url(spec):
+            url, model = spec, api_model
+        elif base_url:
+            url, model = base_url, api_model or (str(spec) if spec else None)
+        else:
+            raise UserError("the openai backend needs an endpoint", hint="pass --base-url http://HOST:PORT/v1")
+        return OpenAIBackend(url, model=model, concurrency=batch_size, request_timeout=request_timeout,
+                             max_retries=max_retries)
+    if _is_url(spec):
+        raise UserError(f"{spec} is an endpoint URL; the {backend} backend needs a local model",
+                        hint="use --backend openai or auto")
+    if backend == "vllm":
+        from rtool.backends.vllm import VLLMBackend
+
+        return VLLMBackend(spec, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    from rtool.backends.hf import HFBackend
+
+    return HFBackend.load(spec, batch_size=batch_size, dtype=dtype, device=device,
+                          trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                          max_batch_tokens=max_batch_tokens)
+
+
+def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
+    """Token ids of each conversation through the chat template, ending with the open assistant turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("the model's tokenizer has no chat template",
+                        hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json")
+    texts = [tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+             for conv in conversations]
+    # The template already writes any bos token it wants; don't add a second one.
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]

@@ -1,0 +1,319 @@
+"""Load and save causal language models: local dirs, hub ids, GGUF files and PEFT adapters, one entry point.
+
+    model, tok = load_model("runs/sft")                       # a saved HF dir (*.safetensors)
+    model, tok = load_model("SmolLM2-135M-Instruct.Q4_1.gguf") # dequantized into a plain, savable model
+    model, tok = load_model("runs/lora", for_training=True)    # PEFT adapter on its base, still trainable
+    save_model(model, tok, "runs/out")                         # safetensors, written atomically
+
+Pickle weights (.bin/.pt) are refused unless `allow_pickle=True`: unpickling runs code. Model code from a checkpoint
+runs only with `trust_remote_code=True`. Hub ids resolve from the local cache when HF_HUB_OFFLINE is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rtool.errors import UserError, one_of
+from rtool.log import logger
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; other names pass through after a check."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but no CUDA GPU is available", hint="use --device cpu")
+    if device != "cpu" and not device.startswith(("cuda", "mps", "xpu")):
+        raise UserError(f"unknown device {device!r}", hint="valid: auto, cpu, cuda, cuda:N")
+    return device
+
+
+def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
+    """'auto' -> bfloat16 on CUDA devices that support it, float16 on older GPUs, float32 on CPU."""
+    import torch
+
+    one_of("dtype", str(dtype), DTYPES)
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+@dataclass
+class Source:
+    """Where a model spec points: kind is 'dir', 'gguf', 'peft' or 'hub'."""
+
+    kind: str
+    path: str
+    gguf_file: str | None = None
+
+
+def _looks_like_path(spec: str) -> bool:
+    # Hub ids are 'name' or 'org/name'; anything else with path syntax is meant as a file the user mistyped.
+    return (
+        spec.startswith(("/", "./", "../", "~", ".\\"))
+        or spec in (".", "..")
+        or spec.endswith((".gguf", ".safetensors", ".bin", ".pt"))
+        or spec.count("/") > 1
+        or "\\" in spec
+    )
+
+
+def resolve_source(spec, *, allow_pickle: bool = False) -> Source:
+    """Classify `spec` and check local weights; raise UserError for missing paths, no weights or pickle-only dirs."""
+    text = str(spec)
+    path = Path(os.path.expanduser(text))
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return Source("gguf", str(path.parent.resolve()), gguf_file=str(path.resolve()))
+        raise UserError("not a model directory or .gguf file", path=text,
+                        hint="pass the directory that holds config.json and *.safetensors")
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            _check_weights(path, ("adapter_model",), allow_pickle)
+            return Source("peft", str(path))
+        if list(path.glob("*.safetensors")):
+            return Source("dir", str(path))
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1 and not (path / "config.json").is_file():
+            return Source("gguf", str(path.resolve()), gguf_file=str(ggufs[0].resolve()))
+        _check_weights(path, ("",), allow_pickle)
+        return Source("dir", str(path))
+    if _looks_like_path(text):
+        raise UserError("no such model path", path=text)
+    return Source("hub", text)
+
+
+def _check_weights(path: Path, prefixes: tuple[str, ...], allow_pickle: bool) -> None:
+    files = [p.name for p in path.iterdir() if p.is_file() and p.name.startswith(prefixes)]
+    if any(name.endswith(".safetensors") for name in files):
+        return
+    if any(name.endswith(PICKLE_SUFFIXES) for name in files):
+        if allow_pickle:
+            return
+        raise UserError("only pickle weights (.bin/.pt), no *.safetensors; unpickling can run arbitrary code",
+                        path=str(path), hint="pass --allow-pickle if you trust this checkpoint")
+    raise UserError(f"no model weights (*.safetensors) in {path}")
+
+
+def localize(src: Source, *, allow_pickle: bool = False) -> Source:
+    """Turn a hub Source into the local cached snapshot when the hub is off or unreachable; else return it as is.
+
+    transformers looks up some files (adapter_config.json) online even with local_files_only, retrying for most of a
+    minute when there is no network; loading the cached snapshot as a plain dir avoids that.
+    """
+    if src.kind != "hub":
+        return src
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline and _hub_reachable():
+        return src
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(src.path, local_files_only=True)
+    except Exception as error:  # LocalEntryNotFoundError, HFValidationError for malformed ids, ...
+        raise _hub_error(src.path, error) from error
+    return resolve_source(local, allow_pickle=allow_pickle)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:  # in a thread: getaddrinfo (DNS) ignores socket timeouts
+        try:
+            socket.create_connection((url.hostname, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _hub_error(spec: str, error: Exception) -> UserError:
+    return UserError(
+        f"model {spec!r} is not a local path, and the hub cannot be reached or has no cached copy "
+        f"({type(error).__name__})",
+        hint="pass a local directory or .gguf file, or download it first while online",
+    )
+
+
+def load_tokenizer(spec, *, trust_remote_code: bool = False, allow_pickle: bool = False,
+                   padding_side: str = "left", source: Source | None = None):
+    """Load the tokenizer of a model spec (same kinds as `load_model`) with a pad token and `padding_side` set.
+
+    Left padding is what batched generation needs; pass padding_side="right" for training collators that expect it.
+    """
+    from transformers import AutoTokenizer
+
+    src = source or localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    path = src.path
+    if src.kind == "gguf":
+        kwargs["gguf_file"] = src.gguf_file
+    elif src.kind == "peft":
+        # An adapter dir saved by a trainer usually carries the (possibly extended) tokenizer; else use the base's.
+        if not (Path(path) / "tokenizer_config.json").is_file():
+            base = localize(resolve_source(_adapter_base(Path(path)), allow_pickle=True), allow_pickle=True)
+            return load_tokenizer(base.path, trust_remote_code=trust_remote_code, padding_side=padding_side,
+                                  source=base)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except OSError as error:
+        if src.kind == "hub":
+            raise _hub_error(src.path, error) from error
+        raise UserError(f"cannot load a tokenizer: {str(error).splitlines()[0][:200]}", path=path) from error
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError("tokenizer has neither a pad nor an eos token", path=path)
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def _adapter_base(adapter_dir: Path) -> str:
+    try:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"unreadable adapter_config.json: {error}", path=adapter_dir) from error
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise UserError("adapter_config.json has no base_model_name_or_path", path=adapter_dir,
+                        field="base_model_name_or_path")
+    # A relative base path was relative to where training ran; also try it relative to the adapter.
+    if not Path(os.path.expanduser(base)).exists() and (adapter_dir / base).exists():
+        return str(adapter_dir / base)
+    return base
+
+
+def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
+               allow_pickle: bool = False, for_training: bool = False):
+    """Load (model, tokenizer) from a local dir, hub id, .gguf file or PEFT adapter dir.
+
+    GGUF weights are dequantized into a plain model (savable and trainable). A PEFT adapter is loaded on its base
+    model: kept as a trainable PeftModel when `for_training`, else merged into the base for fast inference.
+    The model is in eval() mode unless `for_training`; the tokenizer pads left (right when `for_training`).
+    """
+    src = localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    if src.kind == "peft":
+        model = _load_peft(src, torch_dtype, device, trust_remote_code, allow_pickle, for_training)
+    else:
+        model = _load_base(src, torch_dtype, device, trust_remote_code, allow_pickle)
+    tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                               padding_side="right" if for_training else "left", source=src)
+    gen = getattr(model, "generation_config", None)
+    if gen is not None and gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id  # else generate() warns on every call
+    model.train(for_training)
+    logger.debug("loaded %s (%s) as %s on %s", spec, src.kind, torch_dtype, device)
+    return model, tokenizer
+
+
+def _load_base(src: Source, torch_dtype, device: str, trust_remote_code: bool, allow_pickle: bool):
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if device != "cpu":
+        kwargs["device_map"] = device  # load straight onto the GPU, no CPU copy of the whole model
+    if src.kind == "gguf":
+        from transformers import GgufConfig
+
+        # Dequantize always: packed GGUF layers can neither be saved nor trained.
+        kwargs.update(gguf_file=src.gguf_file, quantization_config=GgufConfig(dequantize=True))
+    else:
+        kwargs["use_safetensors"] = None if allow_pickle else True
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+    except ImportError as error:
+        raise UserError(f"cannot load {src.gguf_file or src.path}: {error}") from error
+    except (OSError, ValueError) as error:
+        if src.kind == "hub":
+            raise _hub_error(src.path, error) from error
+        raise UserError(f"cannot load model: {str(error).splitlines()[0][:300]}", path=src.path) from error
+    if src.kind == "gguf":
+        _clear_quantizer(model)
+    return model
+
+
+def _clear_quantizer(model) -> None:
+    # transformers 5.x does this itself for GgufConfig(dequantize=True) (HfQuantizer.remove_quantization_config);
+    # kept so a model dequantized some other way still saves: save_pretrained refuses non-serializable quantizers.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+
+
+def _load_peft(src: Source, torch_dtype, device, trust_remote_code, allow_pickle, for_training):
+    from peft import PeftModel
+
+    base_spec = _adapter_base(Path(src.path))
+    base_src = localize(resolve_source(base_spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+    if base_src.kind == "peft":
+        raise UserError("an adapter's base model is itself an adapter; merge it first", path=src.path)
+    base = _load_base(base_src, torch_dtype, device, trust_remote_code, allow_pickle)
+    try:
+        model = PeftModel.from_pretrained(base, src.path, is_trainable=for_training)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise UserError(f"cannot load adapter onto {base_spec}: {str(error).splitlines()[0][:300]}",
+                        path=src.path) from error
+    return model if for_training else model.merge_and_unload()
+
+
+def save_model(model, tokenizer, out_dir) -> Path:
+    """Write safetensors weights, config, generation config and tokenizer to `out_dir`, atomically.
+
+    Everything is written into a temporary dir beside `out_dir` and renamed into place; an existing `out_dir` is
+    replaced only once the new one is complete. A PeftModel saves its adapter (which `load_model` reads back).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError("output exists and is not a directory", path=out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; a model dir should read like any other
+    try:
+        _clear_quantizer(model)
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f"{tmp.name}.old"
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)  # put the previous model back: never leave out_dir missing
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out

@@ -1,0 +1,106 @@
+"""A real, minimal OpenAI-compatible HTTP server for tests: /v1/models and /v1/chat/completions, answered by a
+local model through rtool's hf backend, so client tests run end to end over HTTP.
+
+    with serve(HFBackend(model, tok, name="tiny"), fail_first=2, fail_status=429) as server:
+        backend = open_backend(server.url)          # http://127.0.0.1:PORT/v1
+        ...
+        server.requests                              # [(method, path, headers, body), ...] as received
+
+`fail_first` answers the first K chat requests with `fail_status` (and `retry_after` seconds in a Retry-After
+header, if given); `max_n` caps the choices per answer, like servers that ignore `n`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from rtool.generation import SamplingParams
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "OpenAIServer"
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        self.server.record(self, None)
+        if self.path.rstrip("/") == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": self.server.backend.name, "object": "model"}]})
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        count = self.server.record(self, body)
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            return self._json(404, {"error": {"message": f"no route {self.path}"}})
+        if count <= self.server.fail_first:
+            headers = {"Retry-After": str(self.server.retry_after)} if self.server.retry_after is not None else {}
+            return self._json(self.server.fail_status, {"error": {"message": "injected failure"}}, headers)
+        if body.get("model") != self.server.backend.name:
+            return self._json(404, {"error": {"message": f"model {body.get('model')!r} does not exist"}})
+        n = min(int(body.get("n", 1)), self.server.max_n or 10**6)
+        params = SamplingParams(n=n, temperature=float(body.get("temperature", 1.0)),
+                                top_p=float(body.get("top_p", 1.0)), max_new_tokens=int(body.get("max_tokens", 16)),
+                                seed=int(body.get("seed", 0)))
+        with self.server.lock:  # one generate at a time: the model and torch's RNG are shared
+            completions = self.server.backend.generate([body["messages"]], params)[0]
+        choices = [{"index": j, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
+                   for j, c in enumerate(completions)]
+        usage = {"prompt_tokens": 0, "completion_tokens": sum(c.completion_tokens for c in completions)}
+        self._json(200, {"id": f"chatcmpl-{count}", "object": "chat.completion", "model": body["model"],
+                         "choices": choices, "usage": usage})
+
+    def _json(self, status: int, data: dict, headers: dict | None = None) -> None:
+        payload = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class OpenAIServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, backend, *, fail_first=0, fail_status=429, retry_after=None, max_n=None):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.backend, self.fail_first, self.fail_status = backend, fail_first, fail_status
+        self.retry_after, self.max_n = retry_after, max_n
+        self.lock = threading.Lock()
+        self.requests: list[tuple[str, str, dict, dict | None]] = []
+        self._chat_count = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def record(self, handler, body) -> int:
+        with self.lock:
+            self.requests.append((handler.command, handler.path, dict(handler.headers), body))
+            if handler.command == "POST":
+                self._chat_count += 1
+            return self._chat_count
+
+    def chat_requests(self) -> list:
+        return [r for r in self.requests if r[0] == "POST"]
+
+
+@contextmanager
+def serve(backend, **options):
+    """Run an OpenAIServer for `backend` on a free localhost port in a background thread."""
+    server = OpenAIServer(backend, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
