@@ -93,8 +93,21 @@ def extract_answer(text: str | None) -> str | None:
         letter = _LETTER_RE.match(value)
         if letter:
             return next(g for g in letter.groups() if g)
-        return value or None
+        return _prose_answer(value) or None
     return None
+
+
+# A number followed by a unit or other words: "48 sheep", "$18 per day", "1,200 dollars".
+_PLAIN_NUMBER_RE = re.compile(r"^\\?\$?\s*(-?\d[\d,]*(?:\.\d+)?)$")
+_NUMBER_THEN_WORDS_RE = re.compile(r"^\\?\$?\s*(-?\d[\d,]*(?:\.\d+)?)\s+[A-Za-z][A-Za-z\s'-]*$")
+
+
+def _prose_answer(value: str) -> str:
+    """An "answer is ..." value written in prose, cut to its number: "48 sheep" -> "48", "120 - 64 = 48 sheep" ->
+    "48". Anything else (an equation such as "y = 2x + 3", LaTeX) is left whole for math-verify."""
+    tail = value.rsplit("=", 1)[1].strip() if "=" in value else value
+    number = _NUMBER_THEN_WORDS_RE.match(tail) or _PLAIN_NUMBER_RE.match(tail)
+    return number.group(1) if number else value
 
 
 def _clean(value: str) -> str:

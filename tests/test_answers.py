@@ -207,3 +207,15 @@ def test_import_is_cheap():
     code = "import sys, rtool.answers; print('sympy' in sys.modules or 'math_verify' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The answer is 48 sheep.", "48"),
+    ("the answer is 120 - 64 = 48 sheep", "48"),
+    ("The answer is $18 per day.", "18"),
+    ("The answer is 2 + 3 = 5", "5"),
+    ("The answer is x = 5.", "5"),
+    ("The answer is y = 2x + 3.", "y = 2x + 3"),
+])
+def test_prose_answers_are_cut_to_their_number(text, expected):
+    assert extract_answer(text) == expected
