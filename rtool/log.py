@@ -22,7 +22,7 @@ def setup(verbosity: int = 0) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
-    _quiet_libraries()
+    _quiet_libraries(show_progress=verbosity > 0)
 
 
 def stderr_console():
@@ -31,10 +31,13 @@ def stderr_console():
     return Console(file=sys.stderr, soft_wrap=True)
 
 
-def _quiet_libraries() -> None:
-    # transformers and datasets chat on stderr at INFO/WARNING about things the user did not ask about.
+def _quiet_libraries(show_progress: bool = False) -> None:
+    # transformers and datasets chat on stderr at INFO/WARNING about things the user did not ask about, and draw
+    # a progress bar for every weight load; rtool logs its own progress. -v brings them back.
     import os
 
+    if not show_progress:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
