@@ -8,10 +8,15 @@ and `tiny_task_file` is the same rows as JSONL.
 
 import importlib.util
 import json
+import os
 import string
 from pathlib import Path
 
 import pytest
+
+# Tiny models run fastest on one thread, and a second torch thread spinning on a busy machine makes every step
+# many times slower. Set before torch is imported, so it holds in this process and in every `rtool` subprocess.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
