@@ -17,11 +17,9 @@ import typer
 
 from rtool.errors import UserError
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendOpt, BaseUrlOpt, BatchSizeOpt,
-                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, NumSamplesOpt, OutOpt, PromptFieldOpt,
-                           RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt, TemperatureOpt, TopPOpt,
-                           TrustRemoteCodeOpt)
-
-DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, NoSystemOpt, NumSamplesOpt, OutOpt,
+                           PromptFieldOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt, TemperatureOpt,
+                           TopPOpt, TrustRemoteCodeOpt)
 
 
 def distill_cmd(
@@ -33,7 +31,7 @@ def distill_cmd(
     top_p: TopPOpt = 0.95,
     max_new_tokens: MaxNewTokensOpt = 1024,
     system: SystemOpt = None,
-    no_system: Annotated[bool, typer.Option("--no-system", help="Send no system prompt (default: ask for step-by-step reasoning and a \\boxed{} answer).")] = False,
+    no_system: NoSystemOpt = False,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 16,
     backend: BackendOpt = "auto",
@@ -53,12 +51,12 @@ def distill_cmd(
     from rtool.fields import FieldMap
     from rtool.log import logger, stderr_console
     from rtool.records import ReadStats, RecordWriter, first_rows, read_records
-    from rtool.traces import check_sampling
+    from rtool.traces import check_sampling, choose_system_prompt
 
     check_sampling(num_samples, temperature, top_p, max_new_tokens, batch_size)
     if resume and out == "-":
         raise UserError("--resume needs --out FILE", hint="the file whose finished samples are skipped")
-    system_prompt = None if no_system else (system or DEFAULT_SYSTEM)
+    system_prompt = choose_system_prompt(system, no_system)
     fields = FieldMap(prompt_field, answer_field)
     done = _finished_samples(Path(out)) if resume else set()
     if done:

@@ -17,11 +17,9 @@ import typer
 
 from rtool.errors import UserError
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendOpt, BaseUrlOpt, BatchSizeOpt,
-                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, NumSamplesOpt, PromptFieldOpt,
-                           RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt, TemperatureOpt, TopPOpt,
-                           TrustRemoteCodeOpt)
-
-DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, NoSystemOpt, NumSamplesOpt,
+                           PromptFieldOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt, TemperatureOpt,
+                           TopPOpt, TrustRemoteCodeOpt)
 
 
 def eval_cmd(
@@ -34,7 +32,7 @@ def eval_cmd(
     top_p: TopPOpt = 1.0,
     max_new_tokens: MaxNewTokensOpt = 1024,
     system: SystemOpt = None,
-    no_system: Annotated[bool, typer.Option("--no-system", help="Send no system prompt.")] = False,
+    no_system: NoSystemOpt = False,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 16,
     backend: BackendOpt = "auto",
@@ -55,7 +53,7 @@ def eval_cmd(
     from rtool.log import stderr_console
     from rtool.metrics import EvalTally
     from rtool.records import ReadStats, RecordWriter, first_rows, read_records, write_json
-    from rtool.traces import check_sampling
+    from rtool.traces import check_sampling, choose_system_prompt
 
     fields = FieldMap(prompt_field, answer_field)
     stats = ReadStats()
@@ -80,7 +78,7 @@ def eval_cmd(
                                      allow_pickle=allow_pickle, request_timeout=request_timeout)
             params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p,
                                     max_new_tokens=max_new_tokens, seed=seed)
-            system_prompt = None if no_system else (system or DEFAULT_SYSTEM)
+            system_prompt = choose_system_prompt(system, no_system)
             graded = _generate_and_grade(generator, rows, fields, params, system_prompt, batch_size)
         else:
             graded = _grade_completions(rows, fields, workers)

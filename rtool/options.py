@@ -16,6 +16,7 @@ SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed inp
 PromptFieldOpt = Annotated[Optional[str], typer.Option("--prompt-field", help="Field holding the prompt (default: auto: prompt, messages, question, problem).")]
 AnswerFieldOpt = Annotated[Optional[str], typer.Option("--answer-field", help="Field holding the gold answer (default: auto: answer with '#### n', answer, gold, solution's last \\boxed{}).")]
 SystemOpt = Annotated[Optional[str], typer.Option("--system", help="System prompt added before each conversation.")]
+NoSystemOpt = Annotated[bool, typer.Option("--no-system", help="Send no system prompt (distill and eval default to asking for step-by-step reasoning and a \\boxed{} answer).")]
 
 TrustRemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run model code shipped with the checkpoint (off by default: it executes arbitrary Python).")]
 AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin/.pt) weights; refused by default since unpickling can execute code.")]

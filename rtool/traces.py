@@ -17,6 +17,9 @@ from rtool.answers import grade
 from rtool.fields import FieldMap, prompt_id
 from rtool.records import Row
 
+# What distill and eval ask a model for by default (the convention of DeepSeek-R1 and open-r1's math evals).
+REASONING_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
 
 @dataclass
 class Trace:
@@ -82,3 +85,8 @@ def check_sampling(n: int, temperature: float, top_p: float, max_new_tokens: int
         raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def choose_system_prompt(system: str | None, no_system: bool) -> str | None:
+    """--system wins, --no-system sends none, else the reasoning prompt."""
+    return None if no_system else (system or REASONING_SYSTEM_PROMPT)
