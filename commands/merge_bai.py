@@ -77,12 +77,14 @@ def merge_bai_cmd(
     run leaves no OUT. Prints the output dir(s) on stdout. Works offline: inputs are local dirs.
     """
     from rtool import merge
+    from rtool.merge_math import METHODS
+    from rtool.merge_sources import open_source
 
     jobs = _jobs(w, v, sweep)
-    one_of("method", method, (*merge.METHODS, *merge.MERGEKIT_METHODS))
+    one_of("method", method, (*METHODS, *merge.MERGEKIT_METHODS))
     one_of("dtype", dtype, ("auto", "float32", "bfloat16", "float16"))
     merge.check_weight("density", density)
-    sources = [merge.open_source(role, path, lora_base) for role, path in
+    sources = [open_source(role, path, lora_base) for role, path in
                (("reasoning", reasoning), ("instruct", instruct), ("pretrained", pretrained))]
     plan = merge.plan_merge(*sources, jobs, method=method, dtype=dtype, max_shard_size=parse_size(max_shard_size),
                             save_intermediate=save_intermediate)

@@ -5,14 +5,15 @@
 
     plan = plan_merge(open_source("reasoning", r), open_source("instruct", i), open_source("pretrained", p),
                       jobs=[MergeJob(w=0.5, v=0.5)], method="linear")
-    write_merges(plan, out_dir)          # out_dir/<job.subdir> for each job, or out_dir itself for one job
+    merge_bai(plan, out)                 # out/<job.subdir> for each job, or out itself for one job; atomic
+    merge_with_mergekit(plan, out)       # the methods in MERGEKIT_METHODS, through mergekit's Python API
 
-Both stages run per tensor in one pass, in fp32, over row chunks of a few MB, with several threads: each chunk of
-the three inputs is read once (LoRA deltas B·A added on the fly) and every job's result is written straight into
-its place in the sharded output. Memory holds a few chunks per thread, never a model.
-
-The arithmetic equals mergekit's, bit for bit in fp32 (`linear_pair`, `task_arithmetic_pair`); both are plain
-numpy functions with table tests. Everything here raises UserError for bad input and never prints.
+This module plans the merge (jobs, checks, output layout), streams it (`write_merges`), stages the output dir
+and writes config, tokenizer and provenance (rtool_merge.json). Both stages run per tensor in one pass, in fp32,
+over row chunks of a few MB, with several threads: each chunk of the three inputs is read once (LoRA deltas added
+on the fly) and every job's result is written straight into its place in the sharded output. Memory holds a few
+chunks per thread, never a model. The arithmetic lives in rtool.merge_math, the inputs in rtool.merge_sources.
+Everything here raises UserError for bad input and never prints.
 """
 
 from __future__ import annotations
@@ -27,182 +28,20 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rtool.errors import UserError, one_of
 from rtool.log import logger
+from rtool.merge_math import METHODS, Scratch, bai_stage1, bai_stage2
+from rtool.merge_sources import Source
 from rtool.safetensors_io import (DTYPE_NAMES, FLOAT_DTYPES, INDEX_NAME, ITEMSIZE, Reader, Shard, ShardWriter,
-                                  TensorEntry, file_tensors, fp32_to, header_sha256, list_tensors, plan_shards,
-                                  read_json, weight_files, write_index)
+                                  fp32_to, header_sha256, plan_shards, read_json, weight_files, write_index)
 
-_INT64_MIN = np.iinfo(np.int64).min
-
-
-class Scratch:
-    """Reusable buffers of one thread, so a merge allocates per thread, not per chunk."""
-
-    def __init__(self):
-        self._buffers: dict[str, np.ndarray] = {}
-
-    def get(self, key: str, n: int, dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        buffer = self._buffers.get(key)
-        if buffer is None or buffer.nbytes < n * dtype.itemsize:
-            buffer = np.empty(n * dtype.itemsize, dtype=np.uint8)
-            self._buffers[key] = buffer
-        return buffer[: n * dtype.itemsize].view(dtype)
-
-
-def linear_pair(a: np.ndarray, wa: float, b: np.ndarray, wb: float, out: np.ndarray,
-                scratch: Scratch | None = None) -> np.ndarray:
-    """out = (wa·a + wb·b) / (wa + wb) on fp32 arrays, rounded exactly like mergekit's `linear` (normalize: true).
-
-    mergekit (merge_methods/linear.py) computes, in fp32: result = zeros; result.addcmul_(a, wa);
-    result.addcmul_(b, wb); result.div_(wa + wb). torch's addcmul is a fused multiply-add on CPUs with FMA and on
-    GPUs, so per element: t = fma(a, wa, +0); out = fma(b, wb, t) / fl32(wa + wb). numpy has no FMA. When wb is a
-    power of two (w = 0.5, the default) b·wb is exact in fp32 and a plain fp32 add is the fused result. Otherwise
-    b·wb is exact in fp64 (24 + 24 bits), so fl32(fl64(b·wb + t)) is the fused result except where the fp64 sum
-    was rounded onto an fp32 halfway point (double rounding); those elements are found by their bit pattern and
-    recomputed exactly (`_fma32_exact`). `out` must not alias `a` or `b`.
-    """
-    scratch = scratch or Scratch()
-    wa32, wb32 = np.float32(wa), np.float32(wb)
-    t = scratch.get("linear.t", a.size, np.float32).reshape(a.shape)
-    if wa32 == 0:
-        np.multiply(a, wa32, out=t)
-        np.add(t, np.float32(0), out=t)
-    elif _has_negative_zero(a):
-        # fma(a, wa, +0) equals (a + 0) · wa: adding +0 first turns -0 into +0 as the fused add would, and an
-        # underflowing negative product keeps its sign in both.
-        np.add(a, np.float32(0), out=t)
-        np.multiply(t, wa32, out=t)
-    else:
-        np.multiply(a, wa32, out=t)  # without -0 in `a`, a · wa already equals fma(a, wa, +0)
-    if _is_power_of_two(wb32) and _exact_product(b, wb32, out):
-        # b·wb is exact in fp32 here, so one fp32 add rounds b·wb + t once, as the FMA does: no fp64 needed.
-        np.add(out, t, out=out)
-    elif _product_grid_ok(wb32):
-        s = scratch.get("linear.s", a.size, np.float64).reshape(a.shape)
-        np.multiply(b, np.float64(wb32), out=s)
-        np.add(s, t, out=s)
-        np.copyto(out, s, casting="same_kind")
-        if not _is_power_of_two(wb32):
-            # An fp32 halfway point in the normal range has fp64 fraction bits 28..0 equal to 1000...0. Shifting
-            # them to the top leaves exactly INT64_MIN there, and a min() finds it faster than a compare would.
-            # Exact sums that land there are rounded right already; _fma32_exact redoes them all the same.
-            bits = s.view(np.uint64)
-            np.left_shift(bits, np.uint64(35), out=bits)
-            if bits.view(np.int64).min() == _INT64_MIN:
-                flat = np.flatnonzero(bits.view(np.int64).ravel() == _INT64_MIN)
-                out.ravel()[flat] = _fma32_exact(b.ravel()[flat], wb32, t.ravel()[flat])
-    else:
-        np.copyto(out, _fma32_exact(b, wb32, t))
-    denominator = np.float32(wa32 + wb32)
-    if denominator != 1:
-        np.divide(out, denominator, out=out)
-    return out
-
-
-def _exact_product(b: np.ndarray, w32: np.float32, out: np.ndarray) -> bool:
-    """out = b·w in fp32; True if every product is exact. For w a power of two only an underflow (a product
-    below the normal range losing bits) can round, and the hardware flags exactly that."""
-    try:
-        with np.errstate(under="raise"):
-            np.multiply(b, w32, out=out)
-    except FloatingPointError:
-        return False
-    return True
-
-
-def _has_negative_zero(a: np.ndarray) -> bool:
-    # -0.0 is 0x80000000, the smallest int32: one fast min() instead of a pass that writes.
-    if not a.flags.c_contiguous:
-        return True
-    return bool(a.reshape(-1).view(np.int32).min() == np.iinfo(np.int32).min)
-
-
-def _is_power_of_two(w32: np.float32) -> bool:
-    """True for 0 and powers of two (0.5, 0.25, 1): then b·w has b's 24 bits, and an fp64 sum b·w + t that is
-    rounded at all lies far from any fp32 halfway point (its smaller term is below 2^-29 of the larger), so no
-    double rounding can happen and the check is skipped. Sums of so few bits often land exactly on halfway
-    points, which would otherwise all go the slow way."""
-    return w32 == 0 or math.frexp(float(w32))[0] == 0.5
-
-
-def _product_grid_ok(w32: np.float32) -> bool:
-    """True when w is a multiple of 2^-30: then b·w + t is a multiple of 2^-179 and every result below the fp32
-    normal range (2^-126) is exact in fp64, so the halfway-point check above needs to cover only normal numbers.
-    Weights from 2^-7 to 1 always are; smaller ones take the exact path."""
-    return w32 == 0 or float(w32) * 2.0**30 == math.floor(float(w32) * 2.0**30)
-
-
-def _fma32_exact(b: np.ndarray, w32: np.float32, c: np.ndarray) -> np.ndarray:
-    """fl32(b·w + c) rounded once, for fp32 arrays b, c: fp64 sum with round-to-odd, then round to fp32.
-
-    Rounding to odd in a format with at least 2p + 2 bits, then to nearest in p bits, is correctly rounded
-    (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using rounding to odd",
-    IEEE TC 2008); 53 >= 2·24 + 2. The fp64 rounding error comes from Knuth's TwoSum.
-    """
-    with np.errstate(invalid="ignore", over="ignore"):
-        p = b.astype(np.float64) * np.float64(w32)
-        c64 = c.astype(np.float64)
-        s = p + c64
-        bb = s - p
-        error = (p - (s - bb)) + (c64 - bb)
-        even = (s.view(np.uint64) & np.uint64(1)) == 0
-        fix = (error != 0) & even & np.isfinite(s)
-    s[fix] = np.nextafter(s[fix], np.where(error[fix] > 0, np.inf, -np.inf))
-    return s.astype(np.float32)
-
-
-def task_arithmetic_pair(base: np.ndarray, x: np.ndarray, wx: float, y: np.ndarray | None, wy: float,
-                         out: np.ndarray, scratch: Scratch | None = None) -> np.ndarray:
-    """out = base + (wx·(x − base) + wy·(y − base)) in fp32, as mergekit's `task_arithmetic` (normalize: false,
-    lambda 1) rounds it: each delta is computed, scaled and summed as separate fp32 operations. `y=None` merges
-    one model: out = base + wx·(x − base). `out` must not alias the inputs."""
-    scratch = scratch or Scratch()
-    np.subtract(x, base, out=out)
-    np.multiply(out, np.float32(wx), out=out)
-    if y is not None:
-        d = scratch.get("task.d", base.size, np.float32).reshape(base.shape)
-        np.subtract(y, base, out=d)
-        np.multiply(d, np.float32(wy), out=d)
-        np.add(out, d, out=out)
-    np.add(base, out, out=out)
-    return out
-
-
-METHODS = ("linear", "task-arithmetic")
 # Methods rtool does not reimplement: run through mergekit's Python API (pip install 'rtool[mergekit]').
 MERGEKIT_METHODS = {"slerp": "slerp", "ties": "ties", "dare-ties": "dare_ties", "dare-linear": "dare_linear"}
-
-
-def bai_stage1(method: str, reasoning: np.ndarray, instruct: np.ndarray, pretrained: np.ndarray, w: float,
-               out: np.ndarray, scratch: Scratch | None = None) -> np.ndarray:
-    """θ_mid = w·θ_reasoning + (1 − w)·θ_instruct (task-arithmetic: as deltas from θ_pretrained)."""
-    if method == "linear":
-        return linear_pair(reasoning, w, instruct, 1.0 - w, out, scratch)
-    return task_arithmetic_pair(pretrained, reasoning, w, instruct, 1.0 - w, out, scratch)
-
-
-def bai_stage2(method: str, mid: np.ndarray, pretrained: np.ndarray, v: float, out: np.ndarray,
-               scratch: Scratch | None = None) -> np.ndarray:
-    """θ_bai = v·θ_mid + (1 − v)·θ_pretrained (task-arithmetic: θ_P + v·(θ_mid − θ_P))."""
-    if method == "linear":
-        return linear_pair(mid, v, pretrained, 1.0 - v, out, scratch)
-    return task_arithmetic_pair(pretrained, mid, v, None, 0.0, out, scratch)
-
-
-def bai(method: str, reasoning: np.ndarray, instruct: np.ndarray, pretrained: np.ndarray, w: float, v: float,
-        scratch: Scratch | None = None) -> np.ndarray:
-    """Both stages on whole fp32 arrays; returns θ_bai. The streaming merge calls the stages chunk by chunk."""
-    scratch = scratch or Scratch()
-    mid = bai_stage1(method, reasoning, instruct, pretrained, w, np.empty_like(reasoning), scratch)
-    return bai_stage2(method, mid, pretrained, v, np.empty_like(reasoning), scratch)
-
 
 
 def check_weight(name: str, value: float) -> float:
@@ -234,162 +73,6 @@ def parse_sweep(text: str) -> list[tuple[float, float]]:
             raise UserError(f"--sweep names w={pair[0]:g}, v={pair[1]:g} twice", field="sweep")
         seen.add(pair)
     return pairs
-
-
-@dataclass(frozen=True)
-class LoraDelta:
-    """One LoRA update of a base tensor W: W + scale · B·A, or W + scale · (B·A)ᵀ for embeddings and
-    fan_in_fan_out layers."""
-
-    a: TensorEntry
-    b: TensorEntry
-    scale: float
-    transposed: bool
-
-
-@dataclass
-class Source:
-    """One merge input: a model dir, or a PEFT LoRA adapter dir applied to its base model on the fly."""
-
-    role: str
-    path: Path
-    kind: str  # "model" | "lora"
-    model_dir: Path  # the dir with config.json and the (base) weights
-    config: dict
-    tensors: dict[str, TensorEntry]  # base tensors, with an adapter's full replacements already swapped in
-    deltas: dict[str, LoraDelta] = field(default_factory=dict)
-
-    @property
-    def files_dir(self) -> Path:
-        """Where config and tokenizer files come from: an adapter dir that has tokenizer files, else model_dir."""
-        if self.kind == "lora" and any((self.path / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
-            return self.path
-        return self.model_dir
-
-    def read_rows(self, reader: Reader, name: str, row0: int, nrows: int, buffer: np.ndarray,
-                  scratch: Scratch) -> np.ndarray:
-        """Rows [row0, row0 + nrows) of tensor `name` as a flat fp32 array, LoRA delta included: a view of
-        the file where possible, else `buffer` (fp32, large enough)."""
-        rows = reader.rows_fp32(self.tensors[name], row0, nrows, buffer)
-        delta = self.deltas.get(name)
-        if delta is None:
-            return rows
-        if not np.shares_memory(rows, buffer):  # a read-only view of the file: copy before adding
-            np.copyto(buffer[: rows.size], rows)
-            rows = buffer[: rows.size]
-        a = reader.rows_fp32(delta.a, 0, delta.a.rows, scratch.get("lora.a", delta.a.numel, np.float32))
-        b = reader.rows_fp32(delta.b, 0, delta.b.rows, scratch.get("lora.b", delta.b.numel, np.float32))
-        a, b = a.reshape(delta.a.shape), b.reshape(delta.b.shape)
-        # PEFT's merge: W + (B @ A) * scaling, transposed for embeddings and fan_in_fan_out layers.
-        part = (a[:, row0:row0 + nrows].T @ b.T) if delta.transposed else (b[row0:row0 + nrows] @ a)
-        part *= np.float32(delta.scale)
-        matrix = rows.reshape(nrows, -1)
-        matrix += part
-        return rows
-
-    def prefetch(self, reader: Reader, name: str, row0: int, nrows: int) -> None:
-        """Start reading these rows into the file cache (see Reader.prefetch)."""
-        reader.prefetch(self.tensors[name], row0, nrows)
-
-    def release(self, reader: Reader, name: str, row0: int, nrows: int) -> None:
-        """Drop the pages of these rows from the process (see Reader.release)."""
-        reader.release(self.tensors[name], row0, nrows)
-
-
-def open_source(role: str, path: Path, lora_base: Path | None = None) -> Source:
-    """Open a model dir (config.json + safetensors) or a LoRA adapter dir (adapter_config.json) for reading."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{role} model: no such directory", path=path)
-    if not path.is_dir():
-        raise UserError(f"{role} model: not a directory", path=path)
-    if (path / "adapter_config.json").is_file():
-        return _open_lora(role, path, lora_base)
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"{role} model: no config.json", path=path, hint="pass a Hugging Face model dir")
-    return Source(role, path, "model", path, read_json(config_path), list_tensors(path))
-
-
-def _open_lora(role: str, path: Path, lora_base: Path | None) -> Source:
-    adapter_config = read_json(path / "adapter_config.json")
-    where = path / "adapter_config.json"
-    if adapter_config.get("peft_type", "LORA") != "LORA":
-        raise UserError(f"{role}: peft_type {adapter_config.get('peft_type')!r} is not supported, only LORA",
-                        path=where)
-    for flag in ("use_dora", "lora_bias"):
-        if adapter_config.get(flag):
-            raise UserError(f"{role}: LoRA adapters with {flag}=true are not supported", path=where,
-                            hint="merge it with PEFT's merge_and_unload() and pass the merged model")
-    base = lora_base
-    if base is None:
-        named = adapter_config.get("base_model_name_or_path")
-        if not named or not Path(named).is_dir():
-            raise UserError(f"{role}: the adapter's base model {named!r} is not a local directory", path=where,
-                            hint="pass --lora-base DIR")
-        base = Path(named)
-    base_source = open_source(role, Path(base))
-    if base_source.kind != "model":
-        raise UserError(f"{role}: the base of a LoRA adapter must be a model dir, not another adapter", path=base)
-    adapter_file = path / "adapter_model.safetensors"
-    if not adapter_file.is_file():
-        raise UserError(f"{role}: no adapter_model.safetensors in the adapter dir", path=path,
-                        hint="save the adapter with safe_serialization (PEFT's default)")
-    tensors = dict(base_source.tensors)
-    parts: dict[str, dict[str, TensorEntry]] = {}
-    for entry in file_tensors(adapter_file):
-        key = entry.name.removeprefix("base_model.model.")
-        for suffix, (kind, slot) in _LORA_SUFFIXES.items():
-            if key.endswith(suffix):
-                parts.setdefault(key[: -len(suffix)], {})[slot] = entry
-                parts[key[: -len(suffix)]]["kind"] = kind
-                break
-        else:
-            target = key.replace(".base_layer.", ".")
-            if target not in tensors:
-                raise UserError(f"{role}: adapter tensor {entry.name!r} matches no tensor of the base model",
-                                path=adapter_file)
-            _same_shape(role, target, tensors[target], entry, adapter_file)
-            tensors[target] = TensorEntry(target, entry.dtype, entry.shape, entry.path, entry.offset, entry.nbytes)
-    deltas = {}
-    for module, slots in parts.items():
-        target = module + ".weight"
-        if "a" not in slots or "b" not in slots or target not in tensors:
-            raise UserError(f"{role}: LoRA module {module!r} is incomplete or matches no base tensor "
-                            f"{target!r}", path=adapter_file)
-        a, b = slots["a"], slots["b"]
-        transposed = slots["kind"] == "embedding" or bool(adapter_config.get("fan_in_fan_out"))
-        rank = a.shape[0]
-        shape = (a.shape[1], b.shape[0]) if transposed else (b.shape[0], a.shape[1])
-        if len(a.shape) != 2 or len(b.shape) != 2 or b.shape[1] != rank or shape != tensors[target].shape:
-            raise UserError(f"{role}: LoRA module {module!r} has A {list(a.shape)} and B {list(b.shape)}, which do "
-                            f"not fit base tensor {target!r} of shape {list(tensors[target].shape)}", path=adapter_file)
-        alpha = _pattern_value(adapter_config.get("alpha_pattern") or {}, module, adapter_config.get("lora_alpha", 8))
-        scale = alpha / math.sqrt(rank) if adapter_config.get("use_rslora") else alpha / rank
-        deltas[target] = LoraDelta(a, b, float(scale), transposed)
-    return Source(role, path, "lora", base_source.model_dir, base_source.config, tensors, deltas)
-
-
-_LORA_SUFFIXES = {
-    ".lora_A.weight": ("linear", "a"),
-    ".lora_B.weight": ("linear", "b"),
-    ".lora_embedding_A": ("embedding", "a"),
-    ".lora_embedding_B": ("embedding", "b"),
-}
-
-
-def _pattern_value(patterns: dict, module: str, default):
-    # PEFT matches rank_pattern / alpha_pattern keys as a suffix of the module name (peft.utils.get_pattern_key).
-    for pattern, value in patterns.items():
-        if re.fullmatch(rf"(.*\.)?{pattern}", module):
-            return value
-    return default
-
-
-def _same_shape(role: str, name: str, want: TensorEntry, got: TensorEntry, path: Path) -> None:
-    if want.shape != got.shape:
-        raise UserError(f"{role}: adapter tensor for {name!r} has shape {list(got.shape)} but the base model's is "
-                        f"{list(want.shape)}", path=path)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import last_error_line, run_rtool
-from rtool.merge import bai
+from rtool.merge_math import bai
 
 ROLES = ("reasoning", "instruct", "pretrained")
 
@@ -423,9 +423,10 @@ MERGEKIT_API_SCRIPT = """
 import json, sys
 from pathlib import Path
 from rtool import merge
+from rtool.merge_sources import open_source
 roles = ("reasoning", "instruct", "pretrained")
 paths, out, method = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-sources = [merge.open_source(role, Path(paths[role])) for role in roles]
+sources = [open_source(role, Path(paths[role])) for role in roles]
 plan = merge.plan_merge(*sources, [merge.MergeJob(0.3, 0.6, "a"), merge.MergeJob(0.0, 1.0, "b")], method=method)
 print(json.dumps([str(p) for p in merge.merge_with_mergekit(plan, out)]))
 """
@@ -467,12 +468,13 @@ def test_small_chunks_and_many_threads_give_the_same_bytes(models, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from rtool import merge
+    from rtool.merge_sources import open_source
 
     adapter = tmp_path / "adapter"
     get_peft_model(_model(2), LoraConfig(r=4, target_modules=["q_proj", "embed_tokens"], init_lora_weights=False)
                    ).save_pretrained(adapter)
-    sources = [merge.open_source("reasoning", adapter, lora_base=models["instruct"]),
-               merge.open_source("instruct", models["instruct"]), merge.open_source("pretrained", models["pretrained"])]
+    sources = [open_source("reasoning", adapter, lora_base=models["instruct"]),
+               open_source("instruct", models["instruct"]), open_source("pretrained", models["pretrained"])]
     jobs = [merge.MergeJob(0.3, 0.6, "a"), merge.MergeJob(0.5, 0.5, "b"), merge.MergeJob(0.3, 0.2, "c")]
     plan = merge.plan_merge(*sources, jobs, save_intermediate=True)
     whole, chunked = tmp_path / "whole", tmp_path / "chunked"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from rtool.errors import UserError
-from rtool.merge import (Scratch, _fma32_exact, bai, check_weight, linear_pair, parse_sweep,
-                         task_arithmetic_pair)
+from rtool.merge import check_weight, parse_sweep
+from rtool.merge_math import Scratch, _fma32_exact, bai, linear_pair, task_arithmetic_pair
 from rtool.safetensors_io import ShardWriter, fp32_to, list_tensors, plan_shards, Reader
 
 
