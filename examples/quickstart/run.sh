@@ -17,8 +17,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-$here/work}"
 rm -rf "$work"
 mkdir -p "$work"
-# Tiny models run fastest on one thread; a second one mostly waits on the first.
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# torch uses every core by default, which is fastest on an idle machine; on a busy one, OMP_NUM_THREADS=1 is.
 
 started=$(date +%s.%N)
 timings="$work/timings.tsv"
