@@ -3,7 +3,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rtool.tiny import char_tokenizer, save_tiny, tiny_llama
 
-TEXT = "What is 347 + 58?\n7+8+0=15, write 5 carry 1\nSo 347+58=\\boxed{405}."
+TEXT = "What is 347 + 58?\n7+8+0=15, write 5 carry 1\nAnswer: \\boxed{405}."
 
 
 def test_reload_round_trip(tmp_path):
@@ -78,8 +78,8 @@ def test_make_task_splits_are_disjoint(make_task, tmp_path):
     assert (len(train), len(test)) == (40, 10)
     assert not {row["problem"] for row in train} & {row["problem"] for row in test}
     assert make_task.add_solution(999, 1).splitlines() == [
-        "9+1+0=10, write 0 carry 1", "9+0+1=10, write 0 carry 1", "9+0+1=10, write 10", "So 999+1=\\boxed{1000}."]
-    assert make_task.sub_solution(105, 98).endswith("So 105-98=\\boxed{7}.")
+        "9+1+0=10, write 0 carry 1", "9+0+1=10, write 0 carry 1", "9+0+1=10, write 10", "Answer: \\boxed{1000}."]
+    assert make_task.sub_solution(105, 98).endswith("write 0 borrow 0\nAnswer: \\boxed{7}.")
 
 
 def test_build_models(tiny_task_file, tmp_path):

@@ -6,10 +6,11 @@ Rows use the MATH layout, `{"id", "problem", "solution", "answer"}`, and every s
     7+8+0=15, write 5 carry 1
     4+5+1=10, write 0 carry 1
     3+0+1=4, write 4
-    So 347+58=\\boxed{405}.
+    Answer: \\boxed{405}.
 
 Each line works on one column, right to left, so a character-level model with a few layers can learn the
-algorithm; the last line reads the written digits back from the left. Subtraction (`--ops add,sub`) works the
+algorithm; the last line reads the written digits back from the left. (The answer line does not restate the
+operands: copying them again was where sampled traces most often slipped while still boxing the right answer.) Subtraction (`--ops add,sub`) works the
 same way with borrows and keeps a >= b.
 
     python make_task.py --out-dir data --train 1000 --test 200 --seed 0   # writes data/train.jsonl, data/test.jsonl
@@ -42,7 +43,7 @@ def add_solution(a: int, b: int) -> str:
         else:
             lines.append(f"{x}+{y}+{carry}={s}, write {s % 10} carry {s // 10}")
             carry = s // 10
-    lines.append(f"So {a}+{b}=\\boxed{{{a + b}}}.")
+    lines.append(f"Answer: \\boxed{{{a + b}}}.")
     return "\n".join(lines)
 
 
@@ -62,7 +63,7 @@ def sub_solution(a: int, b: int) -> str:
             lines.append(f"{x}-{y}-{borrow}={d}, write {d} borrow 0")
             borrow = 0
     # The written digits may start with zeros (105-98 writes 0,0,7); the boxed answer drops them.
-    lines.append(f"So {a}-{b}=\\boxed{{{a - b}}}.")
+    lines.append(f"Answer: \\boxed{{{a - b}}}.")
     return "\n".join(lines)
 
 

@@ -13,11 +13,18 @@ MODELS = [("teacher", "teacher (SFT on gold solutions)"), ("student-init", "stud
           ("student", "student (SFT on the teacher's verified traces)")]
 
 
-def main(work: Path) -> None:
+# The quickstart fails (exit 1) when distillation did not work, so CI catches a regression. The target is a
+# student of >= 95% from one near 0%; the gate only catches a pipeline that broke, not the last few points, which vary with the CPU.
+STUDENT_AT_LEAST, UNTRAINED_AT_MOST = 0.80, 0.05
+
+
+def main(work: Path) -> int:
+    accuracy = {}
     print("| model | held-out pass@1 | mean tokens | truncated |")
     print("|---|---|---|---|")
     for name, label in MODELS:
         summary = json.loads((work / f"eval-{name}.json").read_text())
+        accuracy[name] = summary["pass@1"]
         print(f"| {label} | {summary['pass@1']:.1%} | {summary['mean_tokens']} | {summary['truncated_share']:.1%} |")
     traces = [json.loads(line) for line in (work / "traces.jsonl").open()]
     correct = sum(row["correct"] is True for row in traces)
@@ -28,7 +35,12 @@ def main(work: Path) -> None:
     for line in (work / "timings.tsv").read_text().splitlines():
         stage, seconds = line.split("\t")
         print(f"| {stage} | {seconds} |")
+    if accuracy["student"] < STUDENT_AT_LEAST or accuracy["student-init"] > UNTRAINED_AT_MOST:
+        print(f"quickstart: distillation did not work: student {accuracy['student']:.1%} (want >= "
+              f"{STUDENT_AT_LEAST:.0%}), untrained {accuracy['student-init']:.1%}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    sys.exit(main(Path(sys.argv[1])))

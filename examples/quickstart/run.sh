@@ -31,7 +31,7 @@ step() {  # step NAME COMMAND...: run it, append "NAME<TAB>seconds" to the timin
     awk -v n="$name" -v b="$begin" -v e="$end" 'BEGIN { printf "%s\t%.1f\n", n, e - b }' >> "$timings"
 }
 
-step "make task" python "$here/make_task.py" --out-dir "$work/data" --train 1000 --test 200 --seed 0
+step "make task" python "$here/make_task.py" --out-dir "$work/data" --train 2000 --test 500 --seed 0
 step "build models" python "$here/build_models.py" --data "$work/data/train.jsonl" "$work/data/test.jsonl" \
     --teacher-out "$work/teacher-init" --student-out "$work/student-init"
 
