@@ -17,6 +17,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-$here/work}"
 rm -rf "$work"
 mkdir -p "$work"
+export HF_HUB_DISABLE_PROGRESS_BARS=1  # build_models.py saves with transformers, which would draw a bar
 # torch uses every core by default, which is fastest on an idle machine; on a busy one, OMP_NUM_THREADS=1 is.
 
 started=$(date +%s.%N)
