@@ -2,16 +2,18 @@
 
 Rows use the MATH layout, `{"id", "problem", "solution", "answer"}`, and every solution ends in `\\boxed{n}`:
 
-    What is 347 + 58?
+    What is 347 + 158?
     7+8+0=15, write 5 carry 1
     4+5+1=10, write 0 carry 1
-    3+0+1=4, write 4
-    Answer: \\boxed{405}.
+    3+1+1=5, write 5
+    Answer: \\boxed{505}.
 
 Each line works on one column, right to left, so a character-level model with a few layers can learn the
 algorithm; the last line reads the written digits back from the left. (The answer line does not restate the
-operands: copying them again was where sampled traces most often slipped while still boxing the right answer.) Subtraction (`--ops add,sub`) works the
-same way with borrows and keeps a >= b.
+operands: copying them again was where sampled traces most often slipped while still boxing the right answer.)
+Subtraction (`--ops add,sub`) works the same way with borrows and keeps a >= b. Operands are 3-digit by default
+(`--low 100 --high 999`): every problem then has the same number of columns, which a tiny model learns faster
+than a mix of widths.
 
     python make_task.py --out-dir data --train 1000 --test 200 --seed 0   # writes data/train.jsonl, data/test.jsonl
 
@@ -76,8 +78,8 @@ def make_row(op: str, a: int, b: int, row_id: str) -> dict:
     raise ValueError(f"unknown op {op!r}; valid: {', '.join(OPS)}")
 
 
-def make_rows(n: int, seed: int = 0, ops=("add",), low: int = 10, high: int = 999) -> list[dict]:
-    """`n` distinct problems with operands in [low, high] (2–3 digits by default), ids `q00000`, `q00001`, ..."""
+def make_rows(n: int, seed: int = 0, ops=("add",), low: int = 100, high: int = 999) -> list[dict]:
+    """`n` distinct problems with operands in [low, high] (3 digits by default), ids `q00000`, `q00001`, ..."""
     for op in ops:
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}; valid: {', '.join(OPS)}")
@@ -98,9 +100,11 @@ def make_rows(n: int, seed: int = 0, ops=("add",), low: int = 10, high: int = 99
     return rows
 
 
-def write_splits(out_dir, train: int, test: int, seed: int = 0, ops=("add",)) -> tuple[Path, Path]:
+def write_splits(
+    out_dir, train: int, test: int, seed: int = 0, ops=("add",), low: int = 100, high: int = 999
+) -> tuple[Path, Path]:
     """Write `out_dir/train.jsonl` and `out_dir/test.jsonl`, disjoint by construction; return both paths."""
-    rows = make_rows(train + test, seed=seed, ops=ops)
+    rows = make_rows(train + test, seed=seed, ops=ops, low=low, high=high)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "train.jsonl", out / "test.jsonl"
@@ -118,10 +122,14 @@ def main(argv=None) -> None:
     parser.add_argument("--test", type=int, default=200, help="held-out test rows (default 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ops", default="add", help="comma-separated: add, sub (default add)")
+    parser.add_argument("--low", type=int, default=100, help="smallest operand (default 100)")
+    parser.add_argument("--high", type=int, default=999, help="largest operand (default 999)")
     args = parser.parse_args(argv)
     ops = tuple(op.strip() for op in args.ops.split(",") if op.strip())
     try:
-        paths = write_splits(args.out_dir, args.train, args.test, seed=args.seed, ops=ops)
+        paths = write_splits(
+            args.out_dir, args.train, args.test, seed=args.seed, ops=ops, low=args.low, high=args.high
+        )
     except ValueError as err:
         parser.error(str(err))
     for path in paths:

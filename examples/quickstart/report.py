@@ -14,8 +14,9 @@ MODELS = [("teacher", "teacher (SFT on gold solutions)"), ("student-init", "stud
 
 
 # The quickstart fails (exit 1) when distillation did not work, so CI catches a regression. The target is a
-# student of >= 95% from one near 0%; the gate only catches a pipeline that broke, not the last few points, which vary with the CPU.
-STUDENT_AT_LEAST, UNTRAINED_AT_MOST = 0.80, 0.05
+# student of >= 95% from one near 0% (measured: 96.2-100% over seeds 0-3); the gate sits a few points lower,
+# since floating-point sums differ between CPUs and so do the sampled traces.
+STUDENT_AT_LEAST, UNTRAINED_AT_MOST = 0.90, 0.05
 
 
 def main(work: Path) -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The rtool quickstart, offline on the CPU: distill a tiny teacher's reasoning into a fresh student.
 #
-#   1. make a task: 2-3 digit addition with gold digit-by-digit solutions ending in \boxed{} (make_task.py)
+#   1. make a task: 3-digit addition with gold digit-by-digit solutions ending in \boxed{} (make_task.py)
 #   2. build tiny random Llamas and a character tokenizer for it (build_models.py)
 #   3. rtool sft     the teacher on the gold solutions
 #   4. rtool distill 4 samples per training prompt from the teacher at temperature 0.8, graded, all kept
@@ -9,12 +9,14 @@
 #   6. rtool eval    teacher, untrained student and trained student on the held-out test split
 #
 #   examples/quickstart/run.sh [WORK_DIR]      # default examples/quickstart/work; rtool must be on PATH
+#   QUICKSTART_SEED=1 examples/quickstart/run.sh   # another draw of problems, initial weights and samples
 #
 # stdout: the results table. stderr: each command's logs.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-$here/work}"
+seed="${QUICKSTART_SEED:-0}"
 rm -rf "$work"
 mkdir -p "$work"
 export HF_HUB_DISABLE_PROGRESS_BARS=1  # build_models.py saves with transformers, which would draw a bar
@@ -32,19 +34,20 @@ step() {  # step NAME COMMAND...: run it, append "NAME<TAB>seconds" to the timin
     awk -v n="$name" -v b="$begin" -v e="$end" 'BEGIN { printf "%s\t%.1f\n", n, e - b }' >> "$timings"
 }
 
-step "make task" python "$here/make_task.py" --out-dir "$work/data" --train 2000 --test 500 --seed 0
+# The two scripts print the paths they wrote; they go to the log, so stdout stays the results table.
+step "make task" python "$here/make_task.py" --out-dir "$work/data" --train 2000 --test 500 --seed "$seed" >&2
 step "build models" python "$here/build_models.py" --data "$work/data/train.jsonl" "$work/data/test.jsonl" \
-    --teacher-out "$work/teacher-init" --student-out "$work/student-init"
+    --teacher-out "$work/teacher-init" --student-out "$work/student-init" --seed "$seed" >&2
 
 step "sft teacher" rtool sft --model "$work/teacher-init" --data "$work/data/train.jsonl" \
-    --out "$work/teacher" --config "$here/teacher.yaml" > /dev/null
+    --out "$work/teacher" --config "$here/teacher.yaml" --seed "$seed" > /dev/null
 
 # --no-system: the task's prompts are the questions alone, as the teacher was trained.
 step "distill" rtool distill --teacher "$work/teacher" -n 4 --temperature 0.8 --top-p 1.0 --max-new-tokens 120 \
-    --no-system --batch-size 256 -i "$work/data/train.jsonl" -o "$work/traces.jsonl"
+    --no-system --batch-size 256 --seed "$seed" -i "$work/data/train.jsonl" -o "$work/traces.jsonl"
 
 step "sft student" rtool sft --model "$work/student-init" --data "$work/traces.jsonl" \
-    --out "$work/student" --config "$here/student.yaml" > /dev/null
+    --out "$work/student" --config "$here/student.yaml" --seed "$seed" > /dev/null
 
 for model in teacher student-init student; do
     step "eval $model" rtool eval --model "$work/$model" --bench "$work/data/test.jsonl" --no-system \
