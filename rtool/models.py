@@ -1,7 +1,8 @@
 """Load and save causal language models: local dirs, hub ids, GGUF files and PEFT adapters, one entry point.
 
     model, tok = load_model("runs/sft")                       # a saved HF dir (*.safetensors)
-    model, tok = load_model("SmolLM2-135M-Instruct.Q4_1.gguf") # dequantized into a plain, savable model
+    model, tok = load_model("SmolLM2-135M-Instruct.Q4_1.gguf") # dequantized into a plain, savable model (and a
+                                                               # copy cached for the next load: rtool.gguf_cache)
     model, tok = load_model("runs/lora", for_training=True)    # PEFT adapter on its base, still trainable
     save_model(model, tok, "runs/out")                         # safetensors, written atomically
 
@@ -15,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rtool.errors import UserError, one_of
@@ -52,11 +53,16 @@ def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
 
 @dataclass
 class Source:
-    """Where a model spec points: kind is 'dir', 'gguf', 'peft' or 'hub'."""
+    """Where a model spec points: kind is 'dir', 'gguf', 'peft' or 'hub'.
+
+    A gguf Source names its directory (`path`, what a model loaded from it reports as its name) and its file;
+    `converted` is a cached dequantized copy of that file, when one exists (see `rtool.gguf_cache`).
+    """
 
     kind: str
     path: str
     gguf_file: str | None = None
+    converted: str | None = None
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -108,11 +114,17 @@ def _check_weights(path: Path, prefixes: tuple[str, ...], allow_pickle: bool) ->
 
 
 def localize(src: Source, *, allow_pickle: bool = False) -> Source:
-    """Turn a hub Source into the local cached snapshot when the hub is off or unreachable; else return it as is.
+    """Point a Source at the fastest local copy: a GGUF file's converted copy when one is cached, and for a hub id
+    the local snapshot when the hub is off or unreachable; else return it as is.
 
     transformers looks up some files (adapter_config.json) online even with local_files_only, retrying for most of a
     minute when there is no network; loading the cached snapshot as a plain dir avoids that.
     """
+    if src.kind == "gguf":
+        from rtool import gguf_cache
+
+        converted = gguf_cache.find(src.gguf_file)
+        return replace(src, converted=str(converted)) if converted else src
     if src.kind != "hub":
         return src
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
@@ -168,7 +180,9 @@ def load_tokenizer(spec, *, trust_remote_code: bool = False, allow_pickle: bool 
     src = source or localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     path = src.path
-    if src.kind == "gguf":
+    if src.converted:
+        path = src.converted
+    elif src.kind == "gguf":
         kwargs["gguf_file"] = src.gguf_file
     elif src.kind == "peft":
         # An adapter dir saved by a trainer usually carries the (possibly extended) tokenizer; else use the base's.
@@ -182,6 +196,10 @@ def load_tokenizer(spec, *, trust_remote_code: bool = False, allow_pickle: bool 
         if src.kind == "hub":
             raise _hub_error(src.path, error) from error
         raise UserError(f"cannot load a tokenizer: {str(error).splitlines()[0][:200]}", path=path) from error
+    except Exception as error:
+        if src.kind == "gguf" and not src.converted:
+            raise _unreadable_gguf(src, error) from error
+        raise
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UserError("tokenizer has neither a pad nor an eos token", path=path)
@@ -222,6 +240,8 @@ def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_
         model = _load_base(src, torch_dtype, device, trust_remote_code, allow_pickle)
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                                padding_side="right" if for_training else "left", source=src)
+    if src.kind == "gguf" and not src.converted:
+        _keep_gguf_copy(src, model, tokenizer)
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id  # else generate() warns on every call
@@ -236,7 +256,11 @@ def _load_base(src: Source, torch_dtype, device: str, trust_remote_code: bool, a
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if device != "cpu":
         kwargs["device_map"] = device  # load straight onto the GPU, no CPU copy of the whole model
-    if src.kind == "gguf":
+    path = src.path
+    if src.converted:
+        path = src.converted
+        kwargs["use_safetensors"] = True
+    elif src.kind == "gguf":
         from transformers import GgufConfig
 
         # Dequantize always: packed GGUF layers can neither be saved nor trained.
@@ -244,16 +268,38 @@ def _load_base(src: Source, torch_dtype, device: str, trust_remote_code: bool, a
     else:
         kwargs["use_safetensors"] = None if allow_pickle else True
     try:
-        model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except ImportError as error:
         raise UserError(f"cannot load {src.gguf_file or src.path}: {error}") from error
-    except (OSError, ValueError) as error:
+    except Exception as error:
+        if src.kind == "gguf" and not src.converted:
+            raise _unreadable_gguf(src, error) from error
+        if not isinstance(error, (OSError, ValueError)):
+            raise
         if src.kind == "hub":
             raise _hub_error(src.path, error) from error
         raise UserError(f"cannot load model: {str(error).splitlines()[0][:300]}", path=src.path) from error
-    if src.kind == "gguf":
+    if src.converted:
+        # Named as if loaded from the GGUF itself: an adapter trained on it records that as its base, not the cache.
+        model.name_or_path = model.config.name_or_path = src.path
+    elif src.kind == "gguf":
         _clear_quantizer(model)
     return model
+
+
+def _unreadable_gguf(src: Source, error: Exception) -> UserError:
+    # The GGUF reader fails on a truncated or corrupt file with whatever the bytes trip (struct.error, IndexError,
+    # KeyError on missing metadata): all of them mean the file, not rtool.
+    detail = (str(error).splitlines() or [""])[0][:200]
+    return UserError(f"cannot load this GGUF file ({type(error).__name__}: {detail})", path=src.gguf_file,
+                     hint="is it complete? compare its size or checksum with the source")
+
+
+def _keep_gguf_copy(src: Source, model, tokenizer) -> None:
+    """Cache the model just dequantized from `src.gguf_file`, so the next load of that file skips the conversion."""
+    from rtool import gguf_cache
+
+    gguf_cache.store(src.gguf_file, model, lambda where: save_model(model, tokenizer, where))
 
 
 def _clear_quantizer(model) -> None:
@@ -275,6 +321,8 @@ def _load_peft(src: Source, torch_dtype, device, trust_remote_code, allow_pickle
     if base_src.kind == "peft":
         raise UserError("an adapter's base model is itself an adapter; merge it first", path=src.path)
     base = _load_base(base_src, torch_dtype, device, trust_remote_code, allow_pickle)
+    if base_src.kind == "gguf" and not base_src.converted:  # before the adapter is merged into its weights
+        _keep_gguf_copy(base_src, base, load_tokenizer(base_spec, source=base_src))
     try:
         model = PeftModel.from_pretrained(base, src.path, is_trainable=for_training)
     except (OSError, ValueError, RuntimeError) as error:

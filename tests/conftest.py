@@ -29,6 +29,15 @@ def _load_example(relpath: str, name: str):
     return module
 
 
+@pytest.fixture(scope="session", autouse=True)
+def rtool_cache_dir(tmp_path_factory):
+    """Converted GGUF copies go to a session temp dir, shared by this process and its `rtool` subprocesses (so
+    the slow SmolLM2 tests convert the file once), never to the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("rtool-cache")
+    os.environ["RTOOL_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def make_task():
     """The examples/quickstart/make_task.py module."""

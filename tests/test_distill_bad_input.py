@@ -78,6 +78,13 @@ def test_model_dir_without_weights(tmp_path, tiny_model_dir):
     assert_clean_error(distill(empty), 2, "empty-model", "no model weights")
 
 
+@pytest.mark.parametrize("content", [b"GGUF\x03\x00\x00\x00 cut short", b"not a gguf file at all"])
+def test_truncated_or_foreign_gguf_file(tmp_path, content):
+    model = tmp_path / "teacher.Q4_K_M.gguf"
+    model.write_bytes(content)
+    assert_clean_error(distill(model), 2, f"{model}:", "cannot load this GGUF file")
+
+
 def test_pickle_only_model_needs_allow_pickle(tmp_path, tiny_model_dir):
     import shutil
 

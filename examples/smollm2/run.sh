@@ -38,7 +38,8 @@ print(spec.submodule_search_locations[0] + "/SmolLM2-135M-Instruct.Q4_1.gguf")')
 head -n "$prompts" "$repo/data/gsm8k/test.jsonl" > "$work/prompts.jsonl"
 
 # 2. Distill: sample --samples completions per prompt, grade each against the gold answer and keep them all, right
-#    (correct: true) and wrong (correct: false). Each load dequantizes the GGUF into float32 weights (30-50 s).
+#    (correct: true) and wrong (correct: false). The first load dequantizes the GGUF into float32 weights
+#    (20-50 s) and keeps a copy in ~/.cache/rtool/gguf, which the later stages load instead (about 1 s).
 rm -f "$work/traces.jsonl"  # distill -o appends (for --resume); start afresh
 rtool distill --teacher "$gguf" -n "$samples" --temperature 0.8 --max-new-tokens "$max_new_tokens" --batch-size 8 \
     -i "$work/prompts.jsonl" -o "$work/traces.jsonl"
