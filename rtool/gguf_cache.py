@@ -84,10 +84,11 @@ def store(gguf_file, model, save: Callable[[Path], object]) -> Path | None:
         save(written)
         os.rename(written, final)  # fails if another process already put its copy there: keep that one
     except OSError as error:
-        if not (final / "config.json").is_file():
-            logger.warning("gguf cache: could not keep a converted copy of %s (%s); later loads convert again",
-                           gguf_file, error)
-            return None
+        if (final / "config.json").is_file():
+            return final  # another process's copy, already announced there
+        logger.warning("gguf cache: could not keep a converted copy of %s (%s); later loads convert again",
+                       gguf_file, error)
+        return None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
