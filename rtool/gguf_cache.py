@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
+from rtool.atomic import atomic_dir
 from rtool.log import logger
 
 MAX_CACHED_BYTES = 4 * 2**30
@@ -56,7 +55,8 @@ def find(gguf_file) -> Path | None:
 
 
 def store(gguf_file, model, save: Callable[[Path], object]) -> Path | None:
-    """Keep a copy of `model` (just dequantized from `gguf_file`) by calling `save(dir)`; return its dir.
+    """Keep a copy of `model` (just dequantized from `gguf_file`) by calling `save(dir)` on an empty staging dir;
+    return the copy's dir.
 
     Only float32 models are kept (the copy must equal what a fresh conversion gives; a cast one would not), and
     none above MAX_CACHED_BYTES. The copy is written beside the cache and renamed into place, so a reader never sees
@@ -76,21 +76,14 @@ def store(gguf_file, model, save: Callable[[Path], object]) -> Path | None:
                     gguf_file, size / 2**30, MAX_CACHED_BYTES / 2**30)
         return None
     final = copy_dir(gguf_file)
-    staging = None
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        written = staging / "model"
-        save(written)
-        os.rename(written, final)  # fails if another process already put its copy there: keep that one
-    except OSError as error:
+        with atomic_dir(final, replace=False) as staging:  # replace=False: another process's copy wins
+            save(staging)
+    except OSError as error:  # FileExistsError included
         if (final / "config.json").is_file():
             return final  # another process's copy, already announced there
         logger.warning("gguf cache: could not keep a converted copy of %s (%s); later loads convert again",
                        gguf_file, error)
         return None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     logger.info("gguf cache: kept a converted copy of %s in %s", Path(gguf_file).name, final)
     return final

@@ -24,7 +24,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtool.atomic import atomic_dir
 from rtool.errors import UserError, one_of
 from rtool.log import logger
 from rtool.merge_math import METHODS, Scratch, bai_stage1, bai_stage2
@@ -340,44 +340,27 @@ def _run_parallel(count: int, threads: int, work) -> None:
 def staged_output(out: Path, *, force: bool = False, inputs: tuple[Path, ...] = ()):
     """Yield a fresh temporary dir beside `out`; when the block succeeds, rename it to `out` (replacing an
     existing `out` only with force); when it fails or is interrupted, remove it. So `out` appears whole or not
-    at all, and a crash leaves at most a hidden `.NAME.*.rtool-tmp` beside it."""
+    at all, and a crash leaves at most a hidden `.NAME.*.rtool-tmp` beside it (see `rtool.atomic`)."""
     out = Path(out)
     resolved = out.resolve()
     for path in inputs:
         path = Path(path).resolve()
         if path == resolved or resolved in path.parents:
             raise UserError("the output dir would replace an input", path=out, hint=f"input: {path}")
-    if out.exists() or out.is_symlink():
+    # Checked here, before minutes of merging, so the error can name --force; atomic_dir checks again at the end.
+    if os.path.lexists(out):
         if not force:
             raise UserError("output dir exists", path=out, hint="pass --force to replace it")
         if not out.is_dir() or out.is_symlink():
             raise UserError("output path exists and is not a directory", path=out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".rtool-tmp", dir=out.parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result should look like any mkdir
-        yield tmp
-        if out.exists():
-            old = tmp.with_name(tmp.name + ".old")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-        _fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with atomic_dir(out, replace=force) as tmp:
+            yield tmp
+    except FileExistsError as error:
+        if error.filename != str(out):  # from the block, not atomic_dir's final check
+            raise
+        raise UserError("output dir exists (created while merging)", path=out,
+                        hint="pass --force to replace it") from None
 
 
 _CONFIG_FILES = ("config.json", "generation_config.json")

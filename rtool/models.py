@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rtool.atomic import atomic_dir
 from rtool.errors import UserError, one_of
 from rtool.log import logger
 
@@ -334,34 +333,14 @@ def _load_peft(src: Source, torch_dtype, device, trust_remote_code, allow_pickle
 def save_model(model, tokenizer, out_dir) -> Path:
     """Write safetensors weights, config, generation config and tokenizer to `out_dir`, atomically.
 
-    Everything is written into a temporary dir beside `out_dir` and renamed into place; an existing `out_dir` is
-    replaced only once the new one is complete. A PeftModel saves its adapter (which `load_model` reads back).
+    Everything is written into a temporary dir beside `out_dir` and renamed into place (`rtool.atomic`); an
+    existing `out_dir` is replaced only once the new one is complete, and kept if writing fails. A PeftModel saves
+    its adapter (which `load_model` reads back).
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError("output exists and is not a directory", path=out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it 0700; a model dir should read like any other
-    try:
+    with atomic_dir(out, replace=True) as tmp:
         _clear_quantizer(model)
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f"{tmp.name}.old"
-        out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)  # put the previous model back: never leave out_dir missing
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return out

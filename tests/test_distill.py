@@ -1,4 +1,5 @@
-"""rtool distill on a tiny local teacher: output rows, resume, kill -9 safety, stable ids."""
+"""rtool distill: exact grades from a scripted teacher endpoint; output rows, resume, kill -9 safety and stable ids
+on a tiny local teacher."""
 
 import json
 import signal
@@ -6,6 +7,9 @@ import subprocess
 import time
 
 from helpers import RTOOL, jsonl, run_rtool
+from rtool.answers import grade
+from rtool.generation import Completion
+from scripted import scripted_endpoint, tokens
 
 SAMPLE_KEYS = {"id", "completion", "sample", "teacher", "pred", "correct", "finish_reason", "completion_tokens"}
 
@@ -29,11 +33,62 @@ def test_one_row_per_sample_with_input_fields_kept(tmp_path, tiny_model_dir, tin
         assert {k: row[k] for k in source} == {**source, "id": source["id"]}
         assert row["finish_reason"] in ("stop", "length")
         assert 0 < row["completion_tokens"] <= 12
-        assert row["correct"] in (True, False)
+        # What the grader says of this very text (an untrained model's output; the scripted tests below check
+        # grades that must come out True and False).
+        assert (row["pred"], row["correct"]) == grade(source["answer"], row["completion"])
         assert row["teacher"] == str(tiny_model_dir)
     assert sorted((r["id"], r["sample"]) for r in out) == sorted((r["id"], s) for r in rows for s in range(3))
     summary = result.stderr.decode()
-    assert "5 prompts, 15 samples" in summary and "pass rate" in summary
+    pass_rate = sum(r["correct"] for r in out) / len(out)
+    assert f"5 prompts, 15 samples, pass rate {pass_rate:.1%}" in summary
+
+
+# id -> (input row, scripted completions, expected (pred, correct) per sample)
+SCRIPT = {
+    "add": ({"id": "add", "problem": "What is 2 + 2?", "answer": "4"},
+            ["2 + 2 = 4, so the answer is \\boxed{4}.", "\\boxed{5}", "The answer is 4."],
+            [("4", True), ("5", False), ("4", True)]),
+    "eggs": ({"id": "eggs", "question": "How many eggs does she sell?", "answer": "She sells 18 eggs.\n#### 18"},
+             ["#### 18", "So she has 17 eggs. \\boxed{17}",
+              Completion("Let me count the eggs one by one", "length", 8)],
+             [("18", True), ("17", False), (None, False)]),
+    "hi": ({"id": "hi", "prompt": "Say hi"}, ["hi", "hello there", "hey"], [(None, None)] * 3),
+}
+
+
+def _scripted_rows():
+    return "".join(json.dumps(row) + "\n" for row, _, _ in SCRIPT.values())
+
+
+def _user_message(row):
+    return row.get("problem") or row.get("question") or row.get("prompt")
+
+
+def test_scripted_teacher_rows_are_graded_exactly(tmp_path):
+    script = {_user_message(row): texts for row, texts, _ in SCRIPT.values()}
+    with scripted_endpoint(script) as server:
+        # --batch-size 1: one request at a time, sample 0 first, so sample k is the k-th scripted completion.
+        result = run_rtool("distill", "--teacher", server.url, "-n", 3, "--temperature", 0.7, "--batch-size", 1,
+                           input=_scripted_rows())
+    assert result.returncode == 0, result.stderr.decode()
+    assert server.backend.unscripted == []
+    out = jsonl(result.stdout)
+    assert [(r["id"], r["sample"]) for r in out] == [(i, s) for i in SCRIPT for s in range(3)]
+    for row in out:
+        source, texts, expected = SCRIPT[row["id"]]
+        scripted = texts[row["sample"]]
+        text = scripted.text if isinstance(scripted, Completion) else scripted
+        assert {k: row[k] for k in source} == source
+        assert row["completion"] == text and row["teacher"] == "scripted-teacher"
+        assert (row["pred"], row["correct"]) == expected[row["sample"]], row
+        if isinstance(scripted, Completion):
+            assert (row["finish_reason"], row["completion_tokens"]) == ("length", 8)
+        else:
+            assert (row["finish_reason"], row["completion_tokens"]) == ("stop", tokens(text))
+    # 3 of the 6 graded samples are right; 1 of 9 hit the length limit.
+    tokens_mean = sum(r["completion_tokens"] for r in out) / 9
+    assert f"distill: 3 prompts, 9 samples, pass rate 50.0%, mean {tokens_mean:.0f} tokens, truncated 11.1%" \
+        in result.stderr.decode()
 
 
 def test_rows_without_id_get_a_stable_one(tmp_path, tiny_model_dir):

@@ -1,10 +1,15 @@
-"""rtool eval: grading completions from stdin (exact metrics), and generating with a tiny model."""
+"""rtool eval: grading completions from stdin and generating from a scripted endpoint (exact metrics), and the
+plumbing of generating with a tiny model."""
 
 import json
+from collections import Counter
 
 import pytest
 
 from helpers import jsonl, last_error_line, run_rtool
+from rtool.answers import grade
+from rtool.generation import Completion
+from scripted import scripted_endpoint, tokens
 
 
 def graded_rows():
@@ -50,7 +55,8 @@ def test_rows_without_gold_are_ungradable_not_wrong():
 
 def test_generates_and_grades_with_a_model(tmp_path, tiny_model_dir, tiny_task_file):
     bench = tmp_path / "bench.jsonl"
-    bench.write_text("".join(tiny_task_file.read_text().splitlines(keepends=True)[:4]))
+    rows = [json.loads(line) for line in tiny_task_file.read_text().splitlines()[:4]]
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
     records = tmp_path / "records.jsonl"
     result = run_rtool("eval", "--model", tiny_model_dir, "--bench", bench, "-n", 2, "--temperature", 0.7,
                        "--max-new-tokens", 8, "--records", records)
@@ -59,8 +65,68 @@ def test_generates_and_grades_with_a_model(tmp_path, tiny_model_dir, tiny_task_f
     assert summary["model"] == str(tiny_model_dir) and summary["prompts"] == 4
     assert summary["samples_per_prompt"] == 2
     assert {"pass@1", "pass@2", "maj@2", "mean_tokens", "median_tokens", "truncated_share"} <= set(summary)
-    assert summary["pass@1"] == 0.0  # an untrained model does not do arithmetic
-    assert len(jsonl(records.read_text())) == 8
+    graded = jsonl(records.read_text())
+    assert sorted((r["id"], r["sample"]) for r in graded) == sorted((r["id"], s) for r in rows for s in range(2))
+    gold = {r["id"]: r["answer"] for r in rows}
+    for row in graded:  # whatever the untrained model wrote, its grade is the grader's
+        assert (row["pred"], row["correct"]) == grade(gold[row["id"]], row["completion"])
+    correct = Counter(r["id"] for r in graded if r["correct"])
+    assert summary["pass@1"] == pytest.approx(sum(correct[r["id"]] / 2 for r in rows) / 4)
+    assert summary["pass@2"] == pytest.approx(sum(correct[r["id"]] > 0 for r in rows) / 4)
+
+
+# id -> (question, gold, scripted completions): e1 3 of 4 right, majority right; e2 1 of 4, majority wrong ("13");
+# e3 none, one sample cut at the length limit; e4 (GSM8K-style gold) 4 of 4.
+BENCH = {
+    "e1": ("What is 3 + 4?", "7", ["\\boxed{7}", "The answer is 7.", "\\boxed{8}", "\\boxed{7}"]),
+    "e2": ("What is 5 + 7?", "12", ["\\boxed{13}", "\\boxed{13}", "\\boxed{12}", "\\boxed{13}"]),
+    "e3": ("What is 9 - 9?", "0", ["\\boxed{1}", Completion("I will count down from", "length", 8),
+                                   "\\boxed{2}", "so \\boxed{1}"]),
+    "e4": ("Eggs: 4 + 6?", "She has 10.\n#### 10", ["#### 10", "#### 10", "The answer is 10.", "\\boxed{10}"]),
+}
+# Every distinct scripted text, and its grade: the requests run concurrently, so which sample gets which text is
+# not fixed, but each text's grade is.
+EXPECTED = {"\\boxed{7}": ("7", True), "The answer is 7.": ("7", True), "\\boxed{8}": ("8", False),
+            "\\boxed{13}": ("13", False), "\\boxed{12}": ("12", True), "\\boxed{1}": ("1", False),
+            "I will count down from": (None, False), "\\boxed{2}": ("2", False), "so \\boxed{1}": ("1", False),
+            "#### 10": ("10", True), "The answer is 10.": ("10", True), "\\boxed{10}": ("10", True)}
+
+
+def _text(item):
+    return item.text if isinstance(item, Completion) else item
+
+
+def test_scripted_model_exact_grades_and_metrics(tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"id": i, "question": q, "answer": gold}) + "\n"
+                             for i, (q, gold, _) in BENCH.items()))
+    records = tmp_path / "records.jsonl"
+    with scripted_endpoint({q: texts for q, _, texts in BENCH.values()}, name="scripted-model") as server:
+        result = run_rtool("eval", "--model", server.url, "--bench", bench, "-n", 4, "--temperature", 0.7,
+                           "--records", records)
+    assert result.returncode == 0, result.stderr.decode()
+    assert server.backend.unscripted == []
+    graded = jsonl(records.read_text())
+    assert sorted((r["id"], r["sample"]) for r in graded) == sorted((i, s) for i in BENCH for s in range(4))
+    for prompt_id, (_, _, texts) in BENCH.items():
+        rows = [r for r in graded if r["id"] == prompt_id]
+        assert sorted(r["completion"] for r in rows) == sorted(_text(t) for t in texts)
+    for row in graded:
+        assert (row["pred"], row["correct"]) == EXPECTED[row["completion"]], row
+    assert Counter(r["id"] for r in graded if r["correct"]) == {"e1": 3, "e2": 1, "e4": 4}
+
+    summary = json.loads(result.stdout)
+    assert summary["model"] == server.url and {r["teacher"] for r in graded} == {"scripted-model"}
+    assert (summary["prompts"], summary["samples"], summary["samples_per_prompt"]) == (4, 16, 4)
+    assert summary["pass@1"] == pytest.approx((3 / 4 + 1 / 4 + 0 + 1) / 4)
+    # unbiased pass@k = 1 - C(n-c, k) / C(n, k): e1 1 - 0/6, e2 1 - 3/6, e3 0, e4 1
+    assert summary["pass@2"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert summary["pass@4"] == 0.75
+    assert summary["maj@4"] == 0.5  # e1 and e4: e2's majority "13" is wrong, e3's "1" too
+    assert summary["ungradable"] == 0
+    assert summary["truncated_share"] == pytest.approx(1 / 16)
+    all_tokens = [8 if isinstance(t, Completion) else tokens(t) for _, _, texts in BENCH.values() for t in texts]
+    assert summary["mean_tokens"] == pytest.approx(sum(all_tokens) / 16)
 
 
 @pytest.mark.parametrize("args, fragment", [
