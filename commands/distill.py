@@ -3,9 +3,14 @@
     rtool distill --teacher ckpt/teacher -n 4 --temperature 0.8 < prompts.jsonl > traces.jsonl
     rtool distill --teacher http://localhost:8000/v1 --api-model Qwen/QwQ-32B -n 8 -i gsm8k.jsonl -o traces.jsonl --resume
 
-Each output row is its input row plus `id`, `completion`, `sample`, `teacher`, `pred`, `correct` (true, false, or
-null when the row has no gold answer), `finish_reason` (stop|length) and `completion_tokens`. Negatives are kept:
+Each output row is its input row plus `id`, `prompt_messages` (the conversation as sent, system prompt included),
+`completion`, `sample`, `teacher`, `pred`, `correct` (true, false, or null when the row has no gold answer),
+`finish_reason` (stop|length), `completion_tokens` (null when an endpoint reports no usage) and `sampling` (backend,
+teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens, seed, system). Negatives are kept:
 `rtool sft` skips them by default and `rtool redi` learns from them. A summary goes to stderr.
+
+`--out FILE` refuses a file that already holds samples unless `--resume` (add the missing samples, with the same
+sampling settings: a different setting is an error, not a silent mix) or `--overwrite` (start the file again).
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ import typer
 
 from rtool.errors import UserError
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendOpt, BaseUrlOpt, BatchSizeOpt,
-                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, NoSystemOpt, NumSamplesOpt, OutOpt,
-                           PromptFieldOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt, TemperatureOpt,
-                           TopPOpt, TrustRemoteCodeOpt)
+                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, MinPOpt, NoSystemOpt, NumSamplesOpt, OutOpt,
+                           PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt,
+                           TemperatureOpt, TopKOpt, TopPOpt, TrustRemoteCodeOpt)
 
 
 def distill_cmd(
@@ -29,6 +34,9 @@ def distill_cmd(
     num_samples: NumSamplesOpt = 4,
     temperature: TemperatureOpt = 0.8,
     top_p: TopPOpt = 0.95,
+    top_k: TopKOpt = 0,
+    min_p: MinPOpt = 0.0,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
     max_new_tokens: MaxNewTokensOpt = 1024,
     system: SystemOpt = None,
     no_system: NoSystemOpt = False,
@@ -38,7 +46,8 @@ def distill_cmd(
     base_url: BaseUrlOpt = None,
     api_model: ApiModelOpt = None,
     request_timeout: RequestTimeoutOpt = 600.0,
-    resume: Annotated[bool, typer.Option("--resume", help="Skip (id, sample) pairs already in --out and append the rest.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip (id, sample) pairs already in --out and append the rest (same sampling settings required).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start --out again when it already holds samples (default: refuse).")] = False,
     prompt_field: PromptFieldOpt = None,
     answer_field: AnswerFieldOpt = None,
     skip_bad: SkipBadOpt = False,
@@ -49,35 +58,47 @@ def distill_cmd(
 ) -> None:
     """Sample N completions per prompt from a teacher, grade each against the gold answer, keep them all."""
     from rtool.fields import FieldMap
+    from rtool.generation import SamplingParams
     from rtool.log import logger, stderr_console
     from rtool.records import ReadStats, RecordWriter, first_rows, read_records
-    from rtool.traces import check_sampling, choose_system_prompt
+    from rtool.traces import choose_system_prompt, warn_identical_samples
 
-    check_sampling(num_samples, temperature, top_p, max_new_tokens, batch_size)
+    params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                            repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, seed=seed).check()
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other", hint="keep the samples, or start again")
     if resume and out == "-":
         raise UserError("--resume needs --out FILE", hint="the file whose finished samples are skipped")
+    warn_identical_samples(params)
     system_prompt = choose_system_prompt(system, no_system)
     fields = FieldMap(prompt_field, answer_field)
-    done = _finished_samples(Path(out)) if resume else set()
+    existing = _existing_samples(Path(out)) if out != "-" else _Existing()
+    if existing.done and not (resume or overwrite):
+        raise UserError(f"already holds {len(existing.done)} samples", path=out,
+                        hint="--resume adds the missing ones, --overwrite starts again; appending would double them")
+    done = existing.done if resume else set()
     if done:
         logger.info("resuming: %d samples already in %s", len(done), out)
 
-    from rtool.generation import SamplingParams, open_backend
-    from rtool.traces import sample_traces
+    from rtool.generation import open_backend
+    from rtool.traces import sample_traces, sampling_record
 
     stats = ReadStats()
     rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
     generator = open_backend(teacher, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                              dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                              allow_pickle=allow_pickle, request_timeout=request_timeout)
-    params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                            seed=seed)
     summary = _Summary()
     try:
-        with RecordWriter(out) as writer:
+        sampling = sampling_record(generator, params, system_prompt)
+        if resume:
+            existing.check_same_sampling(sampling, out)
+        with RecordWriter(out, append=not overwrite) as writer:
             for trace in sample_traces(generator, rows, fields, params, system=system_prompt,
                                        chunk_prompts=batch_size, done=done):
-                writer.write(trace.record(teacher=generator.name))
+                writer.write(trace.record(teacher=generator.name, sampling=sampling))
                 summary.add(trace)
     finally:
         generator.close()
@@ -86,25 +107,59 @@ def distill_cmd(
     summary.show(stderr_console())
 
 
-def _finished_samples(out_path: Path) -> set:
-    """(id, sample) pairs already written. A last line without its newline (a kill -9 mid-write) is not a
-    finished sample: the writer cuts it off before appending."""
+class _Existing:
+    """What an --out file already holds: its finished (id, sample) pairs and the sampling settings they used."""
+
+    def __init__(self) -> None:
+        self.done: set = set()
+        self.sampling: dict | None = None  # of the first row that has one
+        self.sampling_line: int | None = None
+        self.rows_without_sampling = 0
+
+    def check_same_sampling(self, sampling: dict, out) -> None:
+        """A resume must draw the rest as the first run drew the start: refuse other settings (teacher, backend,
+        temperature, ..., system prompt). A backend's name (hf vs vllm) counts: their numerics differ."""
+        if not self.done:
+            return
+        if self.sampling is None:
+            from rtool.log import logger
+
+            logger.warning("%s has no `sampling` records (written by an older rtool): cannot check that --resume "
+                           "uses the same settings", out)
+            return
+        differ = [key for key in sorted(set(sampling) | set(self.sampling))
+                  if sampling.get(key) != self.sampling.get(key)]
+        if differ:
+            shown = ", ".join(f"{key} {self.sampling.get(key)!r} -> {sampling.get(key)!r}" for key in differ)
+            raise UserError(f"--resume with other sampling settings than the file's: {shown}", path=out,
+                            line=self.sampling_line, hint="resume with the same flags, or write to another --out")
+
+
+def _existing_samples(out_path: Path) -> _Existing:
+    """(id, sample) pairs already written, and the first row's sampling settings. A last line without its
+    newline (a kill -9 mid-write) is not a finished sample: the writer cuts it off before appending."""
     import json
 
-    done: set = set()
-    if not out_path.exists():
-        return done
+    existing = _Existing()
+    if not out_path.is_file():
+        return existing
     with open(out_path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.endswith(b"\n") or not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                done.add((str(row["id"]), int(row["sample"])))
+                existing.done.add((str(row["id"]), int(row["sample"])))
             except (ValueError, KeyError, TypeError):
                 raise UserError("not an rtool distill output line (needs id and sample)", path=out_path,
-                                line=number, hint="--resume appends to a file written by rtool distill") from None
-    return done
+                                line=number, hint="--resume appends to a file written by rtool distill; "
+                                "--overwrite starts it again") from None
+            if isinstance(row.get("sampling"), dict):
+                if existing.sampling is None:
+                    existing.sampling, existing.sampling_line = row["sampling"], number
+            else:
+                existing.rows_without_sampling += 1
+    return existing
 
 
 class _Summary:
@@ -114,12 +169,15 @@ class _Summary:
         self.correct = 0
         self.graded = 0
         self.tokens = 0
+        self.counted = 0  # samples whose token count is known
         self.truncated = 0
 
     def add(self, trace) -> None:
         self.prompts.add(trace.prompt_id)
         self.samples += 1
-        self.tokens += trace.completion.completion_tokens
+        if trace.completion.completion_tokens is not None:
+            self.tokens += trace.completion.completion_tokens
+            self.counted += 1
         self.truncated += trace.completion.finish_reason == "length"
         if trace.correct is not None:
             self.graded += 1
@@ -132,5 +190,6 @@ class _Summary:
         pass_rate = f"{self.correct / self.graded:.1%}" if self.graded else "n/a (no gold answers)"
         console.print(
             f"distill: {len(self.prompts)} prompts, {self.samples} samples, pass rate {pass_rate}, "
-            f"mean {self.tokens / self.samples:.0f} tokens, truncated {self.truncated / self.samples:.1%}"
+            f"mean {f'{self.tokens / self.counted:.0f}' if self.counted else 'n/a'} tokens, "
+            f"truncated {self.truncated / self.samples:.1%}"
         )

@@ -17,9 +17,9 @@ import typer
 
 from rtool.errors import UserError
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendOpt, BaseUrlOpt, BatchSizeOpt,
-                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, NoSystemOpt, NumSamplesOpt,
-                           PromptFieldOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt, TemperatureOpt,
-                           TopPOpt, TrustRemoteCodeOpt)
+                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, MinPOpt, NoSystemOpt, NumSamplesOpt,
+                           PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt,
+                           TemperatureOpt, TopKOpt, TopPOpt, TrustRemoteCodeOpt)
 
 
 def eval_cmd(
@@ -30,6 +30,9 @@ def eval_cmd(
     num_samples: NumSamplesOpt = 1,
     temperature: TemperatureOpt = 0.0,
     top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
+    min_p: MinPOpt = 0.0,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
     max_new_tokens: MaxNewTokensOpt = 1024,
     system: SystemOpt = None,
     no_system: NoSystemOpt = False,
@@ -53,7 +56,7 @@ def eval_cmd(
     from rtool.log import stderr_console
     from rtool.metrics import EvalTally
     from rtool.records import ReadStats, RecordWriter, first_rows, read_records, write_json
-    from rtool.traces import check_sampling, choose_system_prompt
+    from rtool.traces import choose_system_prompt, warn_identical_samples
 
     fields = FieldMap(prompt_field, answer_field)
     stats = ReadStats()
@@ -64,20 +67,26 @@ def eval_cmd(
         raise UserError("--bench needs --model", hint="to grade existing completions, pipe them in or pass --input")
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    if model is not None:
+        from rtool.generation import SamplingParams
+
+        params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                                repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens,
+                                seed=seed).check()
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+        warn_identical_samples(params)
     source = bench if model is not None else input
     rows = first_rows(read_records(source, skip_bad=skip_bad, stats=stats), source)
     writer = RecordWriter(records, append=False) if records else None
     generator = None
     try:
         if model is not None:
-            from rtool.generation import SamplingParams, open_backend
+            from rtool.generation import open_backend
 
-            check_sampling(num_samples, temperature, top_p, max_new_tokens, batch_size)
             generator = open_backend(model, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                                      dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                                      allow_pickle=allow_pickle, request_timeout=request_timeout)
-            params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p,
-                                    max_new_tokens=max_new_tokens, seed=seed)
             system_prompt = choose_system_prompt(system, no_system)
             graded = _generate_and_grade(generator, rows, fields, params, system_prompt, batch_size)
         else:
@@ -100,10 +109,11 @@ def eval_cmd(
 
 def _generate_and_grade(generator, rows, fields, params, system, batch_size) -> Iterator[tuple[dict, str | None]]:
     from rtool.answers import answer_key
-    from rtool.traces import sample_traces
+    from rtool.traces import sample_traces, sampling_record
 
+    sampling = sampling_record(generator, params, system)
     for trace in sample_traces(generator, rows, fields, params, system=system, chunk_prompts=batch_size):
-        yield trace.record(teacher=generator.name), answer_key(trace.pred)
+        yield trace.record(teacher=generator.name, sampling=sampling), answer_key(trace.pred)
 
 
 def _grade_completions(rows, fields, workers: int) -> Iterator[tuple[dict, str | None]]:

@@ -6,9 +6,11 @@
     outs[0][0].text, outs[0][0].finish_reason, outs[0][0].completion_tokens
     backend.close()
 
-`generate` returns, for each conversation in input order, `n` Completions. finish_reason is "stop" (end of turn)
-or "length" (hit max_new_tokens); completion_tokens counts generated tokens including the end-of-turn token.
-Temperature 0 is greedy. The same seed and inputs give the same samples within one backend.
+`generate` returns, for each conversation in input order, `n` Completions (or one per seed when `seeds` is given:
+`seeds[i]` lists conversation i's sample seeds, see `sample_seed`). finish_reason is "stop" (end of turn) or
+"length" (hit max_new_tokens); completion_tokens counts generated tokens including the end-of-turn token (None when
+an endpoint does not report it). Temperature 0 is greedy. Every sampling setting is rtool's (SamplingParams), sent
+explicitly to each backend; the same seed, settings and inputs give the same sample within one backend.
 """
 
 from __future__ import annotations
@@ -24,37 +26,71 @@ BACKENDS = ("auto", "hf", "vllm", "openai")
 
 @dataclass
 class SamplingParams:
+    """Every setting that decides what a backend samples. Each is sent explicitly to every backend, so a result
+    never depends on a checkpoint's generation_config or a server's defaults (Qwen2.5-Instruct ships top_k=20 and
+    repetition_penalty=1.05; transformers adds top_k=50 when nothing says otherwise).
+
+    Neutral values switch a filter off: top_k 0, min_p 0, repetition_penalty 1. Order, as vLLM and transformers
+    apply them: repetition penalty, temperature, top-k, top-p, min-p.
+    """
+
     n: int = 1
     temperature: float = 0.8
     top_p: float = 1.0
     max_new_tokens: int = 512
     seed: int = 0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
 
     def check(self) -> "SamplingParams":
+        """Raise UserError (naming the flag) for settings that cannot work; called before any model loads."""
         if self.n < 1:
-            raise UserError(f"number of samples must be >= 1, got {self.n}")
+            raise UserError(f"-n must be at least 1, got {self.n}")
         if self.temperature < 0:
-            raise UserError(f"temperature must be >= 0, got {self.temperature}")
+            raise UserError(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise UserError(f"--top-k must be >= 0 (0: off), got {self.top_k}")
+        if not 0 <= self.min_p < 1:
+            raise UserError(f"--min-p must be in [0, 1), got {self.min_p}")
+        if not self.repetition_penalty > 0:
+            raise UserError(f"--repetition-penalty must be > 0 (1: off), got {self.repetition_penalty}")
         if self.max_new_tokens < 1:
-            raise UserError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise UserError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def record(self) -> dict:
+        """The settings as distill writes them in each row's `sampling` (n is not one: it is per prompt)."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p,
+                "repetition_penalty": self.repetition_penalty, "max_new_tokens": self.max_new_tokens,
+                "seed": self.seed}
 
 
 @dataclass
 class Completion:
     text: str
     finish_reason: str  # "stop" | "length"
-    completion_tokens: int
+    completion_tokens: int | None  # None: an endpoint that reports no usage (never estimated)
 
 
 class Backend:
-    """A teacher or policy that completes chats. `name` is what `distill` records as the row's `teacher`."""
+    """A teacher or policy that completes chats. `name` is what `distill` records as the row's `teacher`;
+    `kind` is the backend's name (hf, vllm, openai)."""
 
     name: str = "?"
+    kind: str = "?"
 
-    def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, conversations: list[list[dict]], params: SamplingParams,
+                 seeds: list[list[int]] | None = None) -> list[list[Completion]]:
+        """Complete each conversation once per seed in `seeds[i]` (default: params.n seeds made from params.seed
+        and the conversation's position). The same (inputs, settings, seed) gives the same sample whatever else
+        is in the call, so a resumed run draws what an uninterrupted one would."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -67,10 +103,23 @@ class Backend:
         self.close()
 
 
-def sample_seed(seed: int, prompt_index: int, request_index: int = 0) -> int:
-    """A distinct per-request seed: one seed for every prompt would correlate their samples, and a repeated
-    request for missing samples would repeat the first one's."""
-    return (seed * 1_000_003 + prompt_index * 1_009 + request_index) % (2**31 - 1)
+def sample_seed(seed: int, key, sample: int) -> int:
+    """The seed of one sample: a stable hash of (run seed, prompt key, sample index), in [0, 2**31 - 1) as OpenAI
+    servers accept. Seeding each sample on its own (not a chunk of prompts at once) makes a sample independent of
+    which prompts share its batch or chunk, and of where a resumed run starts."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}\x00{key}\x00{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31 - 1)
+
+
+def request_seeds(conversations: list, params: SamplingParams, seeds: list[list[int]] | None) -> list[list[int]]:
+    """`seeds` checked against `conversations`, or the default: params.n per conversation, keyed by position."""
+    if seeds is None:
+        return [[sample_seed(params.seed, index, k) for k in range(params.n)] for index in range(len(conversations))]
+    if len(seeds) != len(conversations):
+        raise ValueError(f"{len(seeds)} seed lists for {len(conversations)} conversations")
+    return seeds
 
 
 def _is_url(text) -> bool:

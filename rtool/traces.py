@@ -1,10 +1,16 @@
 """Sampling graded completions for prompt rows: the loop `distill` and `eval --model` share.
 
     for trace in sample_traces(backend, rows, fields, params, system=None, chunk_prompts=64, done=set()):
-        write({**trace.row, "completion": trace.completion.text, ...})
+        write(trace.record(teacher=backend.name, sampling=sampling_record(backend, params, system)))
 
 Rows are read lazily and generated a chunk at a time, so a killed run loses at most the chunk in flight, and a
-bad input line stops the run only after everything before it was written.
+bad input line stops the run only after everything before it was written. Sample k of prompt id P is drawn with
+seed `sample_seed(params.seed, P, k)`: what it draws does not depend on the chunk, the batch or a resume.
+
+A trace records what the teacher saw: `prompt_messages` is the conversation as sent (system prompt included), and
+`sampling` the settings (backend, teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens,
+seed, system). Training commands train on `prompt_messages` when a row has it, so the student learns from the
+conversation the teacher answered.
 """
 
 from __future__ import annotations
@@ -31,22 +37,30 @@ class Trace:
     pred: str | None
     correct: bool | None
 
-    def record(self, teacher: str | None = None) -> dict:
+    messages: list | None = None  # the conversation as sent
+
+    def record(self, teacher: str | None = None, sampling: dict | None = None) -> dict:
         """The output row: the input row plus the trace's keys (an existing key of the same name is replaced)."""
         out = dict(self.row)
         out["id"] = self.prompt_id
+        if self.messages is not None:
+            out["prompt_messages"] = self.messages
         out.update(completion=self.completion.text, sample=self.sample)
         if teacher is not None:
             out["teacher"] = teacher
         out.update(pred=self.pred, correct=self.correct, finish_reason=self.completion.finish_reason,
                    completion_tokens=self.completion.completion_tokens)
+        if sampling is not None:
+            out["sampling"] = sampling
         return out
 
 
 def sample_traces(backend, rows: Iterable[Row], fields: FieldMap, params, *, system: str | None = None,
                   chunk_prompts: int = 64, done: set | None = None) -> Iterator[Trace]:
     """Generate params.n samples per row, grade each against the row's gold answer, skip (id, sample) pairs in
-    `done`. Prompts are validated before their chunk is generated."""
+    `done`. Prompts are validated before their chunk is generated; only missing samples are generated."""
+    from rtool.generation import sample_seed
+
     done = done if done is not None else set()
     iterator = iter(rows)
     while True:
@@ -62,29 +76,27 @@ def sample_traces(backend, rows: Iterable[Row], fields: FieldMap, params, *, sys
                 pending.append((row, identifier, messages, fields.gold(row), missing))
         if not pending:
             continue
-        completions = backend.generate([item[2] for item in pending], params)
-        for (row, identifier, _messages, gold, missing), samples in zip(pending, completions):
-            for sample_index in missing:
-                completion = samples[sample_index]
+        seeds = [[sample_seed(params.seed, item[1], s) for s in item[4]] for item in pending]
+        completions = backend.generate([item[2] for item in pending], params, seeds=seeds)
+        for (row, identifier, messages, gold, missing), samples in zip(pending, completions):
+            for sample_index, completion in zip(missing, samples):
                 pred, correct = grade(gold, completion.text)
-                yield Trace(row, identifier, sample_index, completion, gold, pred, correct)
+                yield Trace(row, identifier, sample_index, completion, gold, pred, correct, messages)
                 done.add((identifier, sample_index))
 
 
-def check_sampling(n: int, temperature: float, top_p: float, max_new_tokens: int, batch_size: int) -> None:
-    """Refuse sampling settings that cannot work, before any model loads."""
-    from rtool.errors import UserError
+def sampling_record(backend, params, system: str | None) -> dict:
+    """The `sampling` object of a trace row: which backend and model drew it, with which settings."""
+    return {"backend": getattr(backend, "kind", None), "teacher": backend.name, **params.record(), "system": system}
 
-    if n < 1:
-        raise UserError(f"-n must be at least 1, got {n}")
-    if temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
-    if max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+
+def warn_identical_samples(params) -> None:
+    """-n > 1 at temperature 0 draws n copies of one greedy answer: pass@k and maj@k then mean nothing."""
+    if params.n > 1 and params.greedy:
+        from rtool.log import logger
+
+        logger.warning("-n %d at --temperature 0: every sample of a prompt is the same greedy answer, so pass@k "
+                       "and maj@k equal pass@1; sample with --temperature > 0", params.n)
 
 
 def choose_system_prompt(system: str | None, no_system: bool) -> str | None:

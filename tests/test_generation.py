@@ -164,17 +164,19 @@ def test_openai_matches_hf_greedy_end_to_end(hf, monkeypatch):
     bodies = [body for _, _, _, body in server.chat_requests()]
     assert {b["max_tokens"] for b in bodies} == {12} and {b["temperature"] for b in bodies} == {0}
     assert len({b["seed"] for b in bodies}) == len(CONVERSATIONS)  # a distinct seed per prompt
+    # Every setting is sent, neutral ones too: a vLLM server would otherwise fill in the checkpoint's defaults.
+    assert all((b["top_k"], b["min_p"], b["repetition_penalty"]) == (0, 0.0, 1.0) for b in bodies)
 
 
-def test_openai_n_samples_and_missing_choices_requested_again(hf):
+def test_openai_one_request_per_sample_each_with_its_own_seed(hf):
     with serve(hf, max_n=2) as server:
         api = open_backend("tiny", "openai", base_url=server.url.removesuffix("/v1"), api_model=hf.name)
         results = api.generate(CONVERSATIONS[:2], SamplingParams(n=3, temperature=1.0, max_new_tokens=6))
         api.close()
     assert [len(row) for row in results] == [3, 3]
-    assert sorted(b["n"] for _, _, _, b in server.chat_requests()) == [1, 1, 3, 3]
-    # The follow-up request uses another seed, so it is not a copy of the first sample.
-    assert len({b["seed"] for _, _, _, b in server.chat_requests()}) == 4
+    assert [b["n"] for _, _, _, b in server.chat_requests()] == [1] * 6
+    # Six samples, six seeds: no sample is a copy of another because it shared a request's seed.
+    assert len({b["seed"] for _, _, _, b in server.chat_requests()}) == 6
 
 
 @pytest.mark.parametrize("status", [429, 500])

@@ -3,22 +3,29 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from rtool.errors import UserError
-from rtool.generation import Backend, Completion, SamplingParams, render_prompts
+from rtool.generation import Backend, Completion, SamplingParams, render_prompts, request_seeds
 
 
 class HFBackend(Backend):
-    """transformers `generate`, batched with left padding, KV cache on.
+    """transformers `generate`, batched with left padding, KV cache on; tokens chosen by `rtool.sampler`.
 
-    Rows (prompt x sample) are sorted by prompt length so a batch pads little; a batch holds at most `batch_size`
+    Rows (prompt x seed) are sorted by prompt length so a batch pads little; a batch holds at most `batch_size`
     rows and `max_batch_tokens` padded tokens (prompt + new), so long prompts get smaller batches.
+
+    What is sampled depends on rtool's settings alone: the checkpoint's generation_config (top_k, temperature,
+    repetition_penalty, ...) is set aside during the call, and each row draws from its own seeded stream, so no
+    global RNG is used. The caller's model keeps its train/eval mode and its tokenizer its padding side.
     """
+
+    kind = "hf"
 
     def __init__(self, model, tokenizer, *, name: str, batch_size: int = 16, max_batch_tokens: int | None = None):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens or batch_size * 2048
-        tokenizer.padding_side = "left"
         eos = model.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -37,23 +44,29 @@ class HFBackend(Backend):
                                       allow_pickle=allow_pickle)
         return cls(model, tokenizer, name=str(spec), batch_size=batch_size, max_batch_tokens=max_batch_tokens)
 
-    def generate(self, conversations, params):
+    def generate(self, conversations, params, seeds=None):
         import torch
 
         params.check()
         if not conversations:
             return []
+        seeds = request_seeds(conversations, params, seeds)
         prompts = render_prompts(self.tokenizer, conversations)
-        rows = [(i, k) for i in range(len(prompts)) for k in range(params.n)]
+        rows = [(i, k) for i in range(len(prompts)) for k in range(len(seeds[i]))]
         # Longest first: similar lengths share a batch, and an out-of-memory error shows up in the first batch.
         rows.sort(key=lambda row: -len(prompts[row[0]]))
-        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
-        torch.manual_seed(params.seed)
-        with torch.inference_mode():
-            for batch in self._batches(rows, prompts, params.max_new_tokens):
-                outs = self._generate_batch([prompts[i] for i, _ in batch], params)
-                for (i, k), completion in zip(batch, outs):
-                    results[i][k] = completion
+        results: list[list[Completion | None]] = [[None] * len(row_seeds) for row_seeds in seeds]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), _checkpoint_defaults_set_aside(self.model):
+                for batch in self._batches(rows, prompts, params.max_new_tokens):
+                    outs = self._generate_batch([prompts[i] for i, _ in batch], [seeds[i][k] for i, k in batch],
+                                                params)
+                    for (i, k), completion in zip(batch, outs):
+                        results[i][k] = completion
+        finally:
+            self.model.train(was_training)
         return results
 
     def _batches(self, rows, prompts, max_new_tokens):
@@ -68,8 +81,9 @@ class HFBackend(Backend):
         if batch:
             yield batch
 
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def _generate_batch(self, prompts: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Completion]:
         import torch
+        from transformers import LogitsProcessorList
 
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -77,13 +91,12 @@ class HFBackend(Backend):
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention_mask[row, width - len(ids):] = 1
-        sampling = {"do_sample": False} if params.temperature == 0 else {
-            "do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
         device = self.model.device
+        chooser = _RowSampler(params, seeds, [width - len(p) for p in prompts], width, device)
         out = self.model.generate(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
             max_new_tokens=params.max_new_tokens, eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
-            use_cache=True, **sampling,
+            use_cache=True, do_sample=False, num_beams=1, logits_processor=LogitsProcessorList([chooser]),
         )
         new = out[:, width:].tolist()
         return [self._completion(tokens) for tokens in new]
@@ -98,3 +111,45 @@ class HFBackend(Backend):
             body, reason, count = tokens[:end], "stop", end + 1
         body = [tok for tok in body if tok != self.pad_id]
         return Completion(self.tokenizer.decode(body, skip_special_tokens=False), reason, count)
+
+
+class _RowSampler:
+    """A logits processor that picks each row's next token itself (rtool.sampler) and leaves only that token
+    possible, so transformers' greedy step takes it. transformers' own warpers never run."""
+
+    def __init__(self, params: SamplingParams, seeds: list[int], starts: list[int], width: int, device):
+        import torch
+
+        from rtool.sampler import row_uniforms
+
+        self.params, self.width = params, width
+        self.uniforms = None if params.greedy else row_uniforms(seeds, params.max_new_tokens, device)
+        self.starts = torch.tensor(starts, device=device).unsqueeze(1)  # where each row's text begins
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        from rtool.sampler import choose
+
+        step = input_ids.shape[1] - self.width
+        history_mask = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0) >= self.starts
+        uniforms = None if self.uniforms is None else self.uniforms[:, step]
+        tokens = choose(scores, self.params, uniforms, input_ids, history_mask)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, tokens.unsqueeze(1), 0.0)
+
+
+@contextlib.contextmanager
+def _checkpoint_defaults_set_aside(model):
+    """Generate with transformers' neutral defaults instead of the checkpoint's generation_config (which would fill
+    in every setting the call leaves unset: top_k, repetition_penalty, no_repeat_ngram_size, ...)."""
+    from transformers import GenerationConfig
+
+    saved = model.generation_config
+    neutral = GenerationConfig(bos_token_id=saved.bos_token_id, eos_token_id=saved.eos_token_id,
+                               pad_token_id=saved.pad_token_id, decoder_start_token_id=saved.decoder_start_token_id)
+    model.generation_config = neutral
+    try:
+        yield
+    finally:
+        model.generation_config = saved

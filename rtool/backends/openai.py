@@ -1,8 +1,11 @@
 """The `openai` backend: any OpenAI-compatible `/v1/chat/completions` endpoint (vLLM or SGLang servers, hosted APIs).
 
 Standard library only (urllib + threads). The key comes from OPENAI_API_KEY and is sent as a Bearer token only when
-set; it is never logged. Requests run `concurrency` at a time; 429, 5xx and connection errors are retried with
-exponential backoff and jitter (a server's Retry-After is respected); other 4xx errors fail at once.
+set; it is never logged. Each sample is one request (n=1) carrying its own seed and every sampling setting, top_k,
+min_p and repetition_penalty included (vLLM and SGLang servers would otherwise apply the checkpoint's defaults); a
+server that refuses those fields while they are neutral is asked without them, with one warning. Requests run
+`concurrency` at a time; 429, 5xx, connection errors and 200 answers without choices are retried with exponential
+backoff and jitter (a server's Retry-After is respected); other 4xx errors fail at once.
 
 A reasoning model served with a reasoning parser returns its thinking in `reasoning_content` (vLLM, DeepSeek) or
 `reasoning`; it is put back in front of the answer as `<think>...</think>`, which is what distillation trains on.
@@ -23,11 +26,17 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 from rtool.errors import UserError
-from rtool.generation import Backend, Completion, SamplingParams, sample_seed
+from rtool.generation import Backend, Completion, SamplingParams, request_seeds
 from rtool.log import logger
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 BACKOFF_CAP_S = 30.0
+
+
+class _UnsupportedField(Exception):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
 
 
 class _Retryable(Exception):
@@ -46,12 +55,15 @@ def normalize_base_url(url: str) -> str:
 
 
 class OpenAIBackend(Backend):
+    kind = "openai"
+
     def __init__(self, base_url: str, *, model: str | None = None, concurrency: int = 16,
                  request_timeout: float = 60.0, max_retries: int = 5):
         self.base_url = normalize_base_url(base_url)
         self.request_timeout, self.max_retries = request_timeout, max_retries
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rtool-openai")
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._send_extras = True  # top_k, min_p, repetition_penalty: until the server refuses them
         self.model = model or self._first_model()
         self.name = self.model
 
@@ -63,36 +75,52 @@ class OpenAIBackend(Backend):
         logger.info("openai backend: using model %s from %s", ids[0], self.base_url)
         return ids[0]
 
-    def generate(self, conversations, params):
+    def generate(self, conversations, params, seeds=None):
         params.check()
-        futures = [self._pool.submit(self._samples, i, conv, params) for i, conv in enumerate(conversations)]
+        seeds = request_seeds(conversations, params, seeds)
+        # One request per sample (n=1) with that sample's seed: a server seeds a request, not each of its n choices,
+        # and some servers cap or ignore n. Concurrency comes from the pool.
+        futures = [[self._pool.submit(self._sample, conversation, params, seed) for seed in row_seeds]
+                   for conversation, row_seeds in zip(conversations, seeds)]
         try:
-            return [f.result() for f in futures]
+            return [[f.result() for f in row] for row in futures]
         except BaseException:
-            for f in futures:
-                f.cancel()  # don't keep sending requests for a call that has failed
+            for row in futures:
+                for f in row:
+                    f.cancel()  # don't keep sending requests for a call that has failed
             raise
 
-    def _samples(self, index: int, conversation: list[dict], params: SamplingParams) -> list[Completion]:
-        out: list[Completion] = []
-        requests = 0
-        while len(out) < params.n:
-            # Some servers cap or ignore `n`: ask again for what is missing, with a fresh seed so it differs.
-            if requests >= params.n + 2:
-                raise UserError(f"{self.base_url} returned {len(out)} of {params.n} samples after {requests} "
-                                f"requests")
-            body = {"model": self.model, "messages": conversation, "n": params.n - len(out),
-                    "temperature": params.temperature, "top_p": params.top_p,
-                    "max_tokens": params.max_new_tokens, "seed": sample_seed(params.seed, index, requests)}
-            out += _completions(self._request("POST", "/chat/completions", body))
-            requests += 1
-        return out[: params.n]
+    def _sample(self, conversation: list[dict], params: SamplingParams, seed: int) -> Completion:
+        body = {"model": self.model, "messages": conversation, "n": 1, "temperature": params.temperature,
+                "top_p": params.top_p, "max_tokens": params.max_new_tokens, "seed": seed}
+        # vLLM and SGLang servers apply the checkpoint's generation_config to settings a request leaves out, so the
+        # neutral values are sent too; a server that refuses them (hosted APIs) is asked again without them.
+        extras = {"top_k": params.top_k, "min_p": params.min_p, "repetition_penalty": params.repetition_penalty}
+        sent_extras = self._send_extras
+        if sent_extras:
+            body.update(extras)
+        try:
+            return self._request("POST", "/chat/completions", body, parse=_first_completion)
+        except _UnsupportedField as error:
+            if not sent_extras or not _neutral(params):
+                raise UserError(f"{self.base_url} does not accept {error.field} ({error.message})",
+                                hint="drop --top-k/--min-p/--repetition-penalty for this endpoint") from None
+            with self._lock:
+                if self._send_extras:
+                    logger.warning("%s does not accept %s: sending only temperature, top_p and seed; other "
+                                   "sampling settings are the server's", self.base_url, error.field)
+                self._send_extras = False
+            for key in extras:
+                body.pop(key, None)
+            return self._request("POST", "/chat/completions", body, parse=_first_completion)
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, body: dict | None = None, parse=None):
+        """Send, retrying 429/5xx/connection errors and answers that `parse` rejects as _Retryable."""
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
             try:
-                return self._send(method, url, body)
+                data = self._send(method, url, body)
+                return parse(data) if parse is not None else data
             except _Retryable as error:
                 if attempt == self.max_retries:
                     raise UserError(f"{url} failed after {attempt + 1} attempts: {error}",
@@ -117,6 +145,9 @@ class OpenAIBackend(Backend):
             message = _error_message(error)
             if error.code in RETRY_STATUS:
                 raise _Retryable(f"HTTP {error.code} {message}", _retry_after(error.headers)) from None
+            unsupported = _unsupported_field(error.code, message, body)
+            if unsupported:
+                raise _UnsupportedField(unsupported, message) from None
             raise UserError(f"{url}: HTTP {error.code} {message}",
                             hint="check OPENAI_API_KEY" if error.code in (401, 403) else None) from None
         except urllib.error.URLError as error:
@@ -161,28 +192,32 @@ def _error_message(error: urllib.error.HTTPError) -> str:
     return (message or error.reason or "").strip()[:300]
 
 
-def _completions(data: dict) -> list[Completion]:
-    choices = data.get("choices")
-    if not isinstance(choices, list):
+_EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty")
+
+
+def _neutral(params: SamplingParams) -> bool:
+    return params.top_k == 0 and params.min_p == 0 and params.repetition_penalty == 1.0
+
+
+def _unsupported_field(status: int, message: str, body: dict | None) -> str | None:
+    """The sampling field a 400/422 answer complains about ("Unrecognized request argument supplied: top_k")."""
+    if status not in (400, 422) or not body:
+        return None
+    return next((name for name in _EXTRA_FIELDS if name in body and name in message), None)
+
+
+def _first_completion(data: dict) -> Completion:
+    """The one choice of an n=1 answer. An answer without choices (a proxy's or overloaded server's 200) is
+    retried like a 5xx. completion_tokens is the server's count, or None when it reports no usage: never a guess."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise _Retryable(f"answer has no choices: {str(data)[:120]}")
-    texts, reasons, counts = [], [], []
-    for choice in choices:
-        message = choice.get("message") or {}
-        text = message.get("content") or ""
-        thinking = message.get("reasoning_content") or message.get("reasoning")
-        if thinking:
-            text = f"<think>\n{thinking}\n</think>\n\n{text}"
-        texts.append(text)
-        reasons.append("length" if choice.get("finish_reason") == "length" else "stop")
-        counts.append(choice.get("completion_tokens") or (choice.get("usage") or {}).get("completion_tokens"))
-    total = (data.get("usage") or {}).get("completion_tokens")
-    if any(c is None for c in counts):
-        if total is not None and len(choices) == 1:
-            counts = [total]
-        elif total is not None:
-            # usage counts all choices together: share it out by text length.
-            chars = [max(1, len(t)) for t in texts]
-            counts = [round(total * c / sum(chars)) for c in chars]
-        else:
-            counts = [max(1, round(len(t) / 4)) for t in texts]  # ~4 characters per token in English text
-    return [Completion(t, r, int(c)) for t, r, c in zip(texts, reasons, counts)]
+    choice = choices[0]
+    message = choice.get("message") or {}
+    text = message.get("content") or ""
+    thinking = message.get("reasoning_content") or message.get("reasoning")
+    if thinking:
+        text = f"<think>\n{thinking}\n</think>\n\n{text}"
+    reason = "length" if choice.get("finish_reason") == "length" else "stop"
+    count = (data.get("usage") or {}).get("completion_tokens")
+    return Completion(text, reason, int(count) if isinstance(count, (int, float)) else None)

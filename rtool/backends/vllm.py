@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib.util
 
 from rtool.errors import UserError, one_of
-from rtool.generation import Backend, Completion, sample_seed
+from rtool.generation import Backend, Completion, request_seeds
 
 
 class VLLMBackend(Backend):
     """vLLM's offline engine (`LLM.chat`): needs the vllm package and a CUDA GPU. A PEFT adapter dir is served as
     a LoRA on its base model; a .gguf file is passed to vLLM with its own tokenizer."""
+
+    kind = "vllm"
 
     def __init__(self, spec, *, dtype: str = "auto", trust_remote_code: bool = False, allow_pickle: bool = False,
                  **engine_kwargs):
@@ -38,22 +40,33 @@ class VLLMBackend(Backend):
             self.lora = LoRARequest("adapter", 1, src.path)
         if not allow_pickle and src.kind != "gguf":
             engine_kwargs.setdefault("load_format", "safetensors")
+        # "vllm": vLLM's neutral defaults, never the checkpoint's generation_config (every setting is sent anyway).
+        engine_kwargs.setdefault("generation_config", "vllm")
         self.llm = vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code, **engine_kwargs)
         self._vllm = vllm
 
-    def generate(self, conversations, params):
+    def generate(self, conversations, params, seeds=None):
         params.check()
         if not conversations:
             return []
+        seeds = request_seeds(conversations, params, seeds)
+        # One request per sample, each with its own seed: vLLM seeds a request, not each of its n samples, and
+        # prefix caching shares the prompt's work between them.
+        flat = [(i, seed) for i, row_seeds in enumerate(seeds) for seed in row_seeds]
         sampling = [
-            self._vllm.SamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p,
-                                      max_tokens=params.max_new_tokens, seed=sample_seed(params.seed, i))
-            for i in range(len(conversations))
+            self._vllm.SamplingParams(n=1, temperature=params.temperature, top_p=params.top_p,
+                                      top_k=params.top_k if params.top_k > 0 else -1, min_p=params.min_p,
+                                      repetition_penalty=params.repetition_penalty,
+                                      max_tokens=params.max_new_tokens, seed=seed)
+            for _, seed in flat
         ]
-        outs = self.llm.chat(conversations, sampling, use_tqdm=False, add_generation_prompt=True,
-                             lora_request=self.lora)
-        return [[Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids))
-                 for o in out.outputs] for out in outs]
+        outs = self.llm.chat([conversations[i] for i, _ in flat], sampling, use_tqdm=False,
+                             add_generation_prompt=True, lora_request=self.lora)
+        results: list[list[Completion]] = [[] for _ in conversations]
+        for (i, _), out in zip(flat, outs):
+            o = out.outputs[0]
+            results[i].append(Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids)))
+        return results
 
     def close(self) -> None:
         self.llm = None  # drop the engine so its GPU memory can be freed

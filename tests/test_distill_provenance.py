@@ -1,0 +1,106 @@
+"""rtool distill records what the teacher saw and how it sampled, draws the same sample for (id, sample) however
+the run is cut, and never mixes or doubles samples in an --out file."""
+
+import json
+
+import pytest
+
+from helpers import jsonl, last_error_line, run_rtool
+from openai_server import serve
+from rtool.traces import REASONING_SYSTEM_PROMPT
+
+
+def rows_text(rows):
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def by_key(rows):
+    return {(r["id"], r["sample"]): r for rows_ in [rows] for r in rows_}
+
+
+@pytest.fixture(scope="module")
+def endpoint(tiny_model_dir):
+    from rtool.generation import open_backend
+
+    with serve(open_backend(tiny_model_dir, "hf", batch_size=4)) as server:
+        yield server
+
+
+def test_rows_record_the_conversation_sent_and_the_sampling_settings(endpoint):
+    rows = [{"id": "a", "problem": "What is 2 + 2?", "answer": "4"},
+            {"id": "b", "messages": [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "What is 3 + 5?"}], "answer": "8"}]
+    before = len(endpoint.chat_requests())
+    result = run_rtool("distill", "--teacher", endpoint.url, "-n", 2, "--max-new-tokens", 5, "--temperature", 0.7,
+                       "--top-k", 7, "--seed", 3, input=rows_text(rows))
+    assert result.returncode == 0, result.stderr.decode()
+    out = jsonl(result.stdout)
+    sent = [body["messages"] for _, _, _, body in endpoint.chat_requests()[before:]]
+    assert sorted(json.dumps(m) for m in sent) == sorted(json.dumps(r["prompt_messages"]) for r in out)
+    a = next(r for r in out if r["id"] == "a")
+    assert a["prompt_messages"] == [{"role": "system", "content": REASONING_SYSTEM_PROMPT},
+                                    {"role": "user", "content": "What is 2 + 2?"}]
+    b = next(r for r in out if r["id"] == "b")
+    assert b["prompt_messages"][0] == {"role": "system", "content": "Be brief."}  # the row's own system wins
+    assert a["sampling"] == {"backend": "openai", "teacher": endpoint.backend.name, "temperature": 0.7,
+                             "top_p": 0.95, "top_k": 7, "min_p": 0.0, "repetition_penalty": 1.0,
+                             "max_new_tokens": 5, "seed": 3, "system": REASONING_SYSTEM_PROMPT}
+
+
+def test_a_resumed_run_draws_what_an_uninterrupted_one_would(tmp_path, tiny_model_dir, tiny_task_rows):
+    rows = tiny_task_rows[:6]
+    common = ["distill", "-t", tiny_model_dir, "-n", 2, "--max-new-tokens", 10, "--temperature", 1.0]
+    whole = tmp_path / "whole.jsonl"
+    assert run_rtool(*common, "-o", whole, input=rows_text(rows)).returncode == 0
+    cut = tmp_path / "cut.jsonl"
+    assert run_rtool(*common, "-o", cut, input=rows_text(rows[:2])).returncode == 0
+    result = run_rtool(*common, "-o", cut, "--resume", input=rows_text(rows))
+    assert result.returncode == 0, result.stderr.decode()
+    expected, got = by_key(jsonl(whole.read_text())), by_key(jsonl(cut.read_text()))
+    assert got.keys() == expected.keys() and len(got) == 12
+    assert {k: r["completion"] for k, r in got.items()} == {k: r["completion"] for k, r in expected.items()}
+
+
+def test_prompts_in_separate_chunks_do_not_share_a_seed(tiny_model_dir):
+    # The same question under two ids, one prompt per chunk: one seed for every chunk gave both the same samples.
+    rows = [{"id": "x", "prompt": "Say something"}, {"id": "y", "prompt": "Say something"}]
+    result = run_rtool("distill", "-t", tiny_model_dir, "-n", 2, "--max-new-tokens", 12, "--temperature", 1.0,
+                       "--batch-size", 1, input=rows_text(rows))
+    out = jsonl(result.stdout)
+    texts = {r["id"]: [s["completion"] for s in out if s["id"] == r["id"]] for r in rows}
+    assert texts["x"] != texts["y"]
+
+
+def test_out_with_samples_is_refused_unless_resume_or_overwrite(tmp_path, tiny_model_dir, tiny_task_rows):
+    out = tmp_path / "traces.jsonl"
+    common = ["distill", "-t", tiny_model_dir, "-n", 2, "--max-new-tokens", 4, "-o", out]
+    text = rows_text(tiny_task_rows[:2])
+    assert run_rtool(*common, input=text).returncode == 0
+    before = out.read_text()
+    again = run_rtool(*common, input=text)
+    assert again.returncode == 2 and "already holds 4 samples" in last_error_line(again)
+    assert out.read_text() == before  # nothing appended: a rerun once doubled samples_per_prompt
+    replaced = run_rtool(*common, "--overwrite", "--seed", 5, input=text)
+    assert replaced.returncode == 0, replaced.stderr.decode()
+    rows = jsonl(out.read_text())
+    assert len(rows) == 4 and {r["sampling"]["seed"] for r in rows} == {5}
+
+
+@pytest.mark.parametrize("changed, key", [(["--temperature", "0.5"], "temperature"), (["--top-p", "0.5"], "top_p"),
+                                          (["--no-system"], "system"), (["--seed", "1"], "seed")])
+def test_resume_with_other_sampling_settings_is_an_error(tmp_path, tiny_model_dir, tiny_task_rows, changed, key):
+    out = tmp_path / "traces.jsonl"
+    common = ["distill", "-t", tiny_model_dir, "-n", 1, "--max-new-tokens", 4, "-o", out, "--resume"]
+    assert run_rtool(*common, input=rows_text(tiny_task_rows[:1])).returncode == 0
+    result = run_rtool(*common, *changed, input=rows_text(tiny_task_rows[:3]))
+    assert result.returncode == 2
+    line = last_error_line(result)
+    assert "--resume with other sampling settings" in line and f"{key} " in line and f"{out}:1:" in line
+    assert len(jsonl(out.read_text())) == 1
+
+
+def test_several_greedy_samples_warn(tiny_model_dir):
+    result = run_rtool("distill", "-t", tiny_model_dir, "-n", 2, "--temperature", 0, "--max-new-tokens", 3,
+                       input=json.dumps({"prompt": "hi"}) + "\n")
+    assert result.returncode == 0
+    assert "every sample of a prompt is the same greedy answer" in " ".join(result.stderr.decode().split())
