@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 InputOpt = Annotated[str, typer.Option("--input", "-i", help="Input rows: .jsonl, .json, .parquet, a saved HF dataset dir, or '-' for stdin.")]
-OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output JSONL path (appended to, flushed per row) or '-' for stdout.")]
+OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output JSONL path (written row by row, flushed per row) or '-' for stdout.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed input lines (counted on stderr) instead of stopping.")]
 PromptFieldOpt = Annotated[Optional[str], typer.Option("--prompt-field", help="Field holding the prompt (default: auto: prompt, messages, question, problem).")]
 AnswerFieldOpt = Annotated[Optional[str], typer.Option("--answer-field", help="Field holding the gold answer (default: auto: answer with '#### n', answer, gold, solution's last \\boxed{}).")]
@@ -27,6 +27,9 @@ BackendOpt = Annotated[str, typer.Option("--backend", help="Generation backend: 
 NumSamplesOpt = Annotated[int, typer.Option("--num-samples", "-n", help="Samples per prompt.")]
 TemperatureOpt = Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 is greedy.")]
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample only among the k most likely tokens; 0 is off.")]
+MinPOpt = Annotated[float, typer.Option("--min-p", help="Drop tokens less likely than min-p x the most likely one; 0 is off.")]
+RepetitionPenaltyOpt = Annotated[float, typer.Option("--repetition-penalty", help="Divide (multiply, if negative) the logits of tokens already in the conversation by this; 1 is off.")]
 MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Longest completion in tokens; longer ones stop with finish_reason 'length'.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (sampling, shuffling, init).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences (prompt x sample) per generation batch (hf), or concurrent requests (openai).")]
@@ -58,3 +61,7 @@ LoraAlphaOpt = Annotated[int, typer.Option("--lora-alpha", help="LoRA scaling al
 LoraDropoutOpt = Annotated[float, typer.Option("--lora-dropout", help="Dropout on the LoRA branch.")]
 LoraTargetsOpt = Annotated[str, typer.Option("--lora-targets", help="Comma-separated module names to adapt (e.g. q_proj,v_proj), or all-linear.")]
 MergeLoraOpt = Annotated[bool, typer.Option("--merge-lora", help="With --lora, also write the base model with the adapter merged in, to OUT/merged.")]
+# Training: the length and precision policies (rtool.train_data, rtool.training.precision).
+TrainMaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Longest tokenized row (prompt + completion); longer rows follow --truncation and are counted on stderr.")]
+TruncationOpt = Annotated[str, typer.Option("--truncation", help="Rows longer than --max-length: drop (not trained on) | keep-start (train on their first max-length tokens: the final answer and end of turn are lost).")]
+TrainDtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (CPU: float32; GPU: float32 master weights with bf16 autocast, bf16 base weights with --lora) | float32 | bfloat16 (bf16 weights, also for full fine-tuning) | float16 (fp16 autocast).")]
