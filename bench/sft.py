@@ -49,7 +49,7 @@ def main() -> None:
         scratch = Path(scratch_dir)
         model, data = make_inputs(scratch)
         common = ["--model", str(model), "--data", str(data), "--max-steps", str(STEPS), "--batch-size", "8",
-                  "--lr", "1e-3", "--logging-steps", "1", "--save-steps", "0", "--max-length", "512"]
+                  "--lr", "1e-3", "--logging-steps", "1", "--save-steps", "0", "--max-length", "512", "--no-system"]
         cases = [
             ("full fine-tune", "1", [rtool, "-q", "sft"], []),
             ("full fine-tune, 2 threads", "2", [rtool, "-q", "sft"], []),

@@ -16,7 +16,7 @@ SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed inp
 PromptFieldOpt = Annotated[Optional[str], typer.Option("--prompt-field", help="Field holding the prompt (default: auto: prompt, messages, question, problem).")]
 AnswerFieldOpt = Annotated[Optional[str], typer.Option("--answer-field", help="Field holding the gold answer (default: auto: answer with '#### n', answer, gold, solution's last \\boxed{}).")]
 SystemOpt = Annotated[Optional[str], typer.Option("--system", help="System prompt added before each conversation.")]
-NoSystemOpt = Annotated[bool, typer.Option("--no-system", help="Send no system prompt (distill and eval default to asking for step-by-step reasoning and a \\boxed{} answer).")]
+NoSystemOpt = Annotated[bool, typer.Option("--no-system", help="No system prompt (distill, eval and sft default to asking for step-by-step reasoning and a \\boxed{} answer).")]
 
 TrustRemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run model code shipped with the checkpoint (off by default: it executes arbitrary Python).")]
 AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin/.pt) weights; refused by default since unpickling can execute code.")]
@@ -50,7 +50,6 @@ LrSchedulerOpt = Annotated[str, typer.Option("--lr-scheduler", help="linear | co
 WarmupRatioOpt = Annotated[float, typer.Option("--warmup-ratio", help="Fraction of the steps spent warming the learning rate up from 0, in [0, 1).")]
 TrainBatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per device per step; the global batch is batch-size x grad-accum x processes.")]
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps per optimizer step.")]
-MaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Longest tokenized sequence (prompt + completion); longer ones are cut at the end.")]
 LoggingStepsOpt = Annotated[int, typer.Option("--logging-steps", help="Write a metrics.jsonl row and a progress line every N optimizer steps.")]
 SaveStepsOpt = Annotated[int, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps in OUT/checkpoint-N (the last 2 are kept); 0 saves none.")]
 ResumeTrainOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last OUT/checkpoint-N (starts fresh, with a warning, when there is none).")]

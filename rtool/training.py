@@ -1,21 +1,23 @@
 """Training plumbing shared by the training commands (sft, redi, grpo) around TRL/transformers trainers.
+Commands do not call it piece by piece: `rtool.train_run.run_training` puts it together for every recipe.
 
 It imports transformers at the top: command modules import it inside their command function.
 
     hp = Hyperparams(out=Path("runs/sft"), lr=2e-5, epochs=1)
     hp.check()
-    prec = precision("auto")                          # CPU: fp32, bf16 off; bf16 on GPUs that support it
+    prec = precision("auto", lora=False)              # CPU: fp32; CUDA: fp32 master weights + bf16 autocast
     checkpoint = prepare_out_dir(hp.out, resume)      # refuses to overwrite a run unless --resume
     model, tok = load_model(spec, dtype=prec.load_dtype, device=prec.load_device, for_training=True)
-    args = SFTConfig(**trainer_args(hp, prec), max_length=1024)
+    args = SFTConfig(**trainer_args(hp, prec), max_length=2048)
     trainer = SFTTrainer(model, args, train_dataset=ds, processing_class=tok, peft_config=lora.peft_config(),
                          callbacks=[MetricsCallback(hp.out / "metrics.jsonl")])
     out = train_and_save(trainer, hp.out, checkpoint=checkpoint, resume=resume, merge_lora=lora.merge)
 
 What it settles for every trainer: TRL's defaults (bf16=True, gradient checkpointing on) are replaced by CPU-safe
-ones; progress goes to the `rtool` logger and OUT/metrics.jsonl instead of tqdm and print(); checkpoints are
-OUT/checkpoint-N; only rank 0 writes; the final model is safetensors with its tokenizer (a LoRA run: the adapter,
-plus OUT/merged with --merge-lora). The same command line runs under `torchrun` / `accelerate launch`.
+ones; the precision policy (`precision`: float32 master weights for full fine-tuning); progress goes to the `rtool`
+logger and OUT/metrics.jsonl instead of tqdm and print(); checkpoints are OUT/checkpoint-N; only rank 0 writes; the
+final model is safetensors with its tokenizer (a LoRA run: the adapter, plus OUT/merged with --merge-lora, in the
+base model's dtype). The same command line runs under `torchrun` / `accelerate launch`.
 With save steps > 0, transformers also writes a checkpoint at the last step, so a finished run can be extended
 with --resume and a larger --max-steps/--epochs. Also here: `dataset_from_rows` (rows -> datasets.Dataset) and the
 Masked Thought collator wrapper (`mask_thought`, `MaskThoughtCollator`), usable by any trainer whose batches carry
@@ -108,13 +110,14 @@ class LoraSettings:
         text = self.targets.strip()
         return text if text == "all-linear" else [name.strip() for name in text.split(",") if name.strip()]
 
-    def peft_config(self):
-        """A peft.LoraConfig for a causal LM, or None when LoRA is off."""
+    def peft_config(self, task_type: str = "CAUSAL_LM"):
+        """A peft.LoraConfig for a model of `task_type` (PEFT's TaskType: CAUSAL_LM, TOKEN_CLS, ...), or None when
+        LoRA is off."""
         if not self.enabled:
             return None
         from peft import LoraConfig
 
-        return LoraConfig(task_type="CAUSAL_LM", r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+        return LoraConfig(task_type=task_type, r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                           target_modules=self.target_modules())
 
 
@@ -137,34 +140,61 @@ class Precision:
     args: dict = field(default_factory=dict)
 
 
-def precision(dtype: str = "auto") -> Precision:
-    """Pick weights dtype and mixed precision for training.
+def precision(dtype: str = "auto", *, lora: bool = False, cuda_available: bool | None = None,
+              bf16_supported: bool | None = None) -> Precision:
+    """The weights dtype and mixed precision for training; a pure function of its arguments (the two hardware
+    flags are detected when None), so tests on any machine can compute what a GPU run does.
 
-    CPU: fp32 weights, bf16/fp16 off (TRL turns bf16 on by default), `use_cpu` so gloo runs multi-process.
-    CUDA: auto -> bf16 where supported, else fp32 weights with fp16 autocast (fp16 weights do not train with AdamW);
-    float32 -> plain fp32. The model loads on the CPU and the trainer moves it to its (each rank's) device: a
+    ==========================  ========================================  ========================================
+    device, --dtype              full fine-tuning                          --lora (base weights frozen)
+    ==========================  ========================================  ========================================
+    CPU, auto | float32          float32 weights, no autocast              float32 weights, no autocast
+    CPU, bfloat16                bfloat16 weights, no autocast             bfloat16 weights, no autocast
+    CUDA with bf16, auto         float32 weights + bf16 autocast           bfloat16 weights + bf16 autocast
+    CUDA, bfloat16               bfloat16 weights + bf16 autocast          bfloat16 weights + bf16 autocast
+    CUDA without bf16, auto      float32 weights + fp16 autocast           float32 weights + fp16 autocast
+    CUDA, float16                float32 weights + fp16 autocast           float32 weights + fp16 autocast
+    CUDA, float32                float32 weights, no autocast              float32 weights, no autocast
+    ==========================  ========================================  ========================================
+
+    Why: AdamW on bf16 weights rounds away every update below bf16's resolution (one step at lr 2e-5 left ~70% of
+    a model's weights unchanged; at REDI's 1e-6 nearly all), so full fine-tuning keeps float32 master weights and
+    runs the forward/backward in bf16 autocast. LoRA trains float32 adapter weights (PEFT upcasts them) on a frozen
+    base, which can stay bf16 and halve the memory. fp16 weights do not train with AdamW, so fp16 is autocast only.
+    --dtype float16 on the CPU and bfloat16 on a GPU without it are errors. `use_cpu` on the CPU lets gloo run
+    several processes. The model loads on the CPU and the trainer moves it to its (each rank's) device: a
     device_map would pin every rank to GPU 0 and make the trainer treat the model as model-parallel.
     """
-    import torch
-
     from rtool.models import DTYPES
 
     one_of("dtype", dtype, DTYPES)
-    if not torch.cuda.is_available():
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if cuda_available and bf16_supported is None:
+        import torch
+
+        bf16_supported = torch.cuda.is_bf16_supported()
+    if not cuda_available:
         if dtype == "float16":
             raise UserError("--dtype float16 training needs a GPU", hint="use --dtype auto (float32 on CPU)")
         return Precision("cpu", "float32" if dtype == "auto" else dtype, "cpu",
                          {"bf16": False, "fp16": False, "use_cpu": True})
-    load_device = "cpu"
     if dtype == "auto":
-        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        if not bf16_supported:
+            dtype = "float16"
+        elif lora:
+            dtype = "bfloat16"
+        else:  # float32 master weights, bf16 autocast
+            return Precision("cuda", "float32", "cpu", {"bf16": True, "fp16": False})
     if dtype == "bfloat16":
-        if not torch.cuda.is_bf16_supported():
+        if not bf16_supported:
             raise UserError("this GPU does not support bfloat16", hint="use --dtype auto (fp16 mixed precision)")
-        return Precision("cuda", "bfloat16", load_device, {"bf16": True, "fp16": False})
+        return Precision("cuda", "bfloat16", "cpu", {"bf16": True, "fp16": False})
     if dtype == "float16":
-        return Precision("cuda", "float32", load_device, {"bf16": False, "fp16": True})
-    return Precision("cuda", "float32", load_device, {"bf16": False, "fp16": False})
+        return Precision("cuda", "float32", "cpu", {"bf16": False, "fp16": True})
+    return Precision("cuda", "float32", "cpu", {"bf16": False, "fp16": False})
 
 
 def trainer_args(hp: Hyperparams, prec: Precision) -> dict:
@@ -339,14 +369,16 @@ def stdout_to_stderr():
         yield
 
 
-def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, merge_lora: bool = False) -> Path:
-    """Train (from `checkpoint` when given), save the final model and tokenizer to `out`, optionally merge LoRA.
+def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, merge_lora: bool = False,
+                   trust_remote_code: bool = False, allow_pickle: bool = False, loader=None) -> Path:
+    """Train (from `checkpoint` when given), save the final model and tokenizer to `out`, optionally merge LoRA
+    into OUT/merged (`merge_adapter`: in the base model's stored dtype).
 
     Every rank calls this; the trainer saves on rank 0 only, and the merged copy is written by rank 0.
+    A full fine-tune is saved as trained: float32 master weights stay float32 (a bf16 copy would round away the
+    small updates the master weights were kept for).
     """
     from transformers.trainer_callback import PrinterCallback
-
-    from rtool.models import save_model
 
     trainer.remove_callback(PrinterCallback)
     if resume and is_main_process():
@@ -357,11 +389,61 @@ def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, 
         trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(str(out))
     if merge_lora and trainer.is_world_process_zero():
-        merged = trainer.model.merge_and_unload()
-        save_model(merged, trainer.processing_class, out / "merged")
-        logger.info("merged LoRA model in %s", out / "merged")
+        merge_adapter(out, out / "merged", trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                      loader=loader)
     _end_distributed()
     return out
+
+
+def merge_adapter(adapter_dir: Path, out_dir: Path, *, trust_remote_code: bool = False, allow_pickle: bool = False,
+                  loader=None) -> Path:
+    """Write the LoRA adapter in `adapter_dir` merged into its base model to `out_dir`, in the base's stored dtype.
+
+    The base is loaded again, on the CPU, in that dtype, rather than merged in the trainer's copy: on a GPU a LoRA
+    run loads the base in bf16, and merging there would round every tensor of a float32 base. So the merged model
+    has the base's dtype, and only the adapted tensors differ from the base's. `loader` loads the adapter merged
+    into its base, called like `rtool.models.load_model` (the default: a causal LM).
+    """
+    from rtool.models import load_model, save_model
+
+    dtype = stored_dtype(adapter_dir, trust_remote_code=trust_remote_code)
+    merged, tokenizer = (loader or load_model)(adapter_dir, dtype=dtype, device="cpu",
+                                               trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    save_model(merged, tokenizer, out_dir)
+    logger.info("merged LoRA model (%s) in %s", dtype, out_dir)
+    return Path(out_dir)
+
+
+def stored_dtype(spec, *, trust_remote_code: bool = False) -> str:
+    """The dtype a checkpoint stores its weights in, as named in `--dtype`: its config's dtype (for a PEFT adapter,
+    its base model's), float32 when the config names none (as transformers then loads it) and for GGUF files (a
+    dequantized model's values fit float32 exactly, not bf16)."""
+    from rtool.models import DTYPES, localize, resolve_source
+
+    src = localize(resolve_source(spec, allow_pickle=True), allow_pickle=True)
+    if src.kind == "gguf":
+        return "float32"
+    if src.kind == "peft":
+        return stored_dtype(_adapter_base_of(Path(src.path)), trust_remote_code=trust_remote_code)
+    config_file = Path(src.path) / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    else:  # a hub id: the config comes through the hub cache
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code).to_dict()
+    name = str(config.get("dtype") or config.get("torch_dtype") or "float32").replace("torch.", "")
+    return name if name in DTYPES and name != "auto" else "float32"
+
+
+def _adapter_base_of(adapter_dir: Path) -> str:
+    # As rtool.models resolves it: a relative base path is tried relative to the adapter dir too.
+    base = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise UserError("adapter_config.json has no base_model_name_or_path", path=adapter_dir)
+    if not Path(os.path.expanduser(base)).exists() and (adapter_dir / base).exists():
+        return str(adapter_dir / base)
+    return base
 
 
 def _end_distributed() -> None:

@@ -1,5 +1,6 @@
-"""rtool sft on the tiny Llama: training changes weights, outputs load and generate, LoRA, config, resume, torchrun,
-bad data, and Masked Thought as a pure function."""
+"""rtool sft on the tiny Llama: training changes weights, outputs load and generate, LoRA (merged in the base's
+dtype), config, resume, torchrun, bad data, the default system prompt, rows over --max-length, and Masked Thought
+as a pure function. What a row is tokenized into: tests/test_train_data.py."""
 
 import json
 import math
@@ -12,10 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtool.commands.sft import Counts, sft_config, sft_examples
-from rtool.errors import UserError
-from rtool.fields import FieldMap
-from rtool.records import Row
 from rtool.training import MaskThoughtCollator, mask_thought
 
 # Two loaded cores: one intra-op thread avoids oversubscription (10-100x slower steps on this tiny model).
@@ -49,6 +46,11 @@ def run_sft(capfd, *args):
     return exit_.value.code, captured.out, captured.err
 
 
+def flat(text):
+    """stderr with rich's line wrapping undone: words separated by single spaces."""
+    return " ".join(text.split())
+
+
 def write_rows(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
@@ -77,6 +79,9 @@ def test_full_finetune_changes_weights_logs_metrics_and_generates(capfd, tmp_pat
     assert code == 0, stderr
     assert stdout == f"{out}\n"
     assert "20 training rows of 23 read, skipped 3 with correct == false" in stderr
+    # Rows without prompt_messages get the system prompt distill and eval send by default.
+    assert "no row records its conversation (prompt_messages): all get the system prompt " \
+        "'Please reason step by step" in flat(stderr)
 
     before, after = weights(tiny_model_dir), weights(out)
     assert any(not torch.equal(before[name], after[name]) for name in before)
@@ -100,9 +105,10 @@ def test_lora_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, tr
     out = tmp_path / "lora"
     code, stdout, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", out, *FAST,
                                    "--lora", "--lora-r", "4", "--lora-targets", "q_proj,v_proj", "--merge-lora",
-                                   "--mask-thought", "0.2")
+                                   "--mask-thought", "0.2", "--no-system")
     assert code == 0, stderr
     assert stdout == f"{out}\n"
+    assert "all get no system prompt" in flat(stderr)
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
     assert not (out / "model.safetensors").exists()
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
@@ -114,6 +120,7 @@ def test_lora_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, tr
     after = {name: tensor for name, tensor in merged.state_dict().items() if name in before}
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed and all("q_proj" in name or "v_proj" in name for name in changed)
+    assert {tensor.dtype for tensor in weights(out / "merged").values()} == {torch.float32}  # the base's dtype
 
     from rtool.models import load_model
 
@@ -189,47 +196,49 @@ def test_two_process_torchrun_writes_one_model(tmp_path, tiny_model_dir, traces)
     assert any(not torch.equal(a, b) for a, b in zip(weights(tiny_model_dir).values(), weights(out).values()))
 
 
-def test_sft_examples_formats_and_filtering():
-    rows = [
-        Row({"problem": "P1", "solution": "S1 \\boxed{1}", "answer": "1"}, "t.jsonl", 1),
-        Row({"question": "Q2", "completion": "C2", "correct": True}, "t.jsonl", 2),
-        Row({"prompt": "Q3", "completion": "C3", "correct": False}, "t.jsonl", 3),
-        Row({"messages": [{"role": "user", "content": "Q4"}, {"role": "assistant", "content": "A4"}]}, "t.jsonl", 4),
-        Row({"prompt": "Q5", "completion": "C5", "correct": None}, "t.jsonl", 5),
-    ]
-    counts = Counts()
-    examples = list(sft_examples(rows, FieldMap(), "Think.", include_incorrect=False, counts=counts))
-    assert [e["completion"][0]["content"] for e in examples] == ["S1 \\boxed{1}", "C2", "A4", "C5"]
-    assert all(e["completion"][0]["role"] == "assistant" for e in examples)
-    assert examples[2]["prompt"] == [{"role": "system", "content": "Think."}, {"role": "user", "content": "Q4"}]
-    assert (counts.read, counts.kept, counts.incorrect) == (5, 4, 1)
-    assert len(list(sft_examples(rows, FieldMap(), None, include_incorrect=True))) == 5
+@pytest.mark.parametrize("base_dtype", [torch.bfloat16])
+def test_merged_lora_keeps_the_base_dtype_and_only_adapted_weights_change(capfd, tmp_path, tiny_model_dir, traces,
+                                                                         base_dtype):
+    """A bf16 base trains in float32 on the CPU: its merged model must come out bf16, every other tensor bit-equal to
+    the base's (the float32 base is the LoRA test above)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with pytest.raises(UserError, match=r"t.jsonl:9: empty completion"):
-        list(sft_examples([Row({"prompt": "Q", "completion": " "}, "t.jsonl", 9)], FieldMap(), None, False))
+    from rtool.models import save_model
+
+    base_dir = tmp_path / "base"
+    save_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=base_dtype),
+               AutoTokenizer.from_pretrained(tiny_model_dir), base_dir)
+    out = tmp_path / "lora"
+    code, _, stderr = run_sft(capfd, "--model", base_dir, "--data", traces, "--out", out, *FAST, "--lora",
+                              "--lora-r", "4", "--lora-targets", "q_proj,v_proj", "--merge-lora")
+    assert code == 0, stderr
+    base, merged = weights(base_dir), weights(out / "merged")
+    assert base.keys() == merged.keys()
+    assert {tensor.dtype for tensor in merged.values()} == {base_dtype}
+    changed = {name for name in base if not torch.equal(base[name], merged[name])}
+    assert changed and all("q_proj" in name or "v_proj" in name for name in changed)
 
 
-def test_loss_covers_the_completion_only_with_the_chat_template(tmp_path, tiny_model_dir):
-    from datasets import Dataset
-    from trl import SFTTrainer
+def test_rows_over_max_length_are_dropped_and_counted(capfd, tmp_path, tiny_model_dir):
+    short = [{"problem": f"{i}+1?", "completion": f"\\boxed{{{i + 1}}}"} for i in range(6)]
+    long = {"problem": "9+9?", "completion": "9+9 is " + "very " * 60 + "\\boxed{18}"}
+    data = write_rows(tmp_path / "rows.jsonl", short + [long])
+    code, _, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", data, "--out", tmp_path / "o",
+                              *fast(1), "--no-system")
+    assert code == 0, stderr
+    assert "6 training rows of 7 read" in stderr
+    assert "dropped 1 rows longer than --max-length 256 tokens" in flat(stderr)
 
-    from rtool.models import load_model
-    from rtool.training import Hyperparams, precision
+    data = write_rows(tmp_path / "long.jsonl", [long])
+    code, _, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", data, "--out", tmp_path / "o2", *fast(1))
+    assert code == 2
+    assert "no training rows (every row is longer than --max-length 256 tokens; raise it or pass --truncation " \
+        "keep-start)" in flat(stderr)
+    assert not (tmp_path / "o2").exists()
 
-    rows = [Row({"problem": "What is 1 + 2?", "solution": "1+2=\\boxed{3}"}, "t.jsonl", 1)]
-    dataset = Dataset.from_list(list(sft_examples(rows, FieldMap(), "Be brief.", False)))
-    model, tokenizer = load_model(tiny_model_dir, device="cpu", for_training=True)
-    args = sft_config(Hyperparams(out=tmp_path), precision("auto"), max_length=256, packing=False)
-    example = SFTTrainer(model, args, train_dataset=dataset, processing_class=tokenizer).train_dataset[0]
-
-    prompt = tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."},
-                                            {"role": "user", "content": "What is 1 + 2?"}],
-                                           tokenize=False, add_generation_prompt=True)
-    prompt_length = len(tokenizer(prompt)["input_ids"])
-    assert tokenizer.decode(example["input_ids"][:prompt_length]) == prompt
-    assert example["labels"][:prompt_length] == [-100] * prompt_length
-    trained = tokenizer.decode([t for t in example["labels"] if t != -100])
-    assert trained == "1+2=\\boxed{3}<|im_end|>\n"  # the completion and the end of its turn, nothing else
+    code, _, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", data, "--out", tmp_path / "o3",
+                              "--truncation", "cut")
+    assert code == 2 and "unknown --truncation 'cut' (valid: drop, keep-start)" in flat(stderr)
 
 
 def test_mask_thought_masks_about_p_of_completion_inputs_only():

@@ -1,5 +1,5 @@
-"""Shared training plumbing: YAML config precedence, flag checks, CPU precision, TRL arguments, output dirs,
-metrics rows."""
+"""Shared training plumbing: YAML config precedence, flag checks, the precision policy (CPU and CUDA cases, as pure
+functions), TRL arguments, output dirs, metrics rows, checkpoint dtypes."""
 
 import json
 from typing import Annotated, Optional
@@ -11,7 +11,7 @@ from rtool.config import merge_config
 from rtool.errors import UserError
 from rtool.options import ConfigOpt, LoraTargetsOpt
 from rtool.training import (Hyperparams, LoraSettings, MetricsCallback, checkpoint_step, precision, prepare_out_dir,
-                            trainer_args, trim_metrics)
+                            stored_dtype, trainer_args, trim_metrics)
 
 
 def run_command(args):
@@ -120,6 +120,63 @@ def test_cpu_precision_and_trl_arguments(tmp_path):
                                           prec))
     assert with_steps.save_strategy == "steps" and with_steps.save_steps == 3
     assert with_steps.gradient_checkpointing is True
+
+
+CPU = dict(cuda_available=False, bf16_supported=False)
+BF16_GPU = dict(cuda_available=True, bf16_supported=True)
+OLD_GPU = dict(cuda_available=True, bf16_supported=False)  # V100, T4: no bf16
+
+
+@pytest.mark.parametrize("dtype, lora, hardware, device, weights, autocast", [
+    ("auto", False, CPU, "cpu", "float32", None),
+    ("auto", True, CPU, "cpu", "float32", None),
+    ("bfloat16", False, CPU, "cpu", "bfloat16", None),
+    ("float32", True, CPU, "cpu", "float32", None),
+    # Full fine-tuning keeps float32 master weights: AdamW updates on bf16 weights round away.
+    ("auto", False, BF16_GPU, "cuda", "float32", "bf16"),
+    ("auto", True, BF16_GPU, "cuda", "bfloat16", "bf16"),  # the frozen base may be bf16
+    ("bfloat16", False, BF16_GPU, "cuda", "bfloat16", "bf16"),  # asked for explicitly
+    ("bfloat16", True, BF16_GPU, "cuda", "bfloat16", "bf16"),
+    ("float32", False, BF16_GPU, "cuda", "float32", None),
+    ("float16", False, BF16_GPU, "cuda", "float32", "fp16"),  # fp16 weights do not train with AdamW
+    ("float16", True, BF16_GPU, "cuda", "float32", "fp16"),
+    ("auto", False, OLD_GPU, "cuda", "float32", "fp16"),
+    ("auto", True, OLD_GPU, "cuda", "float32", "fp16"),
+])
+def test_precision_policy(dtype, lora, hardware, device, weights, autocast):
+    prec = precision(dtype, lora=lora, **hardware)
+    assert (prec.device, prec.load_dtype, prec.load_device) == (device, weights, "cpu")
+    assert prec.args["bf16"] == (autocast == "bf16") and prec.args["fp16"] == (autocast == "fp16")
+    assert prec.args.get("use_cpu", False) == (device == "cpu")
+
+
+@pytest.mark.parametrize("dtype, hardware, message", [
+    ("float16", CPU, "--dtype float16 training needs a GPU"),
+    ("bfloat16", OLD_GPU, "this GPU does not support bfloat16"),
+    ("float64", CPU, "unknown dtype 'float64'"),
+])
+def test_precision_refuses(dtype, hardware, message):
+    for lora in (False, True):
+        with pytest.raises(UserError, match=message):
+            precision(dtype, lora=lora, **hardware)
+
+
+def test_stored_dtype_of_dirs_adapters_and_missing_configs(tmp_path):
+    def model_dir(name, config):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps(config))
+        (path / "model.safetensors").write_bytes(b"")
+        return path
+
+    assert stored_dtype(model_dir("bf16", {"dtype": "bfloat16"})) == "bfloat16"
+    assert stored_dtype(model_dir("old", {"torch_dtype": "float16"})) == "float16"  # transformers 4 configs
+    assert stored_dtype(model_dir("none", {})) == "float32"
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "../bf16"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    assert stored_dtype(adapter) == "bfloat16"  # the base's, found relative to the adapter
 
 
 def test_prepare_out_dir_refuses_an_earlier_run_unless_resuming(tmp_path):

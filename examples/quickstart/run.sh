@@ -39,10 +39,11 @@ step "make task" python "$here/make_task.py" --out-dir "$work/data" --train 2000
 step "build models" python "$here/build_models.py" --data "$work/data/train.jsonl" "$work/data/test.jsonl" \
     --teacher-out "$work/teacher-init" --student-out "$work/student-init" --seed "$seed" >&2
 
-step "sft teacher" rtool sft --model "$work/teacher-init" --data "$work/data/train.jsonl" \
+# --no-system, here and below: the task's prompts are the questions alone. The student needs no flag: it trains
+# on the conversations distill records (prompt_messages), which are the teacher's.
+step "sft teacher" rtool sft --model "$work/teacher-init" --data "$work/data/train.jsonl" --no-system \
     --out "$work/teacher" --config "$here/teacher.yaml" --seed "$seed" > /dev/null
 
-# --no-system: the task's prompts are the questions alone, as the teacher was trained.
 step "distill" rtool distill --teacher "$work/teacher" -n 4 --temperature 0.8 --top-p 1.0 --max-new-tokens 120 \
     --no-system --batch-size 256 --seed "$seed" -i "$work/data/train.jsonl" -o "$work/traces.jsonl"
 

@@ -1,0 +1,47 @@
+"""Training recipes: what each training command trains on, for `rtool.train_run.run_training`.
+
+    examples = SFTExamples(FieldMap(), system=REASONING_SYSTEM_PROMPT, max_length=2048, truncation="drop")
+    recipe = sft_recipe(examples, packing=False, mask_thought=0.0, seed=0)
+    out = run_training(recipe, TrainRun.from_flags(opts, lr=2e-5))
+
+sft: TRL's SFTTrainer on examples tokenized by `rtool.train_data` (prompt + completion through the chat template,
+loss on the completion tokens and the end of their turn), optionally packed and with Masked Thought.
+"""
+
+from __future__ import annotations
+
+from rtool.errors import UserError
+from rtool.train_data import SFTExamples
+from rtool.train_run import Recipe
+
+
+def sft_recipe(examples: SFTExamples, *, packing: bool = False, mask_thought: float = 0.0, seed: int = 0) -> Recipe:
+    """The sft recipe: causal-LM loss on completion tokens, over `examples` (which say which rows and how long)."""
+    if not 0 <= mask_thought < 1:
+        raise UserError(f"--mask-thought must be in [0, 1), got {mask_thought}")
+
+    def build_trainer(*, model, tokenizer, dataset, args, peft_config, callbacks):
+        from trl import SFTTrainer
+
+        from rtool.training import MaskThoughtCollator, mask_token_id
+
+        trainer = SFTTrainer(model, sft_config(args, max_length=examples.max_length, packing=packing),
+                             train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+                             callbacks=callbacks)
+        if mask_thought > 0:
+            trainer.data_collator = MaskThoughtCollator(trainer.data_collator, mask_thought,
+                                                        mask_token_id(tokenizer), seed=seed)
+        return trainer
+
+    return Recipe(examples.name, examples=examples, features=examples.features, build_trainer=build_trainer,
+                  report=examples.report, empty_hint=examples.empty_hint)
+
+
+def sft_config(args: dict, *, max_length: int, packing: bool):
+    """TRL's SFTConfig from the shared trainer arguments (`training.trainer_args`): loss on completion tokens only.
+    The examples arrive tokenized and within `max_length` (TRL's own truncation then changes nothing); with
+    `packing`, several of them share each `max_length` sequence (best-fit, no cross-row attention)."""
+    from trl import SFTConfig
+
+    return SFTConfig(**args, max_length=max_length, packing=packing, completion_only_loss=True,
+                     assistant_only_loss=False)
