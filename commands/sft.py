@@ -12,7 +12,8 @@ distill and eval send by default (--system to change it, --no-system for none). 
 (distill's negatives) are skipped unless --include-incorrect. Rows longer than --max-length (2048 = distill's
 default 1024 new tokens plus room for the prompt) are dropped and counted (--truncation keep-start cuts them).
 OUT receives the model (safetensors + tokenizer; with --lora the adapter, and OUT/merged with --merge-lora),
-checkpoint-N dirs and metrics.jsonl. stdout gets the output directory, only that.
+checkpoint-N dirs, metrics.jsonl and curves.png (`rtool plot` overlays runs); --report-to tensorboard|wandb also
+sends the metrics there. stdout gets the output directory, only that.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import typer
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
-                           ResumeTrainOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt, TrainBatchSizeOpt,
-                           TrainDataOpt, TrainDtypeOpt, TrainMaxLengthOpt, TrainModelOpt, TruncationOpt,
-                           TrustRemoteCodeOpt, WarmupRatioOpt)
+                           ReportToOpt, ResumeTrainOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
+                           TrainBatchSizeOpt, TrainDataOpt, TrainDtypeOpt, TrainMaxLengthOpt, TrainModelOpt,
+                           TruncationOpt, TrustRemoteCodeOpt, WarmupRatioOpt)
 
 FULL_LR, LORA_LR = 2e-5, 2e-4
 
@@ -55,6 +56,7 @@ def sft_cmd(
     seed: SeedOpt = 0,
     logging_steps: LoggingStepsOpt = 10,
     save_steps: SaveStepsOpt = 500,
+    report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
     gradient_checkpointing: GradientCheckpointingOpt = False,
     lora: LoraOpt = False,

@@ -42,7 +42,7 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file o
 # Training commands (sft, redi, grpo). Defaults live in each command's signature: they differ between recipes.
 TrainModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model to train: a local HF dir, a hub id, a .gguf file or a PEFT adapter dir.")]
 TrainDataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Training rows: .jsonl, .json, .parquet, a saved HF dataset dir, or '-' for stdin (not under torchrun).")]
-OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory: the final model (safetensors + tokenizer), checkpoint-N/ dirs and metrics.jsonl.")]
+OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory: the final model (safetensors + tokenizer), checkpoint-N/ dirs, metrics.jsonl and curves.png.")]
 EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the data (ignored when --max-steps is set).")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (AdamW).")]
@@ -64,3 +64,4 @@ MergeLoraOpt = Annotated[bool, typer.Option("--merge-lora", help="With --lora, a
 TrainMaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Longest tokenized row (prompt + completion); longer rows follow --truncation and are counted on stderr.")]
 TruncationOpt = Annotated[str, typer.Option("--truncation", help="Rows longer than --max-length: drop (not trained on) | keep-start (train on their first max-length tokens: the final answer and end of turn are lost).")]
 TrainDtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (CPU: float32; GPU: float32 master weights with bf16 autocast, bf16 base weights with --lora) | float32 | bfloat16 (bf16 weights, also for full fine-tuning) | float16 (fp16 autocast).")]
+ReportToOpt = Annotated[str, typer.Option("--report-to", help="Also send training metrics to: none | tensorboard (event files under OUT/runs; pip install 'rtool[tensorboard]') | wandb (settings and key from WANDB_* environment variables; pip install 'rtool[wandb]'). OUT/metrics.jsonl and OUT/curves.png are written either way.")]

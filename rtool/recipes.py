@@ -6,6 +6,7 @@
 
 sft: TRL's SFTTrainer on examples tokenized by `rtool.train_data` (prompt + completion through the chat template,
 loss on the completion tokens and the end of their turn), optionally packed and with Masked Thought.
+redi: `rtool.redi.RediTrainer` (the REDI loss, no reference model) on (correct, incorrect) pairs (`RediPairs`).
 """
 
 from __future__ import annotations
@@ -45,3 +46,18 @@ def sft_config(args: dict, *, max_length: int, packing: bool):
 
     return SFTConfig(**args, max_length=max_length, packing=packing, completion_only_loss=True,
                      assistant_only_loss=False)
+
+
+def redi_recipe(examples, *, alpha: float = 0.8) -> Recipe:
+    """The redi recipe (rtool.redi): the REDI loss over (correct, incorrect) pairs, `examples` a
+    `rtool.redi.RediPairs` (which rows pair up and how long they may be); no reference model."""
+    from rtool.redi import check_alpha, collapse_marks, make_trainer
+
+    check_alpha(alpha)
+
+    def build_trainer(*, model, tokenizer, dataset, args, peft_config, callbacks):
+        return make_trainer(model=model, tokenizer=tokenizer, dataset=dataset, args=args, peft_config=peft_config,
+                            callbacks=callbacks, alpha=alpha)
+
+    return Recipe(examples.name, examples=examples, features=examples.features, build_trainer=build_trainer,
+                  report=examples.report, empty_hint=examples.empty_hint, curve_marks=collapse_marks)

@@ -8,7 +8,8 @@ A recipe says what a command trains on; `run_training` does the rest, the same f
 torchrun rules (no stdin), the output dir (refused unless --resume), precision (`training.precision`), the data
 read and turned into examples before the model loads (a bad row fails in seconds), the model (a PEFT adapter as
 --model: trained further with --lora, else merged in for full fine-tuning), the trainer, checkpoints, metrics.jsonl
-and the final model (`training.train_and_save`). Heavy imports happen here, when it runs.
+(and --report-to's TensorBoard or W&B), the final model and OUT/curves.png (`training.train_and_save`). Heavy
+imports happen here, when it runs.
 
 A recipe's `build_trainer` is called with keyword arguments model, tokenizer, dataset (a datasets.Dataset of the
 recipe's examples), args (keyword arguments valid for any transformers TrainingArguments subclass, e.g.
@@ -35,6 +36,8 @@ class Recipe:
     a bad row) and counts what it skips; features() is their `datasets.Features`; build_trainer(model=, tokenizer=,
     dataset=, args=, peft_config=, callbacks=) returns a transformers Trainer; report() logs the counts once the data
     is read; empty_hint() says why no example was kept. A causal LM is loaded unless `load_model` says otherwise.
+    curve_marks(metrics rows) returns the `rtool.curves.Mark`s (events such as a collapse) to point at in
+    OUT/curves.png.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Recipe:
     # the PEFT task type of its LoRA adapter.
     load_model: Callable[..., tuple] | None = None
     lora_task: str = "CAUSAL_LM"
+    curve_marks: Callable[[list[dict]], Iterable] | None = None
 
 
 @dataclass
@@ -63,6 +67,7 @@ class TrainRun:
     skip_bad: bool = False
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    report_to: str = "none"  # --report-to: none | tensorboard | wandb (comma-separated for several)
 
     @classmethod
     def from_flags(cls, opts, *, lr: float) -> "TrainRun":
@@ -82,13 +87,15 @@ class TrainRun:
             lora=LoraSettings(enabled=opts.lora, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout,
                               targets=opts.lora_targets, merge=opts.merge_lora),
             dtype=opts.dtype, resume=opts.resume, skip_bad=opts.skip_bad,
-            trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle)
+            trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
+            report_to=getattr(opts, "report_to", "none"))  # a command without the flag reports to none
         run.check()
         return run
 
     def check(self) -> None:
         self.hp.check()
         self.lora.check()
+        training.require_trackers(self.report_to)
         if self.data == "-" and training.world_size() > 1:
             raise UserError("--data - (stdin) cannot be shared by several processes", hint="pass a file under torchrun")
 
@@ -134,13 +141,14 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
         try:
             with training.stdout_to_stderr():
                 trainer = recipe.build_trainer(model=model, tokenizer=tokenizer, dataset=dataset,
-                                               args=training.trainer_args(run.hp, prec), peft_config=peft_config,
-                                               callbacks=callbacks)
+                                               args=training.trainer_args(run.hp, prec, report_to=run.report_to),
+                                               peft_config=peft_config, callbacks=callbacks)
         except ValueError as error:
             raise training.lora_user_error(error) or error
         training.train_and_save(trainer, run.out, checkpoint=checkpoint, resume=run.resume,
                                 merge_lora=run.lora.merge, trust_remote_code=run.trust_remote_code,
-                                allow_pickle=run.allow_pickle, loader=recipe.load_model)
+                                allow_pickle=run.allow_pickle, loader=recipe.load_model,
+                                curve_marks=recipe.curve_marks)
     return run.out if training.is_main_process() else None
 
 

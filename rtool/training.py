@@ -8,20 +8,22 @@ It imports transformers at the top: command modules import it inside their comma
     prec = precision("auto", lora=False)              # CPU: fp32; CUDA: fp32 master weights + bf16 autocast
     checkpoint = prepare_out_dir(hp.out, resume)      # refuses to overwrite a run unless --resume
     model, tok = load_model(spec, dtype=prec.load_dtype, device=prec.load_device, for_training=True)
-    args = SFTConfig(**trainer_args(hp, prec), max_length=2048)
+    args = SFTConfig(**trainer_args(hp, prec, report_to="tensorboard"), max_length=2048)
     trainer = SFTTrainer(model, args, train_dataset=ds, processing_class=tok, peft_config=lora.peft_config(),
                          callbacks=[MetricsCallback(hp.out / "metrics.jsonl")])
     out = train_and_save(trainer, hp.out, checkpoint=checkpoint, resume=resume, merge_lora=lora.merge)
 
 What it settles for every trainer: TRL's defaults (bf16=True, gradient checkpointing on) are replaced by CPU-safe
 ones; the precision policy (`precision`: float32 master weights for full fine-tuning); progress goes to the `rtool`
-logger and OUT/metrics.jsonl instead of tqdm and print(); checkpoints are OUT/checkpoint-N; only rank 0 writes; the
-final model is safetensors with its tokenizer (a LoRA run: the adapter, plus OUT/merged with --merge-lora, in the
-base model's dtype). The same command line runs under `torchrun` / `accelerate launch`.
-With save steps > 0, transformers also writes a checkpoint at the last step, so a finished run can be extended
-with --resume and a larger --max-steps/--epochs. Also here: `dataset_from_rows` (rows -> datasets.Dataset) and the
-Masked Thought collator wrapper (`mask_thought`, `MaskThoughtCollator`), usable by any trainer whose batches carry
-labels.
+logger and OUT/metrics.jsonl instead of tqdm and print(), and, with --report-to, to transformers' TensorBoard (event
+files under OUT/runs) or Weights & Biases callbacks (`require_trackers` checks they are installed before anything
+loads); checkpoints are OUT/checkpoint-N; only rank 0 writes; the final model is safetensors with its tokenizer
+(a LoRA run: the adapter, plus OUT/merged with --merge-lora, in the base model's dtype); at the end OUT/curves.png
+is drawn from OUT/metrics.jsonl (`draw_curves`, `rtool.curves`). The same command line runs under `torchrun` /
+`accelerate launch`. With save steps > 0, transformers also writes a checkpoint at the last step, so a finished
+run can be extended with --resume and a larger --max-steps/--epochs. Also here: `dataset_from_rows` (rows ->
+datasets.Dataset) and the Masked Thought collator wrapper (`mask_thought`, `MaskThoughtCollator`), usable by any
+trainer whose batches carry labels.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from transformers import TrainerCallback
 
@@ -45,6 +47,8 @@ from rtool.log import logger
 METRICS_FILE = "metrics.jsonl"
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay")
+# --report-to: experiment trackers, passed to transformers (which reads their settings, e.g. WANDB_*, from the env).
+REPORT_TO = ("none", "tensorboard", "wandb")
 # Files that mark a directory as holding an earlier run (overwritten only with --resume).
 _RUN_MARKERS = (METRICS_FILE, "config.json", "adapter_config.json")
 
@@ -197,8 +201,9 @@ def precision(dtype: str = "auto", *, lora: bool = False, cuda_available: bool |
     return Precision("cuda", "float32", "cpu", {"bf16": False, "fp16": False})
 
 
-def trainer_args(hp: Hyperparams, prec: Precision) -> dict:
-    """Keyword arguments valid for any `transformers.TrainingArguments` subclass (SFTConfig, GRPOConfig, ...)."""
+def trainer_args(hp: Hyperparams, prec: Precision, *, report_to: str = "none") -> dict:
+    """Keyword arguments valid for any `transformers.TrainingArguments` subclass (SFTConfig, GRPOConfig, ...).
+    `report_to` is the --report-to value (`report_to_names`)."""
     return dict(
         output_dir=str(hp.out),
         num_train_epochs=hp.epochs,
@@ -217,11 +222,46 @@ def trainer_args(hp: Hyperparams, prec: Precision) -> dict:
         save_steps=hp.save_steps or 500,
         save_total_limit=2,
         **_checkpointing_arg(hp.gradient_checkpointing),
-        report_to="none",
+        # transformers' own trackers (TensorBoardCallback, WandbCallback) log on rank 0 only; [] adds none.
+        report_to=report_to_names(report_to),
         # No tqdm; transformers then adds PrinterCallback, which print()s to stdout: train_and_save removes it.
         disable_tqdm=True,
         **prec.args,
     )
+
+
+def report_to_names(value: str) -> list[str]:
+    """`--report-to` as transformers' `report_to`: [] for none, else the trackers named (comma-separated)."""
+    names = [name.strip() for name in str(value).split(",") if name.strip()] or ["none"]
+    for name in names:
+        one_of("--report-to", name, REPORT_TO)
+    if "none" in names:
+        if len(names) > 1:
+            raise UserError(f"--report-to {value}: none cannot be combined with a tracker")
+        return []
+    return list(dict.fromkeys(names))
+
+
+def require_trackers(value: str) -> None:
+    """Raise UserError, naming what to install, when a tracker --report-to asks for cannot be imported: checked
+    with the flags, before data or model load, rather than as a traceback from inside the trainer."""
+    names = report_to_names(value)
+    if "tensorboard" in names:
+        try:  # what transformers' TensorBoardCallback imports, torch's writer first, then tensorboardX
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError as error:
+            try:
+                import tensorboardX  # noqa: F401
+            except ImportError:
+                raise UserError(f"--report-to tensorboard: tensorboard is not installed ({error})",
+                                hint="pip install 'rtool[tensorboard]'") from None
+    if "wandb" in names:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise UserError("--report-to wandb: wandb is not installed",
+                            hint="pip install 'rtool[wandb]'; it reads WANDB_API_KEY, WANDB_PROJECT, ... from the "
+                                 "environment")
 
 
 def _checkpointing_arg(enabled: bool) -> dict:
@@ -370,11 +410,14 @@ def stdout_to_stderr():
 
 
 def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, merge_lora: bool = False,
-                   trust_remote_code: bool = False, allow_pickle: bool = False, loader=None) -> Path:
+                   trust_remote_code: bool = False, allow_pickle: bool = False, loader=None,
+                   curve_marks: Callable[[list[dict]], Iterable] | None = None) -> Path:
     """Train (from `checkpoint` when given), save the final model and tokenizer to `out`, optionally merge LoRA
-    into OUT/merged (`merge_adapter`: in the base model's stored dtype).
+    into OUT/merged (`merge_adapter`: in the base model's stored dtype), then draw OUT/curves.png from
+    OUT/metrics.jsonl (`draw_curves`; `curve_marks(rows)` returns the `rtool.curves.Mark`s to point at).
 
-    Every rank calls this; the trainer saves on rank 0 only, and the merged copy is written by rank 0.
+    Every rank calls this; the trainer saves on rank 0 only, and the merged copy and the curves are written by
+    rank 0.
     A full fine-tune is saved as trained: float32 master weights stay float32 (a bf16 copy would round away the
     small updates the master weights were kept for).
     """
@@ -391,8 +434,25 @@ def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, 
     if merge_lora and trainer.is_world_process_zero():
         merge_adapter(out, out / "merged", trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                       loader=loader)
+    main_process = trainer.is_world_process_zero()
     _end_distributed()
+    if main_process:  # after the other ranks are released: they need not wait for a picture
+        draw_curves(out, marks=curve_marks)
     return out
+
+
+def draw_curves(out: Path, *, marks: Callable[[list[dict]], Iterable] | None = None) -> Path | None:
+    """Write OUT/curves.png from OUT/metrics.jsonl (`rtool.curves.write_curves`); return its path, or None when
+    it could not be drawn: a warning, never a failed run, since the model is already saved."""
+    try:
+        from rtool.curves import write_curves
+
+        path = write_curves(out, marks=marks or ())
+    except Exception as error:  # noqa: BLE001 - a missing font or a full disk must not fail a finished training
+        logger.warning("could not draw %s: %s: %s", Path(out) / "curves.png", type(error).__name__, error)
+        return None
+    logger.info("training curves in %s", path)
+    return path
 
 
 def merge_adapter(adapter_dir: Path, out_dir: Path, *, trust_remote_code: bool = False, allow_pickle: bool = False,

@@ -9,8 +9,8 @@ import pytest
 from helpers import RTOOL
 from rtool import __version__
 
-COMMANDS = ["distill", "sft", "eval", "merge-bai"]
-HEAVY = ("torch", "transformers", "trl", "peft", "vllm", "datasets")
+COMMANDS = ["distill", "sft", "eval", "merge-bai", "plot"]
+HEAVY = ("torch", "transformers", "trl", "peft", "vllm", "datasets", "matplotlib", "tensorboard", "wandb")
 
 
 def rtool(*args, input=None, env=None, **kwargs):

@@ -1,0 +1,40 @@
+"""plot: training curves of one or more runs in one picture. Reads RUN_DIR/metrics.jsonl; writes a PNG.
+
+    rtool sft --model S --data traces.jsonl --out runs/sft
+    rtool redi --model runs/sft --data traces.jsonl --out runs/redi
+    rtool plot runs/sft runs/redi -o sft-vs-redi.png --metrics loss,learning_rate
+
+One small panel per metric (loss and learning_rate first, then every other numeric series the runs logged, e.g.
+redi's chosen_logp, rejected_logp and margin), one line per run, labelled with the run dir's name. A RUN_DIR may
+also be a metrics.jsonl file. Every training command already draws its own OUT/curves.png; this overlays runs.
+stdout gets the written path, only that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def plot_cmd(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", show_default=False, help="Training output dirs (the --out of sft, redi, grpo) or their metrics.jsonl files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write (replaced atomically).")] = Path("curves.png"),
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated metric names to draw, in order (default: every numeric series in the runs' metrics.jsonl).")] = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="Title above the panels (default: the run names).")] = None,
+) -> None:
+    """Overlay the training curves of runs: one panel per metric, one line per run."""
+    from rtool.curves import plot_curves, read_metrics, run_labels
+    from rtool.errors import UserError
+
+    if out.is_dir():
+        raise UserError("--out is a directory", path=out, hint="pass a file name, e.g. -o curves.png")
+    loaded = [read_metrics(run) for run in runs]  # a bad RUN_DIR fails before anything is drawn
+    names = None
+    if metrics is not None:
+        names = [name.strip() for name in metrics.split(",") if name.strip()]
+        if not names:
+            raise UserError("--metrics is empty", hint="e.g. --metrics loss,learning_rate")
+    written = plot_curves(dict(zip(run_labels(runs), loaded)), out, metrics=names, title=title)
+    typer.echo(str(written))
