@@ -91,8 +91,9 @@ def eval_cmd(
             graded = _generate_and_grade(generator, rows, fields, params, system_prompt, batch_size)
         else:
             graded = _grade_completions(rows, fields, workers)
-        for row, key in graded:
-            tally.add(row["id"], key, row["correct"], row.get("completion_tokens"), row.get("finish_reason"))
+        for row, input_row in graded:
+            tally.add(row["id"], row["pred"], row["correct"], row.get("completion_tokens"), row.get("finish_reason"),
+                      sample=row.get("sample"), source=input_row)
             if writer is not None:
                 writer.write(row)
     finally:
@@ -107,18 +108,19 @@ def eval_cmd(
     write_json(summary)
 
 
-def _generate_and_grade(generator, rows, fields, params, system, batch_size) -> Iterator[tuple[dict, str | None]]:
-    from rtool.answers import answer_key
+def _generate_and_grade(generator, rows, fields, params, system, batch_size) -> Iterator[tuple[dict, dict]]:
+    """(graded row, the bench row it came from: errors name its file:line)."""
     from rtool.traces import sample_traces, sampling_record
 
     sampling = sampling_record(generator, params, system)
     for trace in sample_traces(generator, rows, fields, params, system=system, chunk_prompts=batch_size):
-        yield trace.record(teacher=generator.name, sampling=sampling), answer_key(trace.pred)
+        yield trace.record(teacher=generator.name, sampling=sampling), trace.row
 
 
-def _grade_completions(rows, fields, workers: int) -> Iterator[tuple[dict, str | None]]:
-    """Regrade each row's completion against its gold answer; rows without gold keep a `correct` they carry."""
-    from rtool.answers import answer_key, grade_many
+def _grade_completions(rows, fields, workers: int) -> Iterator[tuple[dict, dict]]:
+    """Regrade each row's completion against its gold answer (and options, for multiple choice); rows without gold
+    keep a `correct` they carry. Yields (graded row, input row)."""
+    from rtool.answers import grade_many
     from rtool.fields import prompt_id
 
     waiting: deque = deque()
@@ -128,13 +130,13 @@ def _grade_completions(rows, fields, workers: int) -> Iterator[tuple[dict, str |
             gold = fields.gold(row)
             completion = fields.completion(row)
             waiting.append((row, gold))
-            yield gold, completion
+            yield gold, completion, fields.choices(row)
 
     for pred, correct in grade_many(pairs(), workers=workers):
         row, gold = waiting.popleft()
         if gold is None and isinstance(row.get("correct"), bool):
             correct = row["correct"]
-        yield {**row, "id": prompt_id(row, fields), "pred": pred, "correct": correct}, answer_key(pred)
+        yield {**row, "id": prompt_id(row, fields), "pred": pred, "correct": correct}, row
 
 
 def _show_table(summary: dict, console) -> None:

@@ -1,20 +1,33 @@
 """Answer extraction and grading: pull the final answer out of a completion, check it against a gold answer.
 
     pred, correct = grade(gold, completion)     # ("\\frac{1}{2}", True); correct is None if gold can't be graded
-    for pred, correct in grade_many(pairs, workers=4): ...   # (gold, completion) pairs, in order, flat memory
+    pred, correct = grade("C", completion, choices={"A": "...", "C": "Hypertension"})   # ("C", True) for "(C)"
+    for pred, correct in grade_many(pairs, workers=4): ...   # (gold, completion[, choices]) in order, flat memory
+    groups = AnswerGroups(); groups.add(pred, weight=1.0); groups.best()   # majority / weighted voting
 
-Extraction (`extract_answer`): the last `\\boxed{...}`, else GSM8K's `#### x`, else a trailing "the answer is x" /
-"Answer: x", reduced to a bare letter for multiple choice ("answer is (C)" -> "C").
+Extraction (`extract_answer`): reasoning in `<think>...</think>` is a draft, so only the text after the last
+`</think>` counts (an unclosed `<think>` states nothing). There, the last `\\boxed{...}` decides (a last box that
+is never closed, a cut-off completion, states no answer); else GSM8K's `#### x`; else the last "the answer is x" /
+"Answer: x" / "Final Answer: The final answer is $x$." / "the correct option is C", reduced to a bare letter for
+multiple choice ("answer is (C)" -> "C"); else a completion that is only a letter ("(B)").
+Multiple choice (`grade(..., choices=...)`): pred and gold are mapped to an option letter, by letter or by the
+option's text, and compared as letters.
 Equivalence (`verify`) is math-verify's, gold first: `math_verify.verify(parse(gold), parse(pred))` is asymmetric
 (gold `1<x<2` accepts pred `(1,2)`, not the other way round). Two fast paths skip math-verify (~5 ms a parse):
 answers with equal `answer_key`s are equal, and two plain numbers (`12`, `0.5`, `\\frac{3}{4}`) compare exactly.
-Parses and verdicts are cached, since a gold answer meets n samples and wrong answers recur among them.
+Everything else runs in a math-verify worker process with a hard deadline (`VERIFY_DEADLINE_S`): sympy can spend
+minutes on an answer like `8^{8^{8^{8}}}`, and math-verify's own timeout (signal.alarm) works only in a main
+thread and only between Python bytecodes. A worker past the deadline is killed and replaced, and the answer is
+graded False (see `verify`). Verdicts are cached, since a gold answer meets n samples and wrong answers recur.
+Voting (`AnswerGroups`, `same_answer`) groups answers by the same equivalence, checked both ways.
 
-math-verify (and so sympy) is imported on first use, not at import time: `import rtool.answers` stays cheap.
+Neither math-verify nor sympy is imported into this process (the workers import them): `import rtool.answers`
+stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import re
@@ -39,6 +52,13 @@ _TRAILING_ZEROS_RE = re.compile(r"^(-?\d+)\.0+$")
 # A plain number as answer_key spells it: 12, -0.5, .5, 3/4, \frac{3}{4}, -\frac{3}{4}.
 _NUMBER_RE = re.compile(r"^(-?)(?:(\d+(?:\.\d*)?|\.\d+)|(\d+)/(\d+)|\\frac\{(\d+)\}\{(\d+)\})$")
 _LONE_LETTER_RE = re.compile(r"^\(([A-J])\)$")
+# "The correct option is C", "the best choice is (B)": only a letter counts, so that "another option is to ..."
+# is never taken for an answer.
+_OPTION_IS_RE = re.compile(r"\b(?i:option|choice)\s+(?i:is)[\s*:]*\(?([A-J])\)?(?![\w(])")
+# "The answer is option C": the word before a letter.
+_OPTION_WORD_RE = re.compile(r"^(?i:option|choice)\s+(?=\(?[A-J]\b)")
+# A whole completion that is only a letter: "B", "(B)", "**B.**".
+_ONLY_LETTER_RE = re.compile(r"^\(?([A-J])\)?$")
 
 
 def last_boxed(text: str | None) -> str | None:
@@ -46,12 +66,21 @@ def last_boxed(text: str | None) -> str | None:
 
     None if there is none, or if the last one is never closed: a completion cut off inside its answer has no answer.
     """
+    return _last_box(text)[1]
+
+
+def _last_box(text: str | None) -> tuple[bool, str | None]:
+    """(whether `text` has a box at all, the content of its last box or None when that one is unreadable)."""
     if not text:
-        return None
+        return False, None
     starts = [m.end() for m in _BOX_RE.finditer(text)]
     if not starts:
-        return None
-    i = starts[-1]
+        return False, None
+    return True, _box_content(text, starts[-1])
+
+
+def _box_content(text: str, start: int) -> str | None:
+    i = start  # just after `\\boxed`
     while i < len(text) and text[i] in " \t":
         i += 1
     if i < len(text) and text[i] == "{":
@@ -70,7 +99,7 @@ def last_boxed(text: str | None) -> str | None:
                     return text[i + 1 : j].strip()
             j += 1
         return None
-    if i == starts[-1]:
+    if i == start:
         return None  # `\boxed\frac12`-style input: not a form models write
     # `\boxed 5` (no braces): the answer is the next token.
     token = re.match(r"[^\s$]*", text[i:]).group(0).rstrip(".,")
@@ -79,22 +108,46 @@ def last_boxed(text: str | None) -> str | None:
 
 def extract_answer(text: str | None) -> str | None:
     """The final answer a completion states, as a string, or None if it states none. See the module docstring."""
+    text = _after_thinking(text)
     if not text:
         return None
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed or None  # an empty box states no answer
+    has_box, boxed = _last_box(text)
+    if has_box:
+        # The last box is the answer: empty or cut off, it states none, and an earlier "the answer is 5" was a
+        # step on the way, not what the model settled on.
+        return boxed or None
     gsm = _GSM8K_RE.findall(text)
     if gsm:
         return _clean(gsm[-1]) or None
-    said = _ANSWER_IS_RE.findall(text)
+    said = [(m.start(), m.group(1), False) for m in _ANSWER_IS_RE.finditer(text)]
+    said += [(m.start(), m.group(1), True) for m in _OPTION_IS_RE.finditer(text)]
     if said:
-        value = _clean(said[-1])
-        letter = _LETTER_RE.match(value)
+        _, value, is_letter = max(said)
+        if is_letter:
+            return value
+        value = _clean(value)
+        # "Final Answer: The final answer is $18$. I hope it is correct." (Minerva / lm-eval, as Llama-3 writes it)
+        # and "**Final Answer:** The answer is 12" state the answer inside the statement: take the innermost.
+        while (inner := _ANSWER_IS_RE.findall(value)) and _clean(inner[-1]) != value:
+            value = _clean(inner[-1])
+        letter = _LETTER_RE.match(_OPTION_WORD_RE.sub("", value, count=1))
         if letter:
             return next(g for g in letter.groups() if g)
         return _prose_answer(value) or None
-    return None
+    only = _ONLY_LETTER_RE.match(_clean(text))
+    return only.group(1) if only else None
+
+
+def _after_thinking(text: str | None) -> str | None:
+    """The part of a completion outside its reasoning: after the last `</think>` (R1-style templates may open the
+    block in the prompt, so a completion can start inside it), cut before a `<think>` that never closes."""
+    if not text:
+        return text
+    close = text.rfind("</think>")
+    if close >= 0:
+        text = text[close + len("</think>"):]
+    open_ = text.find("<think>")
+    return text[:open_] if open_ >= 0 else text
 
 
 # A number followed by a unit or other words: "48 sheep", "$18 per day", "1,200 dollars".
@@ -125,6 +178,7 @@ def gold_from_gsm8k(answer_text: str) -> str:
     return re.sub(r"(?<=\d),(?=\d)", "", tail)
 
 
+@functools.lru_cache(maxsize=16384)  # a gold meets n samples, and voting compares each answer with several others
 def answer_key(pred: str | None) -> str | None:
     """A normalised spelling of an answer, for grouping equivalent answers (majority voting) and string equality.
 
@@ -152,11 +206,14 @@ def verify(gold: str | None, pred: str | None) -> bool | None:
 
     None when gold is missing or math-verify cannot parse it (the answer cannot be graded); False when pred is None.
     A number (GSM8K's gold is often an int in JSON) counts as its decimal string.
-    Safe to call from any thread: off the main thread math-verify's signal-based timeouts are turned off.
+    Returns within about VERIFY_DEADLINE_S, from any thread: math-verify runs in a worker process, killed when a
+    comparison overruns. An overrun grades False, not None: the pred cannot be shown equal to the gold, and it is
+    nearly always an absurd answer (`8^{8^{8^{8}}}`); None would leave it out of pass@k, and a reward loop could
+    learn to write such answers. Each overrun is logged as a warning.
     """
     gold, pred = _text(gold), _text(pred)
     quick = _quick_verdict(gold, pred)
-    return _math_verify(gold, pred) if quick is _UNDECIDED else quick
+    return _verify_in_worker(gold, pred) if quick is _UNDECIDED else quick
 
 
 _UNDECIDED = object()
@@ -190,6 +247,7 @@ def _quick_verdict(gold: str | None, pred: str | None):
     return False if abs(a - b) > 1e-5 else _UNDECIDED
 
 
+@functools.lru_cache(maxsize=16384)
 def _plain_number(key: str):
     m = _NUMBER_RE.match(key)
     if m is None:
@@ -204,8 +262,16 @@ def _plain_number(key: str):
 
 
 @functools.lru_cache(maxsize=65536)
+def _verify_in_worker(gold: str, pred: str) -> bool | None:
+    # Cached here as well as in the worker: a repeated pair costs no round trip, and an answer that overran the
+    # deadline costs it once, not once for every sample that repeats it.
+    return _shared_pool().verdicts([(gold, pred)])[0]
+
+
+@functools.lru_cache(maxsize=65536)
 def _math_verify(gold: str, pred: str) -> bool | None:
-    # Cached: among n samples of one prompt the same wrong answer recurs, and a sympy comparison costs milliseconds.
+    """math-verify's verdict in this process, with no deadline of its own: what a worker runs (tests and
+    bench/grading.py call it directly)."""
     import math_verify
 
     timeout = _timeout()
@@ -219,8 +285,8 @@ def _math_verify(gold: str, pred: str) -> bool | None:
 
 
 def _timeout() -> int | None:
-    # math-verify bounds its work with signal.alarm, which only the main thread may set; elsewhere it would raise.
-    return 5 if threading.current_thread() is threading.main_thread() else None
+    # math-verify bounds its work with signal.alarm, which only a main thread may set; elsewhere it would raise.
+    return _WORKER_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
 
 
 @functools.lru_cache(maxsize=8192)
@@ -240,53 +306,439 @@ def _parse(answer: str, timeout: int | None) -> tuple:
     return ()
 
 
-def grade(gold: str | None, completion: str | None) -> tuple[str | None, bool | None]:
-    """(pred, correct) for one completion: `extract_answer(completion)` and `verify(gold, pred)`."""
+# The hard limit on one (gold, pred) comparison, in seconds of wall-clock time once the worker has it. Real answers
+# take milliseconds (MATH-500's slowest, against gold or wrong answers: 0.16 s), far below this even on a busy
+# machine.
+VERIFY_DEADLINE_S = 3.0
+# math-verify's own timeout inside a worker, whole seconds (signal.alarm). Below the deadline, so that most slow
+# comparisons end cleanly and the worker lives on; the deadline catches the ones it cannot interrupt.
+_WORKER_TIMEOUT_S = 2
+# Starting a worker (Python, then sympy and math-verify: ~1 s idle) is not counted against any pair's deadline,
+# but a worker that cannot start at all must not hang its caller either.
+_WORKER_START_S = 120.0
+_OVERRUN = object()
+_WORKER_CODE = "import sys; sys.path.insert(0, {root!r}); from rtool.answers import _worker_main; _worker_main()"
+
+
+class _Worker:
+    """One math-verify process. It is a fresh interpreter (as multiprocessing's spawn, but without re-running the
+    caller's `__main__`, so a script needs no `if __name__ == "__main__":` guard), started with `python -c`. It is
+    sent lists of (gold, pred) and replies one verdict per pair as it finds it, so each pair is timed on its own."""
+
+    def __init__(self) -> None:
+        import os
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        child_in, parent_out = os.pipe()
+        parent_in, child_out = os.pipe()
+        try:
+            self._process = subprocess.Popen([sys.executable, "-c", _WORKER_CODE.format(root=root)],
+                                             stdin=child_in, stdout=child_out, close_fds=True)
+        except BaseException:
+            for fd in (parent_out, parent_in):
+                os.close(fd)
+            raise
+        finally:
+            os.close(child_in)
+            os.close(child_out)
+        self._requests = Connection(parent_out, readable=False)
+        self._replies = Connection(parent_in, writable=False)
+        self._ready = False
+
+    def send(self, pairs: list[tuple[str, str]]) -> None:
+        if not self._ready:
+            if not self._replies.poll(_WORKER_START_S):
+                self.kill()
+                raise RuntimeError(f"the math-verify worker did not start within {_WORKER_START_S:.0f} s")
+            try:
+                self._replies.recv()
+            except EOFError:
+                self.kill()
+                raise RuntimeError("the math-verify worker exited while starting (its error is above)") from None
+            self._ready = True
+        self._requests.send(pairs)
+
+    def receive(self, deadline: float):
+        """The next verdict, or _OVERRUN if none came within `deadline` seconds or the worker died on the pair."""
+        if self._replies.poll(deadline):
+            try:
+                return self._replies.recv()
+            except EOFError:  # it died on this pair (out of memory, a crash in native code)
+                pass
+        return _OVERRUN
+
+    def kill(self) -> None:
+        for connection in (self._requests, self._replies):
+            connection.close()
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+
+
+def _worker_main() -> None:
+    """A math-verify worker's loop: verdicts for lists of (gold, pred) read from stdin, sent on the pipe that was
+    stdout, until stdin closes."""
+    import logging
+    import os
+    import signal
+    from multiprocessing.connection import Connection
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then closes the pipe
+    parent = os.getppid()
+    replies = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)  # a library that prints must not write into the replies
+    requests = Connection(0, writable=False)
+    # An idle worker sees its parent go as the end of its input; a busy one (deep in sympy) would spin on alone.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    # math-verify logs each of its own timeouts; here they are verdicts (False), and the parent logs overruns.
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    import math_verify  # noqa: F401  (paid before "ready", so that no pair's deadline includes it)
+
+    replies.send("ready")
+    while True:
+        try:
+            pairs = requests.recv()
+        except EOFError:
+            return
+        for gold, pred in pairs:
+            try:
+                verdict = _math_verify(gold, pred)
+            except Exception:  # noqa: BLE001 - math-verify's own rule: a comparison that fails is False
+                verdict = False
+            replies.send(verdict)
+
+
+def _exit_with_parent(parent: int) -> None:
+    import os
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+class _VerifierPool:
+    """Up to `size` math-verify workers, started on demand and kept between calls; each caller (thread) takes one
+    for its list of pairs, waiting while all are busy. A worker that overruns a pair's deadline is killed; the rest
+    of the list goes to a fresh one. `at_least(n)` raises the size while a block runs (grade_many's workers)."""
+
+    def __init__(self, size: int) -> None:
+        import os
+
+        self.size = self._base_size = size
+        self._wanted: list[int] = []  # sizes asked for by at_least blocks running now
+        self._idle: list[_Worker] = []
+        self._started = 0
+        self._closed = False
+        self._lock = threading.Condition()
+        self._pid = os.getpid()
+
+    def verdicts(self, pairs: list[tuple[str, str]]) -> list[bool | None]:
+        results: list = [False] * len(pairs)
+        todo = [i for i, pair in enumerate(pairs) if pair not in _OVERRUNS]
+        worker = self._take()
+        try:
+            while todo:
+                fresh = worker is None
+                if fresh:
+                    worker = _Worker()
+                try:
+                    worker.send([pairs[i] for i in todo])
+                except OSError:
+                    if fresh:
+                        raise
+                    worker.kill()  # an idle worker that died (killed from outside): start another
+                    worker = None
+                    continue
+                for n, i in enumerate(todo):
+                    verdict = worker.receive(VERIFY_DEADLINE_S)
+                    if verdict is _OVERRUN:
+                        worker.kill()
+                        worker = None
+                        _overran(*pairs[i])
+                        todo = todo[n + 1:]
+                        break
+                    results[i] = verdict
+                else:
+                    todo = []
+        except BaseException:
+            if worker is not None:
+                worker.kill()  # its replies may be out of step with what this caller asked
+                worker = None
+            raise
+        finally:
+            self._give_back(worker)
+        return results
+
+    def _take(self) -> _Worker | None:
+        """An idle worker, or None when the caller may start one (a free place in the pool)."""
+        import os
+
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the workers and their pipes are the parent's
+                self._idle, self._started, self._wanted, self._pid = [], 0, [], os.getpid()
+                self.size = self._base_size
+            while True:
+                if self._idle:
+                    return self._idle.pop()
+                if self._started < self.size:
+                    self._started += 1
+                    return None
+                self._lock.wait()
+
+    def _give_back(self, worker: _Worker | None) -> None:
+        with self._lock:
+            if worker is not None and not self._closed and self._started <= self.size:
+                self._idle.append(worker)
+            else:
+                if worker is not None:
+                    worker.kill()
+                self._started -= 1
+            self._lock.notify()
+
+    @contextlib.contextmanager
+    def at_least(self, size: int):
+        """Room for `size` workers during the block; the ones above the usual size are stopped after it."""
+        with self._lock:
+            self._wanted.append(size)
+            self._resize()
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._wanted.remove(size)
+                self._resize()
+
+    def _resize(self) -> None:
+        self.size = max([self._base_size, *self._wanted])
+        while self._started > self.size and self._idle:
+            self._idle.pop().kill()
+            self._started -= 1
+        self._lock.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._started -= len(idle)
+        for worker in idle:
+            worker.kill()
+
+
+# Pairs that overran the deadline, answered False without another try (a few hundred bytes each, last 1,024 kept).
+_OVERRUNS: dict = {}
+_SHARED_POOL: _VerifierPool | None = None
+_SHARED_POOL_LOCK = threading.Lock()
+
+
+def _overran(gold: str, pred: str) -> None:
+    import logging
+
+    with _SHARED_POOL_LOCK:
+        _OVERRUNS[(gold, pred)] = True
+        while len(_OVERRUNS) > 1024:
+            del _OVERRUNS[next(iter(_OVERRUNS))]
+    logging.getLogger("rtool").warning("math-verify gave no verdict within %g s on answer %r (gold %r): graded False",
+                                       VERIFY_DEADLINE_S, _shorten(pred), _shorten(gold))
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _shared_pool() -> _VerifierPool:
+    """The pool `verify` and `grade_many` use: one worker per thread that verifies at once, at most 4 (each holds
+    sympy, ~60 MB) outside grade_many(workers=N)."""
+    global _SHARED_POOL
+    with _SHARED_POOL_LOCK:
+        if _SHARED_POOL is None:
+            import atexit
+            import os
+
+            _SHARED_POOL = _VerifierPool(max(1, min(4, os.cpu_count() or 1)))
+            atexit.register(_SHARED_POOL.close)
+        return _SHARED_POOL
+
+
+def grade(gold: str | None, completion: str | None, choices=None) -> tuple[str | None, bool | None]:
+    """(pred, correct) for one completion: `extract_answer(completion)` and `verify(gold, pred)`.
+
+    `choices` are a multiple-choice row's options ({"A": text, ...}, or a list lettered A, B, ...; see
+    `FieldMap.choices`). With them, gold and pred are each mapped to an option letter, by letter ("C", "(C)",
+    "C. ...") or by the option's text (case, spacing and a final period aside; plain numbers by value, "0.5" names
+    the option "1/2"), and compared as letters; pred is then the letter, so equal choices vote together. A pred that
+    names no option is wrong. math-verify is not used on option texts: they are mostly prose, which it would read
+    as products of symbols ("listen" = "silent"). A gold that names no option is graded as if there were no choices.
+    """
     pred = extract_answer(completion)
-    return pred, verify(gold, pred)
+    options = _as_choices(choices)
+    if not options:
+        return pred, verify(gold, pred)
+    gold = _text(gold)
+    letter = _choice_letter(pred, options)
+    if letter is None and pred is None:
+        # A completion that is only an option's text ("Hypertension.") states it without a statement to extract.
+        rest = (_after_thinking(completion) or "").strip()
+        letter = _choice_letter(rest, options) if 0 < len(rest) <= 300 else None
+    if gold is None or not gold.strip():
+        return letter or pred, None
+    gold_letter = _choice_letter(gold, options)
+    if gold_letter is None:
+        return pred, verify(gold, pred)
+    return letter or pred, letter == gold_letter
 
 
-def grade_many(pairs: Iterable[tuple[str | None, str | None]], workers: int = 1,
+# An option named by its letter before its text: "C. Hypertension", "C: Hypertension", "(C) ...", "C) ...".
+_CHOICE_PREFIX_RE = re.compile(r"^\(?([A-J])(?:\)|[.:](?:\s|$)|$)")
+
+
+def _as_choices(choices) -> dict[str, str] | None:
+    if not choices:
+        return None
+    if isinstance(choices, dict):
+        return {str(letter).strip().upper(): str(text) for letter, text in choices.items()}
+    return {chr(ord("A") + i): str(text) for i, text in enumerate(choices)}
+
+
+def _choice_letter(answer: str | None, options: dict[str, str]) -> str | None:
+    """The letter of the option `answer` names, or None."""
+    if answer is None:
+        return None
+    value = _clean(answer)
+    named = _LETTER_RE.match(value) or _CHOICE_PREFIX_RE.match(value)
+    if named:
+        letter = next(g for g in named.groups() if g)
+        return letter if letter in options else None
+    wanted = (answer_key(value) or "").lower()
+    if not wanted:
+        return None
+    for letter, text in options.items():
+        if (answer_key(text) or "").lower() == wanted or _quick_verdict(text, value) is True:
+            return letter
+    return None
+
+
+def same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two predicted answers are one answer, for voting: equal `answer_key`s or equal plain numbers, else
+    math-verify accepting each as the gold of the other. Both ways, because verify is asymmetric and a vote must
+    not depend on which answer came first. Two different single letters (option letters) differ; None is no
+    answer and equals nothing."""
+    a, b = _text(a), _text(b)
+    if a is None or b is None:
+        return False
+    key_a, key_b = answer_key(a), answer_key(b)
+    if not key_a or not key_b:
+        return False
+    if key_a == key_b:
+        return True
+    if len(key_a) == 1 and len(key_b) == 1 and key_a.isalpha() and key_b.isalpha():
+        return False
+    quick = _quick_verdict(a, b)
+    if quick is not _UNDECIDED:
+        return quick is True
+    return verify(a, b) is True and verify(b, a) is True
+
+
+class AnswerGroups:
+    """Predicted answers clustered by `same_answer`: majority and weighted voting (eval's maj@n, bon).
+
+        groups = AnswerGroups()
+        for pred, score in candidates:
+            i = groups.add(pred, weight=score)   # the cluster it joined (first-seen order), None for no answer
+        best = groups.best()                     # most answers; best(weighted=True): largest total weight
+        groups.answers[best], groups.counts[best], groups.weights[best]   # its first answer, count, weight
+
+    A new answer joins the cluster of an earlier answer with the same `answer_key` (no mathematics needed); else
+    the first cluster whose representative (its first answer) is `same_answer`; else it starts a cluster. Ties go
+    to the cluster seen first. Memory: the distinct keys seen and, per cluster, one string and two numbers.
+    """
+
+    __slots__ = ("answers", "counts", "weights", "_clusters")
+
+    def __init__(self) -> None:
+        self.answers: list[str] = []
+        self.counts: list[int] = []
+        self.weights: list[float] = []
+        self._clusters: dict[str, int] = {}  # answer_key -> cluster
+
+    def add(self, pred: str | None, weight: float = 1.0) -> int | None:
+        pred = _text(pred)
+        key = answer_key(pred)
+        if not key:
+            return None
+        index = self._clusters.get(key)
+        if index is None:
+            index = next((i for i, answer in enumerate(self.answers) if same_answer(answer, pred)), None)
+            if index is None:
+                index = len(self.answers)
+                self.answers.append(pred)
+                self.counts.append(0)
+                self.weights.append(0.0)
+            self._clusters[key] = index
+        self.counts[index] += 1
+        self.weights[index] += weight
+        return index
+
+    def best(self, weighted: bool = False) -> int | None:
+        """The winning cluster's index, None when no answer was added."""
+        values = self.weights if weighted else self.counts
+        return max(range(len(values)), key=lambda i: (values[i], -i)) if values else None
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+
+def grade_many(pairs: Iterable[tuple], workers: int = 1,
                chunk_size: int = 256) -> Iterator[tuple[str | None, bool | None]]:
-    """Grade (gold, completion) pairs lazily, yielding (pred, correct) in input order.
+    """Grade (gold, completion) or (gold, completion, choices) tuples lazily, yielding (pred, correct) in order.
 
-    With workers > 1, math-verify runs in a process pool (its alarm timeouts work there, in each worker's main
-    thread). Extraction and the string and number fast paths stay in this process, so only the short answer
-    strings that need math-verify travel. At most 2 chunks per worker are in flight and the input is read as they
-    finish: memory stays flat however long the input is. Workers are spawned (~1 s to start and import sympy), so a
-    script that calls this with workers > 1 needs the `if __name__ == "__main__":` guard.
+    With workers > 1, that many math-verify workers run at once (each fed by a thread here), with verify's
+    deadline on every pair. Extraction, multiple choice and the string and number fast paths stay in this process,
+    so only the short answer strings that need math-verify travel. At most 2 chunks per worker are in flight and
+    the input is read as they finish: memory stays flat however long the input is. Starting a worker takes ~1 s
+    (Python and sympy); those above verify's usual number are stopped when the generator finishes or is closed.
     """
     if workers <= 1:
-        for gold, completion in pairs:
-            yield grade(gold, completion)
+        for gold, completion, *choices in pairs:
+            yield grade(gold, completion, *choices)
         return
 
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-    # spawn, not fork: the caller may hold threads (torch, tokenizers) that a forked child would inherit broken.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        in_flight: deque = deque()
-        pairs_iter = iter(pairs)
-        chunks = iter(lambda: list(itertools.islice(pairs_iter, chunk_size)), [])
-        for chunk in chunks:
-            in_flight.append(_submit_chunk(pool, chunk))
-            if len(in_flight) >= 2 * workers:
+    # The shared pool, so that verify calls made meanwhile (eval's maj@n votes) use the same warm workers.
+    pool = _shared_pool()
+    with pool.at_least(workers):
+        executor = ThreadPoolExecutor(workers, thread_name_prefix="rtool-verify")
+        try:
+            in_flight: deque = deque()
+            pairs_iter = iter(pairs)
+            chunks = iter(lambda: list(itertools.islice(pairs_iter, chunk_size)), [])
+            for chunk in chunks:
+                in_flight.append(_submit_chunk(executor, pool, chunk))
+                if len(in_flight) >= 2 * workers:
+                    yield from _finish_chunk(*in_flight.popleft())
+            while in_flight:
                 yield from _finish_chunk(*in_flight.popleft())
-        while in_flight:
-            yield from _finish_chunk(*in_flight.popleft())
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _submit_chunk(pool, chunk: list) -> tuple:
+def _submit_chunk(executor, pool: _VerifierPool, chunk: list) -> tuple:
     preds, results, todo = [], [], []
-    for i, (gold, completion) in enumerate(chunk):
-        gold, pred = _text(gold), extract_answer(completion)
+    for i, (gold, completion, *choices) in enumerate(chunk):
+        if choices and choices[0]:
+            pred, correct = grade(gold, completion, choices[0])  # option letters: settled here
+        else:
+            gold, pred = _text(gold), extract_answer(completion)
+            correct = _quick_verdict(gold, pred)
+            if correct is _UNDECIDED:
+                todo.append((i, gold, pred))
         preds.append(pred)
-        results.append(_quick_verdict(gold, pred))
-        if results[-1] is _UNDECIDED:
-            todo.append((i, gold, pred))
-    future = pool.submit(_math_verify_batch, [(g, p) for _, g, p in todo]) if todo else None
+        results.append(correct)
+    future = executor.submit(pool.verdicts, [(g, p) for _, g, p in todo]) if todo else None
     return preds, results, todo, future
 
 
@@ -295,7 +747,3 @@ def _finish_chunk(preds: list, results: list, todo: list, future) -> Iterator[tu
         for (i, _, _), correct in zip(todo, future.result()):
             results[i] = correct
     yield from zip(preds, results)
-
-
-def _math_verify_batch(pairs: list[tuple[str, str]]) -> list[bool | None]:
-    return [_math_verify(gold, pred) for gold, pred in pairs]

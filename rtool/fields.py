@@ -7,6 +7,11 @@ Auto-detection covers the formats of the field: GSM8K (`question`, `answer` endi
     fields = FieldMap(prompt_field=None, answer_field=None)
     fields.messages(row, system="Reason step by step.")   # chat messages ending with the user's turn
     fields.gold(row)                                       # "18", or None when the row has no gold answer
+    fields.choices(row)                                    # {"A": "...", "B": "..."} for multiple choice, else None
+
+Multiple-choice rows (MedQA's format, which AlphaMed trains on: `question`, `options` {"A": ..., "E": ...} or a
+list lettered A, B, ..., `answer` a letter or the option's text, maybe `answer_idx` the letter) show the model
+their options (see `messages`) and are graded by option (`rtool.answers.grade(..., choices=)`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from rtool.answers import gold_from_gsm8k, last_boxed
 from rtool.records import Row
 
 PROMPT_FIELDS = ("prompt", "messages", "question", "problem", "instruction", "input")
-GOLD_FIELDS = ("answer", "gold", "final_answer", "solution")
+GOLD_FIELDS = ("answer", "gold", "final_answer", "solution", "answer_idx")
+CHOICES_FIELD = "options"
 COMPLETION_FIELDS = ("completion", "response", "output", "messages")
 
 
@@ -39,7 +45,11 @@ class FieldMap:
                         hint=f"found: {_keys(row)}; expected one of {', '.join(PROMPT_FIELDS)} or pass --prompt-field")
 
     def messages(self, row: Row, system: str | None = None) -> list[dict]:
-        """The conversation to send to a chat model: its last message is the user's turn."""
+        """The conversation to send to a chat model: its last message is the user's turn.
+
+        A multiple-choice row's options are appended to the user's turn, one per line after a blank line
+        ("...question?\n\nA. Hypertension\nB. Heart failure"), since the model must see what it chooses from.
+        """
         key = self.prompt_key(row)
         value = row[key]
         if isinstance(value, str):
@@ -57,9 +67,45 @@ class FieldMap:
         else:
             raise row.error(f"field {key!r} must be a string or a list of messages, got {type(value).__name__}",
                             field=key)
+        choices = self.choices(row)
+        if choices:
+            last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=len(messages) - 1)
+            listing = "\n".join(f"{letter}. {text}" for letter, text in choices.items())
+            messages = [*messages[:last], {**messages[last], "content": f"{messages[last]['content']}\n\n{listing}"},
+                        *messages[last + 1:]]
         if system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": system}] + messages
         return messages
+
+    def choices(self, row: Row) -> dict[str, str] | None:
+        """A multiple-choice row's options as {letter: text} in letter order, or None when it has none.
+
+        `options` may map letters to texts ({"A": "...", "E": "..."}) or list the texts (lettered A, B, ...); up to
+        10 options (A-J); numbers count as their text.
+        """
+        value = row.get(CHOICES_FIELD)
+        if value is None or value == {} or value == []:
+            return None
+        expected = "a {letter: text} object or a list of texts"
+        if isinstance(value, dict):
+            items = [(str(letter).strip().upper(), text) for letter, text in value.items()]
+            if any(len(letter) != 1 or not "A" <= letter <= "J" for letter, _ in items):
+                raise row.error(f"field {CHOICES_FIELD!r} must have letters A-J as keys, got "
+                                f"{', '.join(str(k) for k in list(value)[:12])}", field=CHOICES_FIELD)
+            items.sort()
+        elif isinstance(value, list):
+            if len(value) > 10:
+                raise row.error(f"field {CHOICES_FIELD!r} has {len(value)} options; at most 10 (A-J)",
+                                field=CHOICES_FIELD)
+            items = [(chr(ord("A") + i), text) for i, text in enumerate(value)]
+        else:
+            raise row.error(f"field {CHOICES_FIELD!r} must be {expected}, got {type(value).__name__}",
+                            field=CHOICES_FIELD)
+        for letter, text in items:
+            if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+                raise row.error(f"option {letter} of field {CHOICES_FIELD!r} must be a string, got "
+                                f"{type(text).__name__}", field=CHOICES_FIELD)
+        return {letter: str(text).strip() for letter, text in items}
 
     def prompt_text(self, row: Row) -> str:
         """The user's question as plain text: for ids, n-gram checks and logs."""

@@ -2,6 +2,9 @@
 
 pass@k (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"): with n samples of which c are
 correct, pass@k = 1 - C(n-c, k) / C(n, k), computed as a stable product.
+maj@n votes over answers grouped by grading's equivalence, so "0.5" and "\\frac{1}{2}" are one answer: the
+correct answers are one (each equals the gold), the wrong ones are grouped by `rtool.answers.AnswerGroups`.
+Each (prompt, sample) is counted once: a repeat is an error, not a second vote.
 """
 
 from __future__ import annotations
@@ -10,6 +13,10 @@ import statistics
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
+
+from rtool.answers import AnswerGroups
+from rtool.errors import UserError
+from rtool.records import Row
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -36,29 +43,57 @@ def k_values(n: int) -> list[int]:
     return ks
 
 
-@dataclass
+@dataclass(slots=True)  # one per prompt: no __dict__
 class PromptTally:
     samples: int = 0
     correct: int = 0
     gradable: int = 0
-    # answer key -> [count, first-seen order, correct of that answer]
-    answers: dict = field(default_factory=dict)
+    # maj@n's votes. The correct answers are one answer (each is equivalent to the gold, by grading's verdict); the
+    # wrong ones are grouped by `same_answer`, grading's equivalence both ways. So no math-verify call is spent on a
+    # correct answer, and a wrong answer is compared with the other wrong ones only.
+    wrong_answers: AnswerGroups = field(default_factory=AnswerGroups)
+    wrong_first: list = field(default_factory=list)  # per wrong group: its first answer's position (ties)
+    first_correct: int | None = None
+    # Sample numbers seen: all of 0.._next_sample-1, plus any above (files in sample order need no set).
+    _next_sample: int = 0
+    _later_samples: set | None = None
 
-    def add(self, answer_key: str | None, correct: bool | None) -> None:
+    def add(self, pred: str | None, correct: bool | None) -> None:
+        position = self.samples
         self.samples += 1
-        if correct is not None:
-            self.gradable += 1
-            self.correct += bool(correct)
-        if answer_key is not None:
-            entry = self.answers.setdefault(answer_key, [0, len(self.answers), correct])
-            entry[0] += 1
+        if correct is None:
+            return
+        self.gradable += 1
+        if correct:
+            self.correct += 1
+            if self.first_correct is None:
+                self.first_correct = position
+        elif self.wrong_answers.add(pred) == len(self.wrong_first):
+            self.wrong_first.append(position)
+
+    def claim_sample(self, sample: int) -> bool:
+        """Record sample number `sample`; False if it was recorded before."""
+        later = self._later_samples
+        if sample < self._next_sample or (later is not None and sample in later):
+            return False
+        if sample == self._next_sample:
+            self._next_sample += 1
+            while later and self._next_sample in later:
+                later.discard(self._next_sample)
+                self._next_sample += 1
+        else:
+            self._later_samples = (later or set()) | {sample}
+        return True
 
     def majority_correct(self) -> bool:
         """maj@n: the most frequent answer (ties: first seen) is correct. No answer at all counts as wrong."""
-        if not self.answers:
+        if not self.correct:
             return False
-        best = min(self.answers.values(), key=lambda entry: (-entry[0], entry[1]))
-        return bool(best[2])
+        best = self.wrong_answers.best()
+        if best is None:
+            return True
+        wrong = self.wrong_answers.counts[best]
+        return self.correct > wrong or (self.correct == wrong and self.first_correct < self.wrong_first[best])
 
 
 @dataclass
@@ -71,10 +106,23 @@ class EvalTally:
     samples: int = 0
     ungradable: int = 0
 
-    def add(self, prompt_id: str, answer_key: str | None, correct: bool | None,
-            completion_tokens: int | None, finish_reason: str | None) -> None:
+    def add(self, prompt_id: str, pred: str | None, correct: bool | None,
+            completion_tokens: int | None, finish_reason: str | None, sample: int | None = None,
+            source: Row | None = None) -> None:
+        """Count one graded sample. `sample` is its number (None: numbered in order of appearance per prompt); a
+        repeated (prompt_id, sample) raises a UserError naming `source`'s file:line, since counting it twice
+        would inflate pass@k (a file appended to itself)."""
+        tally = self.prompts.setdefault(prompt_id, PromptTally())
+        number = _sample_number(sample, source)
+        if number is None:
+            number = tally.samples
+        if not tally.claim_sample(number):
+            message = f"repeated sample {number} of id {prompt_id!r}"
+            hint = "each (id, sample) may appear once; was a file appended twice?"
+            raise source.error(message, field="sample", hint=hint) if source is not None else UserError(
+                message, hint=hint)
         self.samples += 1
-        self.prompts.setdefault(prompt_id, PromptTally()).add(answer_key, correct)
+        tally.add(pred, correct)
         if correct is None:
             self.ungradable += 1
         if completion_tokens is not None:
@@ -103,3 +151,12 @@ class EvalTally:
         result["truncated_share"] = round(self.truncated / self.samples, 6) if self.samples else None
         result["ungradable"] = self.ungradable
         return result
+
+
+def _sample_number(sample, source: Row | None) -> int | None:
+    if sample is None:
+        return None
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+        message = f"field 'sample' must be a whole number >= 0, got {sample!r}"
+        raise source.error(message, field="sample") if source is not None else UserError(message)
+    return sample

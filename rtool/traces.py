@@ -80,7 +80,7 @@ def sample_traces(backend, rows: Iterable[Row], fields: FieldMap, params, *, sys
         completions = backend.generate([item[2] for item in pending], params, seeds=seeds)
         for (row, identifier, messages, gold, missing), samples in zip(pending, completions):
             for sample_index, completion in zip(missing, samples):
-                pred, correct = grade(gold, completion.text)
+                pred, correct = grade(gold, completion.text, fields.choices(row))
                 yield Trace(row, identifier, sample_index, completion, gold, pred, correct, messages)
                 done.add((identifier, sample_index))
 

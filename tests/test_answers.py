@@ -126,7 +126,7 @@ def test_grade():
 
 
 def test_grade_in_a_thread():
-    # math-verify's alarm-based timeout raises off the main thread unless turned off; verify turns it off there.
+    # math-verify's alarm-based timeout raises off the main thread; verify runs it in a worker process's main thread.
     results, errors = [], []
 
     def work():
