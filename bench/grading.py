@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from rtool import answers
+from rtool import answers, verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "math500" / "test.jsonl"
@@ -64,11 +64,12 @@ def run_row(name: str, workers: int) -> dict:
 
     wall, cpu = time.perf_counter(), cpu_seconds()
     if name == "math-verify only":
-        correct = sum(answers._math_verify(gold, pred) is True for gold, pred in pairs)
+        correct = sum(verifier.math_verify_here(gold, pred) is True for gold, pred in pairs)
     else:
         correct = sum(c is True for _, c in answers.grade_many(pairs, workers=workers))
-    return {"answers": len(pairs), "correct": correct, "wall": time.perf_counter() - wall,
-            "cpu": cpu_seconds() - cpu}
+    seconds = time.perf_counter() - wall
+    verifier.shared_pool().close()  # the warm workers are counted in RUSAGE_CHILDREN only once reaped
+    return {"answers": len(pairs), "correct": correct, "wall": seconds, "cpu": cpu_seconds() - cpu}
 
 
 def pool_startup() -> float:

@@ -195,7 +195,7 @@ def test_math500_reference_solutions_grade_correct():
 def test_math500_answers_parse_and_verify_in_math_verify():
     # The row above is settled by string equality; this sends every answer through math-verify itself, so a MATH
     # answer that math-verify cannot parse (e.g. `\left( 3, \frac{\pi}{2} \right)` without wrapping) shows up here.
-    from rtool.answers import _math_verify
+    from rtool.verifier import math_verify_here as _math_verify
 
     rows = read_jsonl(DATA / "math500" / "test.jsonl")
     wrong = [(row["unique_id"], row["answer"]) for row in rows

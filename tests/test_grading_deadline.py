@@ -8,24 +8,24 @@ import time
 
 import pytest
 
-from rtool import answers
+from rtool import answers, verifier
 from rtool.answers import grade_many, verify
 
 ADVERSARIAL = "8^{8^{8^{8}}}"  # sympy works on this for minutes; off the main thread math-verify had no timeout
 # The deadline, plus room for a replacement worker to start (Python and sympy, ~1 s idle) on a loaded machine.
-LIMIT_S = answers.VERIFY_DEADLINE_S + 5
+LIMIT_S = verifier.VERIFY_DEADLINE_S + 5
 
 
 @pytest.fixture
 def fresh_verifier():
     """verify's shared workers and caches as a new process has them, so no verdict comes from a cache."""
     def reset():
-        with answers._SHARED_POOL_LOCK:
-            pool, answers._SHARED_POOL = answers._SHARED_POOL, None
+        with verifier._POOL_LOCK:
+            pool, verifier._POOL = verifier._POOL, None
         if pool is not None:
             pool.close()
         answers._verify_in_worker.cache_clear()
-        answers._OVERRUNS.clear()
+        verifier.OVERRUNS.clear()
 
     reset()
     assert verify("x^2 + 2x + 1", "(x+1)^2") is True  # starts a worker, so timings below exclude its start
@@ -69,8 +69,8 @@ def test_many_threads_verify_at_once(fresh_verifier):
 
 def test_a_worker_past_the_deadline_is_killed_and_replaced(fresh_verifier, monkeypatch, caplog):
     # With a deadline below math-verify's own timeout, the worker is still busy when the deadline passes.
-    monkeypatch.setattr(answers, "VERIFY_DEADLINE_S", 0.5)
-    pool = answers._shared_pool()
+    monkeypatch.setattr(verifier, "VERIFY_DEADLINE_S", 0.5)
+    pool = verifier.shared_pool()
     (worker,) = pool._idle
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="rtool"):
@@ -87,12 +87,12 @@ def test_a_worker_past_the_deadline_is_killed_and_replaced(fresh_verifier, monke
 def test_a_hang_that_ignores_signals_is_cut_off(monkeypatch):
     # math-verify's own timeout is signal.alarm, which native code does not see. Stand in for such a hang with a
     # worker whose math-verify never returns for one answer, and check the deadline alone ends it.
-    hang = ("import rtool.answers as a, time; real = a._math_verify\n"
-            "a._math_verify = lambda g, p: (time.sleep(3600) if p == 'hang' else real(g, p))\n")
-    monkeypatch.setattr(answers, "_WORKER_CODE", hang + answers._WORKER_CODE)
-    monkeypatch.setattr(answers, "VERIFY_DEADLINE_S", 1.0)
-    monkeypatch.setattr(answers, "_OVERRUNS", {})
-    pool = answers._VerifierPool(1)
+    hang = ("import rtool.verifier as v, time; real = v.math_verify_here\n"
+            "v.math_verify_here = lambda g, p: (time.sleep(3600) if p == 'hang' else real(g, p))\n")
+    monkeypatch.setattr(verifier, "_WORKER_CODE", hang + verifier._WORKER_CODE)
+    monkeypatch.setattr(verifier, "VERIFY_DEADLINE_S", 1.0)
+    monkeypatch.setattr(verifier, "OVERRUNS", {})
+    pool = verifier.VerifierPool(1)
     try:
         start = time.monotonic()
         verdicts = pool.verdicts([("1", "x"), ("2", "hang"), ("x^2", "x*x"), ("2", "hang"), ("3", "3.0")])
