@@ -6,6 +6,9 @@
 stdout: one JSON summary: prompts, samples per prompt, pass@1 (mean over samples), unbiased pass@k for k = 1, 2,
 4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable count. stderr: a table.
 `--records FILE` writes the graded per-sample rows.
+Rows from `rtool bon` (with `bon_n`) are one chosen row per (id, bon_n): the summary then has `bon_method` and
+`bon: {"1": {"prompts", "accuracy", "ungradable"}, "2": ...}` (accuracy per N, the best-of-N curve) in place of
+samples_per_prompt, pass@k and maj@n.
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ def eval_cmd(
             graded = _grade_completions(rows, fields, workers)
         for row, input_row in graded:
             tally.add(row["id"], row["pred"], row["correct"], row.get("completion_tokens"), row.get("finish_reason"),
-                      sample=row.get("sample"), source=input_row)
+                      sample=row.get("sample"), source=input_row, bon_n=row.get("bon_n"),
+                      bon_method=row.get("bon_method"))
             if writer is not None:
                 writer.write(row)
     finally:
@@ -148,6 +152,11 @@ def _show_table(summary: dict, console) -> None:
     table.add_column("value", justify="right")
     for key, value in summary.items():
         if key in ("model", "bench"):
+            continue
+        if key == "bon":  # one line per N: the best-of-N curve
+            for n, at_n in value.items():
+                shown = "n/a" if at_n["accuracy"] is None else f"{at_n['accuracy']:.1%}"
+                table.add_row(f"accuracy at bon_n={n}", f"{shown} of {at_n['prompts']} prompts")
             continue
         if isinstance(value, float) and (key.startswith("pass@") or key.startswith("maj@") or key.endswith("share")):
             shown = f"{value:.1%}"

@@ -5,6 +5,8 @@ correct, pass@k = 1 - C(n-c, k) / C(n, k), computed as a stable product.
 maj@n votes over answers grouped by grading's equivalence, so "0.5" and "\\frac{1}{2}" are one answer: the
 correct answers are one (each equals the gold), the wrong ones are grouped by `rtool.answers.AnswerGroups`.
 Each (prompt, sample) is counted once: a repeat is an error, not a second vote.
+Rows from `rtool bon` (they carry `bon_n`) are one chosen row per (prompt, bon_n): they are tallied per bon_n, and
+the summary reports accuracy per bon_n (the best-of-N curve) instead of pass@k over samples.
 """
 
 from __future__ import annotations
@@ -105,13 +107,19 @@ class EvalTally:
     truncated: int = 0
     samples: int = 0
     ungradable: int = 0
+    bon: dict = field(default_factory=dict)  # rtool bon rows: bon_n -> EvalTally of that N's chosen rows
+    bon_method: str | None = None
 
     def add(self, prompt_id: str, pred: str | None, correct: bool | None,
             completion_tokens: int | None, finish_reason: str | None, sample: int | None = None,
-            source: Row | None = None) -> None:
+            source: Row | None = None, bon_n: int | None = None, bon_method: str | None = None) -> None:
         """Count one graded sample. `sample` is its number (None: numbered in order of appearance per prompt); a
         repeated (prompt_id, sample) raises a UserError naming `source`'s file:line, since counting it twice
-        would inflate pass@k (a file appended to itself)."""
+        would inflate pass@k (a file appended to itself). A row with `bon_n` (rtool bon's output) is counted in
+        that N's tally, once per (prompt_id, bon_n); rows with and without bon_n do not mix."""
+        if bon_n is not None or self.bon:
+            self._add_bon(prompt_id, pred, correct, completion_tokens, finish_reason, source, bon_n, bon_method)
+            return
         tally = self.prompts.setdefault(prompt_id, PromptTally())
         number = _sample_number(sample, source)
         if number is None:
@@ -130,7 +138,34 @@ class EvalTally:
         if finish_reason == "length":
             self.truncated += 1
 
+    def _add_bon(self, prompt_id, pred, correct, completion_tokens, finish_reason, source, bon_n, bon_method):
+        def error(message, name, hint=None):
+            return source.error(message, field=name, hint=hint) if source is not None else UserError(message,
+                                                                                                    hint=hint)
+
+        if bon_n is None or self.samples and not self.bon:
+            raise error("rows with and without 'bon_n' in one input", "bon_n",
+                        "rtool bon's output (one row per prompt and N) and samples are evaluated separately")
+        if isinstance(bon_n, bool) or not isinstance(bon_n, int) or bon_n < 1:
+            raise error(f"field 'bon_n' must be a whole number >= 1, got {bon_n!r}", "bon_n")
+        if self.bon and bon_method != self.bon_method:
+            raise error(f"rows of two bon methods ({self.bon_method}, {bon_method}) in one input", "bon_method",
+                        "evaluate each method's output separately")
+        self.bon_method = bon_method
+        tally = self.bon.setdefault(bon_n, EvalTally())
+        if prompt_id in tally.prompts:
+            raise error(f"repeated id {prompt_id!r} at bon_n={bon_n}", "id",
+                        "rtool bon writes one row per (id, bon_n); was a file appended twice?")
+        tally.add(prompt_id, pred, correct, completion_tokens, finish_reason, sample=0, source=source)
+        self.samples += 1
+        self.ungradable += correct is None
+        if completion_tokens is not None:
+            self.completion_tokens.append(int(completion_tokens))
+        self.truncated += finish_reason == "length"
+
     def summary(self) -> dict:
+        if self.bon:
+            return self._bon_summary()
         tallies = list(self.prompts.values())
         counts = Counter(t.samples for t in tallies)
         n = max(counts) if counts else 0
@@ -151,6 +186,27 @@ class EvalTally:
         result["truncated_share"] = round(self.truncated / self.samples, 6) if self.samples else None
         result["ungradable"] = self.ungradable
         return result
+
+    def _bon_summary(self) -> dict:
+        """{prompts, samples, bon_method, bon: {"N": {prompts, accuracy, ungradable}}, tokens, ungradable}:
+        accuracy is the share of correct chosen rows among the gradable prompts at that N."""
+        per_n = {}
+        for n, tally in sorted(self.bon.items()):
+            graded = [t for t in tally.prompts.values() if t.gradable]
+            per_n[str(n)] = {"prompts": len(tally.prompts),
+                             "accuracy": round(sum(t.correct for t in graded) / len(graded), 6) if graded else None,
+                             "ungradable": tally.ungradable}
+        tokens = self.completion_tokens
+        return {
+            "prompts": len(set().union(*(tally.prompts for tally in self.bon.values()))),
+            "samples": self.samples,
+            "bon_method": self.bon_method,
+            "bon": per_n,
+            "mean_tokens": round(sum(tokens) / len(tokens), 2) if tokens else None,
+            "median_tokens": statistics.median(tokens) if tokens else None,
+            "truncated_share": round(self.truncated / self.samples, 6) if self.samples else None,
+            "ungradable": self.ungradable,
+        }
 
 
 def _sample_number(sample, source: Row | None) -> int | None:

@@ -192,7 +192,7 @@ class RecordWriter:
         self.count = 0
 
     def write(self, row: dict) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+        self._handle.write(json_line(row))
         self._handle.flush()
         self.count += 1
 
@@ -236,6 +236,11 @@ def _repair_partial_last_line(path: Path) -> None:
                 return
             position = start
         handle.truncate(0)
+
+
+def json_line(row: dict) -> str:
+    """One JSONL line as rtool writes rows: UTF-8 text kept as is, numpy values as plain JSON, a final newline."""
+    return json.dumps(row, ensure_ascii=False, default=_json_default) + "\n"
 
 
 def _json_default(value):

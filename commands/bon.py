@@ -1,0 +1,66 @@
+"""bon: best-of-N selection. Reads candidate rows (several per prompt `id`); writes the chosen row per prompt.
+
+    rtool distill --teacher T -n 8 < test.jsonl | rtool prm-score --prm P | rtool bon --method weighted | rtool eval
+    rtool bon --n 1,2,4,8 --sorted < traces.jsonl | rtool eval      # accuracy per bon_n: the best-of-N curve
+
+Each output row is the chosen candidate's row plus `bon_method`, `bon_n` (the number of candidates it was chosen
+from), `votes` (how many of them give its answer) and `weight` (their score sum; null without scores). Methods:
+majority (most frequent answer; ties by total score, then first seen), naive (the highest --score-field), weighted
+(the answer with the largest score sum). Answers are re-extracted from each completion and grouped by equivalence
+("1/2" = "0.5" = "\\frac{1}{2}"); see rtool/bon.py for the exact rules and the memory each mode holds.
+`--n 1,2,4,8` writes one row per (prompt, N) over the prompt's first N candidates by `sample`; a prompt with fewer
+than N candidates gets no row for that N (counted on stderr). `--sorted` asserts that each prompt's candidates are
+adjacent (distill writes them so) and writes each prompt as soon as its id changes. Rows are written per prompt as
+decided: an input error stops the run after the rows already written (the output is then incomplete; exit 2).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from rtool.options import InputOpt, OutOpt, PromptFieldOpt, SkipBadOpt
+
+
+def bon_cmd(
+    input: InputOpt = "-",
+    out: OutOpt = "-",
+    method: Annotated[str, typer.Option("--method", help="majority (self-consistency) | naive (highest score) | weighted (largest score sum per answer).")] = "majority",
+    score_field: Annotated[str, typer.Option("--score-field", help="Field holding each candidate's score (naive and weighted need it; majority breaks ties by it when every candidate has one).")] = "score",
+    n: Annotated[Optional[str], typer.Option("--n", help="Use each prompt's first N candidates (by sample); a list such as 1,2,4,8 writes one row per (prompt, N). Default: all.")] = None,
+    sorted_input: Annotated[bool, typer.Option("--sorted", help="The input holds each prompt's candidates together: write each prompt when its id changes, holding one prompt in memory (an id that comes back is an error).")] = False,
+    prompt_field: PromptFieldOpt = None,
+    skip_bad: SkipBadOpt = False,
+) -> None:
+    """Keep, for each prompt, the candidate that the chosen rule ranks first."""
+    from rtool.bon import METHODS, BonStats, best_of_n, parse_ns
+    from rtool.errors import one_of
+    from rtool.fields import FieldMap
+    from rtool.log import logger
+    from rtool.records import ReadStats, RecordWriter, first_rows, read_records
+
+    one_of("--method", method, METHODS)
+    ns = parse_ns(n)
+    stats, read_stats = BonStats(), ReadStats()
+    rows = first_rows(read_records(input, skip_bad=skip_bad, stats=read_stats), input)
+    chosen = best_of_n(rows, method, ns, fields=FieldMap(prompt_field), score_field=score_field,
+                       grouped=sorted_input, stats=stats)
+    finished = False
+    try:
+        with RecordWriter(out, append=False) as writer:
+            for row in chosen:
+                writer.write(row)
+        finished = True
+    finally:
+        if not finished and stats.rows:
+            logger.warning("bon stopped after writing %d rows for %d prompts: the output is incomplete",
+                           stats.rows, stats.prompts)
+        if read_stats.skipped:
+            logger.warning("skipped %d bad input lines (first: %s)", read_stats.skipped, read_stats.skipped_where[0])
+    for size, count in sorted(stats.short.items()):
+        logger.warning("%d prompts have fewer than %d candidates: no bon_n=%d row for them", count, size, size)
+    logger.info("bon: %d candidates, %d prompts, %d rows written (method %s, N %s)%s%s", stats.candidates,
+                stats.prompts, stats.rows, method, ",".join(map(str, ns)) if ns else "all",
+                f"; {stats.no_answer} rows from candidates with no answer (votes 0)" if stats.no_answer else "",
+                f"; {stats.skipped} candidates past N skipped" if stats.skipped else "")

@@ -1,0 +1,327 @@
+"""rtool bon: selection rules on hand-made candidate sets, the streaming reducer (any order, --sorted, --n lists),
+eval's per-bon_n summary, the CLI piped into eval, and bad input."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from helpers import jsonl, last_error_line, run_rtool
+from rtool.bon import BonStats, Candidate, best_of_n, candidate_answer, parse_ns, select
+from rtool.errors import UserError
+from rtool.metrics import EvalTally
+from rtool.records import Row
+
+
+def cands(*items):
+    """Candidates numbered 0, 1, ...; items are (answer, score) or answer."""
+    out = []
+    for i, item in enumerate(items):
+        answer, score = item if isinstance(item, tuple) else (item, None)
+        out.append(Candidate(i, answer, score, ref=i))
+    return out
+
+
+def outcome(candidates, method, ns=None):
+    """[(n, chosen number, votes, weight)] per N."""
+    return [(c.n, c.candidate.number, c.votes, None if c.weight is None else round(c.weight, 9))
+            for c in select(candidates, method, ns)]
+
+
+@pytest.mark.parametrize("candidates, method, expected", [
+    # majority: most votes; the chosen row is the winner's first candidate
+    (cands("3", "5", "5", "3", "5"), "majority", (1, 3, None)),
+    # equivalent answers written differently are one answer: 1/2, 0.5, \frac{1}{2} beat 3, 3
+    (cands("3", "1/2", "3", "0.5", "\\frac{1}{2}"), "majority", (1, 3, None)),
+    # a tie without scores: the answer seen first
+    (cands("5", "3", "3", "5"), "majority", (0, 2, None)),
+    # a tie with scores: the larger total (3: 0.5 + 0.4 against 5: 0.2 + 0.3)
+    (cands(("5", 0.2), ("3", 0.5), ("3", 0.4), ("5", 0.3)), "majority", (1, 2, 0.9)),
+    # ... but only when every candidate has a score
+    (cands(("5", 0.2), ("3", 0.5), ("3", 0.4), ("5", None)), "majority", (0, 2, None)),
+    # unextractable answers never win, however many
+    (cands(None, None, None, "7"), "majority", (3, 1, None)),
+    # no answer at all: the first candidate, votes 0, weight null
+    (cands((None, 0.9), (None, 0.8)), "majority", (0, 0, None)),
+    (cands((None, 0.9), (None, 0.8)), "weighted", (0, 0, None)),
+    (cands((None, 0.9), (None, 0.8)), "naive", (0, 0, None)),
+    # naive: the highest score; votes and weight are its answer's
+    (cands(("4", 0.1), ("5", 0.8), ("4", 0.7), ("4", 0.3)), "naive", (1, 1, 0.8)),
+    # naive skips a higher-scoring candidate that states no answer
+    (cands(("4", 0.1), (None, 0.99), ("5", 0.6)), "naive", (2, 1, 0.6)),
+    # naive ties: the first by sample number
+    (cands(("4", 0.5), ("5", 0.5)), "naive", (0, 1, 0.5)),
+    # weighted: the largest sum (4: 0.1 + 0.7 + 0.3 = 1.1 > 5: 0.8); the chosen row is its best-scored candidate
+    (cands(("4", 0.1), ("5", 0.8), ("4", 0.7), ("4", 0.3)), "weighted", (2, 3, 1.1)),
+    # weighted groups equivalent answers: 0.5 and 1/2 (0.3 + 0.3) beat 2 (0.5)
+    (cands(("0.5", 0.3), ("2", 0.5), ("1/2", 0.3)), "weighted", (0, 2, 0.6)),
+    # weighted: equal sums go to more votes (5: 0.3 + 0.3 against 4: 0.6), then first seen
+    (cands(("4", 0.6), ("5", 0.3), ("5", 0.3)), "weighted", (1, 2, 0.6)),
+    (cands(("4", 0.6), ("5", 0.6)), "weighted", (0, 1, 0.6)),
+    # weighted: an unextractable candidate's score counts for nothing
+    (cands(("4", 0.5), (None, 0.9), ("5", 0.4)), "weighted", (0, 1, 0.5)),
+])
+def test_selection_rules(candidates, method, expected):
+    assert outcome(candidates, method) == [(len(candidates), *expected)]
+
+
+def test_select_over_first_n():
+    candidates = cands(("7", 0.9), ("8", 0.2), ("8", 0.3), ("7", 0.1), ("8", 0.4))
+    # N=1: 7; N=2: tie 7 (0.9) / 8 (0.2) by total score: 7; N=4: 2 votes each, 7 0.9+0.1 against 8 0.5: 7;
+    # N=8 > 5 candidates: no choice
+    assert outcome(candidates, "majority", [8, 4, 2, 1]) == [(1, 0, 1, 0.9), (2, 0, 1, 0.9), (4, 0, 2, 1.0)]
+    assert outcome(candidates, "weighted", [4]) == [(4, 0, 2, 1.0)]
+    assert outcome(candidates, "naive", [1, 5]) == [(1, 0, 1, 0.9), (5, 0, 2, 1.0)]
+    assert outcome(candidates, "majority") == [(5, 1, 3, 0.9)]  # all five: 8 has 3 votes
+
+
+def test_multiple_choice_answers_are_option_letters():
+    options = {"A": "Hypertension", "B": "Heart failure", "C": "1/2"}
+    assert candidate_answer("The answer is (B).", options) == "B"
+    assert candidate_answer("So the answer is Heart failure.", options) == "B"
+    assert candidate_answer("\\boxed{0.5}", options) == "C"  # names option C by value
+    assert candidate_answer("The answer is (E).", options) is None  # no such option: no answer
+    assert candidate_answer("\\boxed{42}", options) is None
+    assert candidate_answer("\\boxed{42}") == "42"
+
+
+@pytest.mark.parametrize("text, expected", [("8", [8]), ("4,1, 2,4", [1, 2, 4]), (None, None), ("", None)])
+def test_parse_ns(text, expected):
+    assert parse_ns(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "1,0", "-1", "two", "1,,2"])
+def test_parse_ns_refuses(text):
+    with pytest.raises(UserError, match="--n takes whole numbers >= 1"):
+        parse_ns(text)
+
+
+def candidate_rows():
+    """Three prompts with scored candidates, written in sample order and grouped by id.
+    q1 (gold 1/2): answers 1/2, 3, 0.5, 3, \\frac{1}{2}, none; q2 (gold 7): 8, 7, 8, 7 with scores favouring 7;
+    q3 multiple choice (gold B): (A), Heart failure (B), (B), (A)."""
+    rows = []
+    q1 = [("\\boxed{1/2}", 0.6), ("\\boxed{3}", 0.9), ("The answer is 0.5.", 0.5), ("\\boxed{3}", 0.8),
+          ("\\boxed{\\frac{1}{2}}", 0.4), ("I give up", 0.95)]
+    q2 = [("\\boxed{8}", 0.3), ("\\boxed{7}", 0.9), ("\\boxed{8}", 0.2), ("\\boxed{7}", 0.7)]
+    q3 = [("The answer is (A).", 0.5), ("The answer is Heart failure.", 0.6), ("(B)", 0.7), ("(A)", 0.1)]
+    for i, (text, score) in enumerate(q1):
+        rows.append({"id": "q1", "problem": "half?", "answer": "\\frac{1}{2}", "completion": text, "sample": i,
+                     "score": score, "note": "é"})
+    for i, (text, score) in enumerate(q2):
+        rows.append({"id": "q2", "problem": "3 + 4?", "answer": "7", "completion": text, "sample": i,
+                     "score": score})
+    for i, (text, score) in enumerate(q3):
+        rows.append({"id": "q3", "question": "Cause?", "options": {"A": "Hypertension", "B": "Heart failure"},
+                     "answer": "B", "completion": text, "sample": i, "score": score})
+    return rows
+
+
+def as_rows(dicts):
+    return [Row(d, "in.jsonl", i + 1) for i, d in enumerate(dicts)]
+
+
+def picks(out):
+    return sorted((r["id"], r["bon_n"], r["sample"], r["votes"], r["weight"]) for r in out)
+
+
+# (id, bon_n, chosen sample, votes, weight) for --n 1,2,4 and all (6 for q1, 4 for q2 and q3)
+EXPECTED = {
+    "majority": [("q1", 1, 0, 1, 0.6), ("q1", 2, 1, 1, 0.9), ("q1", 4, 1, 2, 1.7), ("q1", 6, 0, 3, 1.5),
+                 ("q2", 1, 0, 1, 0.3), ("q2", 2, 1, 1, 0.9), ("q2", 4, 1, 2, 1.6),
+                 ("q3", 1, 0, 1, 0.5), ("q3", 2, 1, 1, 0.6), ("q3", 4, 1, 2, 1.3)],
+    "naive": [("q1", 1, 0, 1, 0.6), ("q1", 2, 1, 1, 0.9), ("q1", 4, 1, 2, 1.7), ("q1", 6, 1, 2, 1.7),
+              ("q2", 1, 0, 1, 0.3), ("q2", 2, 1, 1, 0.9), ("q2", 4, 1, 2, 1.6),
+              ("q3", 1, 0, 1, 0.5), ("q3", 2, 1, 1, 0.6), ("q3", 4, 2, 2, 1.3)],
+    "weighted": [("q1", 1, 0, 1, 0.6), ("q1", 2, 1, 1, 0.9), ("q1", 4, 1, 2, 1.7), ("q1", 6, 1, 2, 1.7),
+                 ("q2", 1, 0, 1, 0.3), ("q2", 2, 1, 1, 0.9), ("q2", 4, 1, 2, 1.6),
+                 ("q3", 1, 0, 1, 0.5), ("q3", 2, 1, 1, 0.6), ("q3", 4, 2, 2, 1.3)],
+}
+
+
+@pytest.mark.parametrize("method", ["majority", "naive", "weighted"])
+def test_reducer_is_order_independent(method):
+    rows = candidate_rows()
+    wanted = sorted(EXPECTED[method])
+    for seed in range(5):
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        for ns in ([1, 2, 4], None):
+            out = list(best_of_n(as_rows(shuffled), method, ns))
+            if ns:
+                assert picks(out) == [p for p in wanted if p[1] in ns], (seed, ns)
+            else:
+                assert picks(out) == [p for p in wanted if p[1] in (6, 4) and not (p[0] == "q1" and p[1] == 4)]
+    # grouped input, streamed prompt by prompt, gives the same rows
+    assert picks(best_of_n(as_rows(rows), method, [1, 2, 4, 6], grouped=True)) == wanted
+
+
+def test_output_row_is_the_input_row_plus_bon_keys():
+    rows = candidate_rows()
+    for grouped in (False, True):  # spooled to a temporary file, or held in memory
+        out = list(best_of_n(as_rows(rows), "weighted", [4], grouped=grouped))
+        assert out[0] == {**rows[1], "bon_method": "weighted", "bon_n": 4, "votes": 2, "weight": 1.7}
+        assert out[0]["note"] == "é"
+
+
+def test_prompts_are_written_as_soon_as_they_are_decided():
+    consumed = []
+
+    def rows():
+        for row in as_rows(candidate_rows()):
+            consumed.append(row["id"])
+            yield row
+
+    reducer = best_of_n(rows(), "majority", [2])  # any order: q1 is decided once its samples 0 and 1 are in
+    assert (next(reducer)["id"], consumed) == ("q1", ["q1", "q1"])
+    grouped = best_of_n(rows(), "majority", grouped=True)  # --sorted: q1 is decided when q2 starts
+    consumed.clear()
+    assert (next(grouped)["id"], consumed) == ("q1", ["q1"] * 6 + ["q2"])
+
+
+def test_rows_without_sample_or_id():
+    # no `sample`: first N by order of appearance; no `id`: the id distill derives from the prompt text
+    rows = [{"problem": "p", "answer": "2", "completion": f"\\boxed{{{a}}}"} for a in (3, 2, 2, 3, 3)]
+    out = list(best_of_n(as_rows(rows), "majority", [1, 3]))
+    assert [(r["bon_n"], r["completion"], r["votes"]) for r in out] == [(1, "\\boxed{3}", 1), (3, "\\boxed{2}", 2)]
+    assert out[0].get("id") is None  # the row is written as it came
+
+
+def test_short_prompts_and_skipped_candidates_are_counted():
+    stats = BonStats()
+    out = list(best_of_n(as_rows(candidate_rows()), "majority", [4, 5], stats=stats))
+    assert sorted((r["id"], r["bon_n"]) for r in out) == [("q1", 4), ("q1", 5), ("q2", 4), ("q3", 4)]
+    assert (stats.candidates, stats.prompts, stats.rows, stats.skipped, stats.short) == (14, 3, 4, 1, {5: 2})
+
+
+def test_eval_tally_per_bon_n():
+    tally = EvalTally()
+    for bon_n, verdicts in ((1, [True, False, None, False]), (4, [True, True, None, False])):
+        for i, correct in enumerate(verdicts):
+            tally.add(f"p{i}", "x", correct, 10 * bon_n, "length" if i == 0 else "stop", sample=3,
+                      bon_n=bon_n, bon_method="weighted")
+    assert tally.summary() == {
+        "prompts": 4, "samples": 8, "bon_method": "weighted",
+        "bon": {"1": {"prompts": 4, "accuracy": round(1 / 3, 6), "ungradable": 1},
+                "4": {"prompts": 4, "accuracy": round(2 / 3, 6), "ungradable": 1}},
+        "mean_tokens": 25.0, "median_tokens": 25.0, "truncated_share": 0.25, "ungradable": 2}
+
+
+def test_eval_tally_refuses_mixed_and_repeated_bon_rows():
+    tally = EvalTally()
+    tally.add("p", "1", True, None, None, bon_n=2, bon_method="majority")
+    with pytest.raises(UserError, match=r"repeated id 'p' at bon_n=2"):
+        tally.add("p", "1", True, None, None, sample=5, bon_n=2, bon_method="majority")
+    with pytest.raises(UserError, match="two bon methods"):
+        tally.add("q", "1", True, None, None, bon_n=2, bon_method="naive")
+    with pytest.raises(UserError, match="rows with and without 'bon_n'"):
+        tally.add("q", "1", True, None, None)
+    plain = EvalTally()
+    plain.add("p", "1", True, None, None)
+    with pytest.raises(UserError, match="rows with and without 'bon_n'"):
+        plain.add("p", "1", True, None, None, bon_n=1, bon_method="majority")
+    with pytest.raises(UserError, match="'bon_n' must be a whole number"):
+        EvalTally().add("p", "1", True, None, None, bon_n="4")
+
+
+def lines(rows):
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+@pytest.mark.parametrize("method, curve", [
+    # eval grades the chosen rows (see EXPECTED): N=1 only q1's first answer (1/2) is right; N=2 and 4 q1 picks 3
+    # (wrong), q2 7 and q3 B (right); N=6, q1 alone: majority picks 1/2 (3 votes), weighted 3 (0.9 + 0.8 > 1.5)
+    ("majority", {"1": 1 / 3, "2": 2 / 3, "4": 2 / 3, "6": 1.0}),
+    ("weighted", {"1": 1 / 3, "2": 2 / 3, "4": 2 / 3, "6": 0.0}),
+])
+def test_cli_piped_into_eval(tmp_path, method, curve):
+    rows = candidate_rows()
+    random.Random(1).shuffle(rows)
+    source = tmp_path / "cands.jsonl"
+    source.write_text(lines(rows), encoding="utf-8")
+    bon = run_rtool("bon", "--method", method, "--n", "1,2,4,6", "-i", source)
+    assert bon.returncode == 0, bon.stderr.decode()
+    out = jsonl(bon.stdout)
+    assert picks(out) == sorted(EXPECTED[method])
+    logs = " ".join(bon.stderr.decode().split())  # rich wraps log lines
+    assert "3 prompts" in logs and "2 prompts have fewer than 6 candidates" in logs
+    result = run_rtool("eval", input=bon.stdout)
+    assert result.returncode == 0, result.stderr.decode()
+    summary = json.loads(result.stdout)
+    assert (summary["prompts"], summary["samples"], summary["bon_method"]) == (3, 10, method)
+    assert {n: v["accuracy"] for n, v in summary["bon"].items()} == {n: round(a, 6) for n, a in curve.items()}
+    assert {n: v["prompts"] for n, v in summary["bon"].items()} == {"1": 3, "2": 3, "4": 3, "6": 1}
+    assert "pass@1" not in summary and "accuracy at bon_n=4" in result.stderr.decode()
+
+
+def test_cli_sorted_out_file_and_real_pipe(tmp_path):
+    source = tmp_path / "cands.jsonl"
+    source.write_text(lines(candidate_rows()), encoding="utf-8")
+    out = tmp_path / "best.jsonl"
+    result = run_rtool("bon", "--sorted", "--method", "naive", "-i", source, "-o", out)
+    assert result.returncode == 0 and result.stdout == b""
+    assert picks(jsonl(out.read_text(encoding="utf-8"))) == [p for p in sorted(EXPECTED["naive"]) if p[1] in (6, 4)
+                                                             and p[:2] != ("q1", 4)]
+    # `rtool bon | rtool eval` as a shell runs it
+    from helpers import RTOOL
+
+    pipeline = subprocess.run(f"{RTOOL} bon --method naive -i {source} --n 1,4 | {RTOOL} eval", shell=True,
+                              capture_output=True, timeout=120)
+    assert pipeline.returncode == 0, pipeline.stderr.decode()
+    assert json.loads(pipeline.stdout)["bon"] == {"1": {"prompts": 3, "accuracy": round(1 / 3, 6), "ungradable": 0},
+                                                  "4": {"prompts": 3, "accuracy": round(2 / 3, 6), "ungradable": 0}}
+
+
+def test_cli_help():
+    result = run_rtool("bon", "--help")
+    assert result.returncode == 0 and b"--score-field" in result.stdout
+    code = "import sys; import rtool.cli; print([m for m in ('torch', 'transformers') if m in sys.modules])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+GOOD = {"id": "a", "problem": "p", "answer": "1", "completion": "\\boxed{1}", "sample": 0, "score": 0.5}
+
+
+@pytest.mark.parametrize("args, rows, fragment", [
+    ([], [GOOD, {"id": "a", "problem": "p", "sample": 1}], "<stdin>:2: no completion field"),
+    ([], [{"completion": "\\boxed{1}", "sample": 0}], "<stdin>:1: missing field 'id', and no prompt to derive one"),
+    (["--method", "weighted"], [GOOD, {**GOOD, "sample": 1, "score": "high"}],
+     "<stdin>:2: field 'score' must be a finite number, got 'high'"),
+    (["--method", "naive"], [GOOD, {k: v for k, v in GOOD.items() if k != "score"} | {"sample": 1}],
+     "<stdin>:2: missing field 'score', needed by --method naive"),
+    (["--method", "naive", "--score-field", "prm"], [GOOD], "<stdin>:1: missing field 'prm'"),
+    (["--method", "weighted"], [{**GOOD, "score": -0.5}], "<stdin>:1: field 'score' is negative"),
+    (["--method", "majority"], [{**GOOD, "score": float("nan")}], "<stdin>:1: field 'score' must be a finite"),
+    ([], [GOOD, GOOD], "<stdin>:2: repeated sample 0 of id 'a'"),
+    ([], [{**GOOD, "sample": "0"}], "<stdin>:1: field 'sample' must be a whole number"),
+    (["--n", "1"], [GOOD, {**GOOD, "completion": "x"}], "<stdin>:2: repeated sample 0 of id 'a'"),
+    (["--sorted"], [GOOD, {**GOOD, "id": "b"}, {**GOOD, "sample": 1}],
+     "<stdin>:3: id 'a' appears again (its group ended before line 2)"),
+    ([], [{**GOOD, "bon_n": 4}], "<stdin>:1: this row is already rtool bon's output"),
+    (["--n", "0"], [GOOD], "--n takes whole numbers >= 1, got '0'"),
+    (["--n", "1,x"], [GOOD], "--n takes whole numbers >= 1, got 'x'"),
+    (["--method", "best"], [GOOD], "unknown --method 'best' (valid: majority, naive, weighted)"),
+    ([], [], "<stdin>: no input rows"),
+])
+def test_bad_input(args, rows, fragment):
+    result = run_rtool("bon", *args, input=lines(rows))
+    assert result.returncode == 2, result.stderr.decode()
+    assert last_error_line(result).startswith("rtool: error: " + fragment), last_error_line(result)
+
+
+def test_error_stops_after_the_prompts_already_written():
+    # --sorted writes prompt a when b starts; b's bad row stops the run, and stderr says the output is incomplete
+    rows = [GOOD, {**GOOD, "sample": 1}, {**GOOD, "id": "b"}, {"id": "b", "problem": "p", "sample": 1}]
+    result = run_rtool("bon", "--sorted", input=lines(rows))
+    assert result.returncode == 2 and "<stdin>:4: no completion field" in last_error_line(result)
+    assert [(r["id"], r["bon_n"]) for r in jsonl(result.stdout)] == [("a", 2)]
+    assert "the output is incomplete" in " ".join(result.stderr.decode().split())  # rich wraps log lines
+
+
+def test_eval_refuses_bon_rows_mixed_with_samples():
+    rows = [{**GOOD, "bon_n": 1, "bon_method": "majority"}, {**GOOD, "id": "b"}]
+    result = run_rtool("eval", input=lines(rows))
+    assert result.returncode == 2
+    assert last_error_line(result).startswith("rtool: error: <stdin>:2: rows with and without 'bon_n' in one input")
