@@ -7,7 +7,7 @@
     plot_curves(runs, "grpo.png", marks=[Mark(120, "sequence length collapse", metric="completion_length"),
                                          Mark(300, "reward hockey stick", metric="reward", end=340)])
 
-Every training command writes OUT/curves.png when it ends (`write_curves`, called by `training.train_and_save`);
+Every training command writes OUT/curves.png when it ends (`write_curves`, called by `train_run.run_training`);
 `rtool plot` overlays runs. matplotlib is imported only when a picture is drawn, through its object-oriented API
 on the Agg canvas (no pyplot: no display, no global backend state), so `rtool --help` stays light. The PNG is
 written to a temporary file beside the target and renamed over it: a reader never sees half a picture.

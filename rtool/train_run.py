@@ -8,7 +8,7 @@ A recipe says what a command trains on; `run_training` does the rest, the same f
 torchrun rules (no stdin), the output dir (refused unless --resume), precision (`training.precision`), the data
 read and turned into examples before the model loads (a bad row fails in seconds), the model (a PEFT adapter as
 --model: trained further with --lora, else merged in for full fine-tuning), the trainer, checkpoints, metrics.jsonl
-(and --report-to's TensorBoard or W&B), the final model and OUT/curves.png (`training.train_and_save`). Heavy
+(and --report-to's TensorBoard or W&B), the final model (`training.train_and_save`) and OUT/curves.png. Heavy
 imports happen here, when it runs.
 
 A recipe's `build_trainer` is called with keyword arguments model, tokenizer, dataset (a datasets.Dataset of the
@@ -18,6 +18,7 @@ recipe's examples), args (keyword arguments valid for any transformers TrainingA
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -147,9 +148,15 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
             raise training.lora_user_error(error) or error
         training.train_and_save(trainer, run.out, checkpoint=checkpoint, resume=run.resume,
                                 merge_lora=run.lora.merge, trust_remote_code=run.trust_remote_code,
-                                allow_pickle=run.allow_pickle, loader=recipe.load_model,
-                                curve_marks=recipe.curve_marks)
-    return run.out if training.is_main_process() else None
+                                allow_pickle=run.allow_pickle, loader=recipe.load_model)
+        del trainer, model  # the DDP wrapper goes before the process group does (training.end_distributed)
+        gc.collect()
+    training.end_distributed()
+    if not training.is_main_process():
+        return None
+    # After the other ranks are released: they need not wait for a picture.
+    training.draw_curves(run.out, marks=recipe.curve_marks)
+    return run.out
 
 
 def adapter_start(model, peft_config):

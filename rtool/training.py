@@ -410,14 +410,13 @@ def stdout_to_stderr():
 
 
 def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, merge_lora: bool = False,
-                   trust_remote_code: bool = False, allow_pickle: bool = False, loader=None,
-                   curve_marks: Callable[[list[dict]], Iterable] | None = None) -> Path:
+                   trust_remote_code: bool = False, allow_pickle: bool = False, loader=None) -> Path:
     """Train (from `checkpoint` when given), save the final model and tokenizer to `out`, optionally merge LoRA
-    into OUT/merged (`merge_adapter`: in the base model's stored dtype), then draw OUT/curves.png from
-    OUT/metrics.jsonl (`draw_curves`; `curve_marks(rows)` returns the `rtool.curves.Mark`s to point at).
+    into OUT/merged (`merge_adapter`: in the base model's stored dtype).
 
-    Every rank calls this; the trainer saves on rank 0 only, and the merged copy and the curves are written by
-    rank 0.
+    Every rank calls this; the trainer saves on rank 0 only, and the merged copy is written by rank 0. The caller
+    then releases the trainer and calls `end_distributed` (in that order: see there), and rank 0 draws the curves
+    (`draw_curves`).
     A full fine-tune is saved as trained: float32 master weights stay float32 (a bf16 copy would round away the
     small updates the master weights were kept for).
     """
@@ -434,10 +433,6 @@ def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, 
     if merge_lora and trainer.is_world_process_zero():
         merge_adapter(out, out / "merged", trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                       loader=loader)
-    main_process = trainer.is_world_process_zero()
-    _end_distributed()
-    if main_process:  # after the other ranks are released: they need not wait for a picture
-        draw_curves(out, marks=curve_marks)
     return out
 
 
@@ -506,8 +501,10 @@ def _adapter_base_of(adapter_dir: Path) -> str:
     return base
 
 
-def _end_distributed() -> None:
-    # Leaving without this makes torch warn about a process group that was never destroyed.
+def end_distributed() -> None:
+    """Leave the process group (without this torch warns about a group never destroyed). Call it only once the
+    trainer and its DDP-wrapped model are released: freeing DDP's reducer after the group is destroyed hung a rank
+    on a gloo futex at exit now and then (seen with 2 CPU processes under load)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
