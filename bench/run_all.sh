@@ -6,6 +6,7 @@ python startup.py
 python grading.py
 python eval_memory.py
 python generation.py
+python prm_score.py
 python bon.py
 python sft.py
 if [ -d merge ]; then for script in merge/*.py; do [ -f "$script" ] && python "$script"; done; fi

@@ -65,3 +65,6 @@ TrainMaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Longest to
 TruncationOpt = Annotated[str, typer.Option("--truncation", help="Rows longer than --max-length: drop (not trained on) | keep-start (train on their first max-length tokens: the final answer and end of turn are lost).")]
 TrainDtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (CPU: float32; GPU: float32 master weights with bf16 autocast, bf16 base weights with --lora) | float32 | bfloat16 (bf16 weights, also for full fine-tuning) | float16 (fp16 autocast).")]
 ReportToOpt = Annotated[str, typer.Option("--report-to", help="Also send training metrics to: none | tensorboard (event files under OUT/runs; pip install 'rtool[tensorboard]') | wandb (settings and key from WANDB_* environment variables; pip install 'rtool[wandb]'). OUT/metrics.jsonl and OUT/curves.png are written either way.")]
+
+# Process rewards (prm-score; prm-label will split steps the same way).
+StepSepOpt = Annotated[str, typer.Option("--step-sep", help="What separates a completion's steps; backslash escapes work ('\\n\\n', the default, is a blank line). Steps are stripped, empty ones dropped.")]

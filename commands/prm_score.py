@@ -1,0 +1,187 @@
+"""prm-score: a process reward for every step of each completion. Reads trace rows; writes each row plus
+`step_scores` and `score`.
+
+    rtool distill --teacher T -n 8 < test.jsonl | rtool prm-score --prm P > scored.jsonl
+    rtool prm-score --prm Qwen/Qwen2.5-Math-PRM-7B --trust-remote-code -i traces.jsonl -o scored.jsonl
+    rtool prm-score --prm P --orm R --lam 0.7 < traces.jsonl | rtool bon --method weighted | rtool eval
+
+Each output row is its input row plus `step_scores` (one float in [0, 1] per step: P(step correct)), `score`
+(--agg of the step scores; with --lam < 1, Fin-PRM's lam * aggregate + (1 - lam) * trajectory score, the trajectory
+score being --orm's or the last step's), `orm_score` with --orm, and `prm_scoring` (the settings). Rows come out in
+input order, each as soon as it and the rows before it are scored.
+
+Steps: the completion, as given (a <think> block included), split on --step-sep (a blank line), stripped, empty
+steps dropped. The conversation a completion answered: the row's `prompt_messages` (what distill sent) when it has
+one, else its prompt field with the system prompt distill sends by default (--system, --no-system); the same prompt
+as Qwen2.5-Math-PRM's card. A math-shepherd PRM reads only the question (the last user turn), as its card does.
+--format auto tells the convention from the model's config and tokenizer (see rtool/prm.py for which models each
+serves). Every step score of a completion comes from one forward pass; rows are batched by length.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from rtool.errors import UserError
+from rtool.options import (AllowPickleOpt, DeviceOpt, DtypeOpt, InputOpt, NoSystemOpt, OutOpt, PromptFieldOpt,
+                           SkipBadOpt, StepSepOpt, SystemOpt, TrustRemoteCodeOpt)
+
+# Rows read ahead of scoring, in batches: enough to sort into batches of similar length.
+WINDOW_BATCHES = 8
+
+
+def prm_score_cmd(
+    prm: Annotated[str, typer.Option("--prm", "-m", help="Process reward model: a local HF dir or hub id (*.safetensors).")],
+    input: InputOpt = "-",
+    out: OutOpt = "-",
+    format: Annotated[str, typer.Option("--format", help="auto | qwen-prm (token classification, <extra_0> after each step) | math-shepherd (causal LM, 'ки' tag, '+'/'-' logits) | orm (sequence classification, one score per completion).")] = "auto",
+    step_sep: StepSepOpt = "\\n\\n",
+    agg: Annotated[str, typer.Option("--agg", help="Step scores -> score: min | prod | last | mean.")] = "min",
+    orm: Annotated[Optional[str], typer.Option("--orm", help="Outcome reward model (sequence classification) for the trajectory score that --lam weighs.")] = None,
+    lam: Annotated[float, typer.Option("--lam", help="score = lam x step aggregate + (1 - lam) x trajectory score (--orm's, else the last step's); Fin-PRM's weight is not public. 1: steps only.")] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Completions per forward pass (batched by length).")] = 8,
+    system: SystemOpt = None,
+    no_system: NoSystemOpt = False,
+    prompt_field: PromptFieldOpt = None,
+    skip_bad: SkipBadOpt = False,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Score every step of each completion with a process reward model; write each row with step_scores and score."""
+    from rtool.errors import one_of
+    from rtool.fields import FieldMap
+    from rtool.log import logger
+    from rtool.prm import AGGREGATIONS, FORMATS, PRMScorer, check_lam, parse_step_sep
+    from rtool.records import ReadStats, first_rows, read_records
+    from rtool.traces import choose_system_prompt
+
+    one_of("--format", format, FORMATS)
+    one_of("--agg", agg, AGGREGATIONS)
+    check_lam(lam)
+    sep = parse_step_sep(step_sep)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    if orm is not None and lam == 1.0:
+        logger.warning("--orm with --lam 1: the ORM's score is written (orm_score) but not mixed into score")
+    fields = FieldMap(prompt_field, None)
+    system_prompt = choose_system_prompt(system, no_system)
+    stats = ReadStats()
+    rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
+
+    load = dict(step_sep=sep, batch_size=batch_size, dtype=dtype, device=device,
+                trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    scorer = PRMScorer.load(prm, format=format, **load)
+    orm_scorer = None
+    if orm is not None:
+        try:
+            orm_scorer = PRMScorer.load(orm, format="orm", **load)
+        except UserError as error:
+            raise UserError(f"--orm: {error.message}", path=error.path, hint=error.hint) from None
+    settings = {"prm": prm, "format": scorer.format, "step_sep": sep, "agg": agg, "lam": lam, "orm": orm}
+    run = _Run(scorer, orm_scorer, fields, system_prompt, agg, lam, settings)
+    try:
+        run.stream(rows, out, window=batch_size * WINDOW_BATCHES)
+    finally:
+        if stats.skipped:
+            logger.warning("skipped %d bad input lines (first: %s)", stats.skipped, stats.skipped_where[0])
+    run.report()
+
+
+class _Run:
+    def __init__(self, scorer, orm_scorer, fields, system, agg, lam, settings) -> None:
+        self.scorer, self.orm_scorer = scorer, orm_scorer
+        self.fields, self.system, self.agg, self.lam, self.settings = fields, system, agg, lam, settings
+        self.rows = self.steps = 0
+        self.score_sum = 0.0
+
+    def stream(self, rows, out, window: int) -> None:
+        """Read rows a window at a time; a bad row stops the run once the rows before it are written."""
+        from rtool.records import RecordWriter
+
+        pending: list[tuple] = []
+        with RecordWriter(out, append=False) as writer:
+            iterator = iter(rows)
+            while True:
+                try:
+                    row = next(iterator, None)
+                    if row is None:
+                        break
+                    pending.append(self.prepare(row))
+                except UserError:
+                    self.flush(pending, writer)
+                    raise
+                if len(pending) >= window:
+                    self.flush(pending, writer)
+            self.flush(pending, writer)
+
+    def prepare(self, row) -> tuple:
+        """(row, PRM input, ORM input or None); UserError naming the row's file:line."""
+        from rtool.fields import COMPLETION_FIELDS
+        from rtool.prm import split_steps
+        from rtool.train_data import prompt_messages
+
+        completion = self.fields.completion(row)
+        if not split_steps(completion, self.scorer.step_sep):
+            key = next((k for k in COMPLETION_FIELDS if row.get(k) is not None), "completion")
+            sep = self.settings["step_sep"]
+            what = "is empty" if not completion.strip() else f"holds only step separators ({sep!r})"
+            raise row.error(f"the completion has no steps: field {key!r} {what}", field=key)
+        messages, _ = prompt_messages(row, self.fields, self.system)
+        prm_input = _encode(self.scorer, row, messages, completion)
+        orm_input = _encode(self.orm_scorer, row, messages, completion) if self.orm_scorer else None
+        return row, prm_input, orm_input
+
+    def flush(self, pending: list[tuple], writer) -> None:
+        """Score the pending rows and write them in input order, each as soon as the rows before it are done."""
+        if not pending:
+            return
+        orm_scores: dict = {}
+        if self.orm_scorer is not None:
+            for batch in self.orm_scorer.score_batches([item[2] for item in pending]):
+                orm_scores.update(batch)
+        done: dict = {}
+        next_index = 0
+        for batch in self.scorer.score_batches([item[1] for item in pending]):
+            done.update(batch)
+            while next_index in done:
+                writer.write(self.output(pending[next_index][0], done.pop(next_index), orm_scores.get(next_index)))
+                next_index += 1
+        pending.clear()
+
+    def output(self, row, step_scores: list[float], orm_score: list[float] | None) -> dict:
+        from rtool.prm import final_score
+
+        trajectory = orm_score[0] if orm_score else None
+        score = final_score(step_scores, self.agg, self.lam, trajectory)
+        self.rows += 1
+        self.steps += len(step_scores)
+        self.score_sum += score
+        extra = {"orm_score": trajectory} if self.orm_scorer is not None else {}
+        return {**row, "step_scores": step_scores, "score": score, **extra, "prm_scoring": self.settings}
+
+    def report(self) -> None:
+        from rtool.log import logger
+
+        if not self.rows:
+            logger.info("prm-score: no rows scored")
+            return
+        logger.info("prm-score: %d rows, %d steps (%.1f per row), mean score %.3f (%s, --agg %s, --lam %g)",
+                    self.rows, self.steps, self.steps / self.rows, self.score_sum / self.rows,
+                    self.settings["format"], self.agg, self.lam)
+        for model in (self.scorer, self.orm_scorer):
+            if model is not None and model.too_long:
+                logger.warning("prm-score: %d rows were longer than the %d positions %s was trained for",
+                               model.too_long, model.max_length, model.name)
+
+
+def _encode(scorer, row, messages, completion):
+    try:
+        return scorer.encode(messages, completion)
+    except UserError as error:
+        if error.path is not None:
+            raise
+        raise row.error(f"{scorer.name}: {error.message}", hint=error.hint) from None
