@@ -67,3 +67,15 @@ def tiny_model_dir(tiny_task_rows, tmp_path_factory):
     tokenizer = char_tokenizer(sample)
     model = tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=4, seed=0)
     return save_tiny(model, tokenizer, tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """In-process training and scoring on one torch thread (as OMP_NUM_THREADS=1 gives the subprocesses); a module
+    opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

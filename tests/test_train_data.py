@@ -4,7 +4,6 @@ the length policy, and the token ids the sft trainer actually sees, compared wit
 import logging
 
 import pytest
-import torch
 
 from rtool.errors import UserError
 from rtool.fields import FieldMap
@@ -15,12 +14,7 @@ from rtool.train_data import SFTExamples, completion_text, fit_length, prompt_me
 RECORDED = [{"role": "system", "content": "You are a careful tutor."}, {"role": "user", "content": "What is 2 + 3?"}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
