@@ -9,4 +9,5 @@ python generation.py
 python prm_score.py
 python bon.py
 python sft.py
+python redi.py
 if [ -d merge ]; then for script in merge/*.py; do [ -f "$script" ] && python "$script"; done; fi
