@@ -10,10 +10,18 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.rtool-installed
 SOURCES := pyproject.toml $(wildcard rtool/*.py commands/*.py)
 
-.PHONY: quickstart test test-slow bench install completions clean mergekit-venv
+.PHONY: quickstart redi-example bon test test-slow bench install completions clean mergekit-venv
 
 quickstart: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart/run.sh
+
+# Second example: stage 1 SFT, then the same extra steps as more SFT vs rtool redi on the teacher's pairs (~5 min).
+redi-example: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/redi/run.sh
+
+# Best-of-N on the quickstart task (examples/bon): a weak student sampled 16 times, majority vote and a trained PRM.
+bon: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/bon/run.sh
 
 # mergekit, the reference for merge-bai's equality tests, pins its own dependencies: it lives in its own venv
 # (make mergekit-venv), and the tests use it when it is there.

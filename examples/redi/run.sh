@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Do the teacher's wrong traces help? SFT on positives vs REDI on (correct, incorrect) pairs, on the CPU.
+#
+#   1. the quickstart's task, tiny models and teacher (examples/quickstart: make_task.py, build_models.py,
+#      teacher.yaml), and its distill: 4 samples per training prompt at temperature 0.8, graded, negatives kept
+#   2. rtool sft   stage 1: a fresh student on the correct traces, stopped short of the teacher (stage1.yaml)
+#   3. from that checkpoint, the same 100 extra steps at the same learning rate schedule as
+#      (a) rtool sft  more SFT on the correct traces (sft-more.yaml)
+#      (b) rtool redi REDI on one (correct, incorrect) pair per prompt that has both (redi.yaml)
+#   4. rtool eval  teacher, untrained student, stage 1, (a) and (b) on the held-out problems (greedy)
+#   5. rtool plot  the two arms' training curves into WORK_DIR/sft-vs-redi.png
+#
+#   examples/redi/run.sh [WORK_DIR]             # default examples/redi/work; rtool must be on PATH
+#   REDI_SEED=1 examples/redi/run.sh            # another draw of problems, initial weights and samples
+#   REDI_ALPHA=0.8 examples/redi/run.sh         # the paper's alpha instead of redi.yaml's
+#   REDI_SAMPLES=4 examples/redi/run.sh         # also pass@1..4 of stage 1 and both arms, sampled at 0.8
+#   REDI_REUSE=examples/quickstart/work examples/redi/run.sh
+#       # step 1 (task, models, teacher, traces) and the teacher's evals from a finished quickstart run of the
+#       # same seed, which makes them the same way: ~2 minutes less (CI, right after make quickstart)
+#
+# stdout: the results table. stderr: each command's logs. Exit 1 only when the pipeline is broken (a stage
+# failed, the teacher did not learn, or stage 1 is not clearly above the untrained student), never because one
+# arm beat the other: the point is the measurement. See RESULTS.md for it over several seeds.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+quick="$here/../quickstart"
+work="${1:-$here/work}"
+seed="${REDI_SEED:-0}"
+samples="${REDI_SAMPLES:-0}"
+alpha=()
+if [[ -n "${REDI_ALPHA:-}" ]]; then alpha=(--alpha "$REDI_ALPHA"); fi
+rm -rf "$work"
+mkdir -p "$work"
+export HF_HUB_DISABLE_PROGRESS_BARS=1  # build_models.py saves with transformers, which would draw a bar
+# torch uses every core by default, fastest on an idle machine; on a busy one, OMP_NUM_THREADS=1 is.
+
+started=$(date +%s.%N)
+load_start="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)"  # recorded with the timings: the machine is shared
+timings="$work/timings.tsv"
+step() {  # step NAME COMMAND...: run it, append "NAME<TAB>seconds" to the timings
+    local name="$1" begin end
+    shift
+    echo ">> $name" >&2
+    begin=$(date +%s.%N)
+    "$@"
+    end=$(date +%s.%N)
+    awk -v n="$name" -v b="$begin" -v e="$end" 'BEGIN { printf "%s\t%.1f\n", n, e - b }' >> "$timings"
+}
+
+# Step 1: the quickstart's, with its settings (see examples/quickstart/run.sh for the why of each flag).
+if [[ -z "${REDI_REUSE:-}" ]]; then
+    step "make task" python "$quick/make_task.py" --out-dir "$work/data" --train 2000 --test 500 --seed "$seed" >&2
+    step "build models" python "$quick/build_models.py" --data "$work/data/train.jsonl" "$work/data/test.jsonl" \
+        --teacher-out "$work/teacher-init" --student-out "$work/student-init" --seed "$seed" >&2
+    step "sft teacher" rtool sft --model "$work/teacher-init" --data "$work/data/train.jsonl" --no-system \
+        --out "$work/teacher" --config "$quick/teacher.yaml" --seed "$seed" > /dev/null
+    step "distill" rtool distill --teacher "$work/teacher" -n 4 --temperature 0.8 --top-p 1.0 \
+        --max-new-tokens 120 --no-system --batch-size 256 --seed "$seed" -i "$work/data/train.jsonl" \
+        -o "$work/traces.jsonl"
+else
+    # Only traces sampled as above, for this seed, may stand in for step 1: anything else changes the example.
+    python "$here/report.py" --check-reuse "$REDI_REUSE" "$seed"
+    echo ">> step 1 reused from $REDI_REUSE" >&2
+    cp -r "$REDI_REUSE/data" "$REDI_REUSE/teacher" "$REDI_REUSE/student-init" "$REDI_REUSE/traces.jsonl" "$work/"
+fi
+
+# Both stages read the same traces: sft keeps the correct rows, redi pairs them with the incorrect ones. Neither
+# needs --no-system: they train on the conversations distill recorded (prompt_messages).
+step "stage 1 sft" rtool sft --model "$work/student-init" --data "$work/traces.jsonl" \
+    --out "$work/stage1" --config "$here/stage1.yaml" --seed "$seed" > /dev/null
+step "arm a: sft-more" rtool sft --model "$work/stage1" --data "$work/traces.jsonl" \
+    --out "$work/sft-more" --config "$here/sft-more.yaml" --seed "$seed" > /dev/null
+step "arm b: redi" rtool redi --model "$work/stage1" --data "$work/traces.jsonl" \
+    --out "$work/redi" --config "$here/redi.yaml" "${alpha[@]}" --seed "$seed" > /dev/null
+
+for model in teacher student-init stage1 sft-more redi; do
+    if [[ -n "${REDI_REUSE:-}" && -f "$REDI_REUSE/eval-$model.json" ]]; then
+        cp "$REDI_REUSE/eval-$model.json" "$work/"  # the quickstart evaluated its teacher and untrained student
+        continue
+    fi
+    step "eval $model" rtool eval --model "$work/$model" --bench "$work/data/test.jsonl" --no-system \
+        --max-new-tokens 120 --batch-size 250 --records "$work/eval-$model.jsonl" > "$work/eval-$model.json"
+done
+if (( samples > 1 )); then
+    for model in stage1 sft-more redi; do
+        step "eval $model x$samples" rtool eval --model "$work/$model" --bench "$work/data/test.jsonl" \
+            --no-system -n "$samples" --temperature 0.8 --max-new-tokens 120 --batch-size 500 --seed "$seed" \
+            > "$work/eval-$model-sampled.json"
+    done
+fi
+
+ended=$(date +%s.%N)
+awk -v b="$started" -v e="$ended" 'BEGIN { printf "total\t%.1f\n", e - b }' >> "$timings"
+printf '{"seed": %s, "alpha": %s, "samples": %s, "load": {"start": "%s", "end": "%s"}}\n' "$seed" \
+    "${REDI_ALPHA:-null}" "$samples" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)" \
+    > "$work/run.json"
+# Each arm's loss is its own objective (sft: mean token NLL of the positives; redi: -chosen_logp +
+# alpha * rejected_logp): compare their shapes, not their levels. chosen/rejected_logp are redi's alone.
+shown_alpha="${REDI_ALPHA:-$(sed -n 's/^alpha: *//p' "$here/redi.yaml")}"
+rtool plot "$work/sft-more" "$work/redi" -o "$work/sft-vs-redi.png" \
+    --metrics loss,chosen_logp,rejected_logp,grad_norm,learning_rate \
+    --title "seed $seed, from stage 1: SFT on positives vs REDI (alpha $shown_alpha) on pairs; each loss is its own objective" \
+    > /dev/null
+python "$here/report.py" "$work"
