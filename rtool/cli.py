@@ -70,10 +70,11 @@ def _closed_stdout_ends_quietly(command):
 
 
 def _register_commands() -> None:
-    from rtool.commands import bon, distill, eval as eval_module, merge_bai, plot, prm_score, redi, sft
+    from rtool.commands import bon, distill, eval as eval_module, grpo, merge_bai, plot, prm_score, redi, sft
 
     for name, command in [("distill", distill.distill_cmd), ("sft", sft.sft_cmd), ("redi", redi.redi_cmd),
-                          ("eval", eval_module.eval_cmd), ("merge-bai", merge_bai.merge_bai_cmd),
+                          ("grpo", grpo.grpo_cmd), ("eval", eval_module.eval_cmd),
+                          ("merge-bai", merge_bai.merge_bai_cmd),
                           ("plot", plot.plot_cmd), ("prm-score", prm_score.prm_score_cmd), ("bon", bon.bon_cmd)]:
         app.command(name)(_closed_stdout_ends_quietly(command))
 

@@ -7,6 +7,7 @@
 sft: TRL's SFTTrainer on examples tokenized by `rtool.train_data` (prompt + completion through the chat template,
 loss on the completion tokens and the end of their turn), optionally packed and with Masked Thought.
 redi: `rtool.redi.RediTrainer` (the REDI loss, no reference model) on (correct, incorrect) pairs (`RediPairs`).
+grpo: `rtool.grpo`'s GRPOTrainer (TRL's, with rtool's metric names and failure-curve watch) on prompts, rtool.rewards.
 """
 
 from __future__ import annotations
@@ -61,3 +62,17 @@ def redi_recipe(examples, *, alpha: float = 0.8) -> Recipe:
 
     return Recipe(examples.name, examples=examples, features=examples.features, build_trainer=build_trainer,
                   report=examples.report, empty_hint=examples.empty_hint, curve_marks=collapse_marks)
+
+
+def grpo_recipe(prompts, *, rewards, settings) -> Recipe:
+    """The grpo recipe (rtool.grpo): TRL's GRPOTrainer on `prompts` (a `rtool.grpo.GRPOPrompts`), rewarded by
+    `rewards` (a `rtool.rewards.RewardSet`), with `settings` (a `rtool.grpo.GRPOSettings`); BAI's failure curves
+    marked on OUT/curves.png."""
+    from rtool.grpo import curve_marks, make_trainer
+
+    def build_trainer(*, model, tokenizer, dataset, args, peft_config, callbacks):
+        return make_trainer(model=model, tokenizer=tokenizer, dataset=dataset, args=args, peft_config=peft_config,
+                            callbacks=callbacks, rewards=rewards, settings=settings)
+
+    return Recipe(prompts.name, examples=prompts, features=prompts.features, build_trainer=build_trainer,
+                  report=prompts.report, empty_hint=prompts.empty_hint, curve_marks=curve_marks(settings.watch))

@@ -104,13 +104,23 @@ class TrainRun:
 def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     """Train `recipe` as `run` says and save the model to run.out; return run.out on the main process (the
     command writes it to stdout: only that), None on the other ranks."""
-    from rtool.models import load_model, load_tokenizer
-    from rtool.records import ReadStats, read_records
-
     run.check()
     training.quiet_other_ranks()
     training.quiet_libraries()
     checkpoint = training.prepare_out_dir(run.out, run.resume)
+    with training.removed_if_failed_early(run.out):
+        _train(recipe, run, checkpoint)
+    if not training.is_main_process():
+        return None
+    # After the other ranks are released: they need not wait for a picture.
+    training.draw_curves(run.out, marks=recipe.curve_marks)
+    return run.out
+
+
+def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> None:
+    from rtool.models import load_model, load_tokenizer
+    from rtool.records import ReadStats, read_records
+
     prec = training.precision(run.dtype, lora=run.lora.enabled)
     if not run.lora.enabled and prec.load_dtype != "float32":
         logger.warning("full fine-tuning with %s weights: AdamW updates smaller than their resolution round away "
@@ -152,11 +162,6 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
         del trainer, model  # the DDP wrapper goes before the process group does (training.end_distributed)
         gc.collect()
     training.end_distributed()
-    if not training.is_main_process():
-        return None
-    # After the other ranks are released: they need not wait for a picture.
-    training.draw_curves(run.out, marks=recipe.curve_marks)
-    return run.out
 
 
 def adapter_start(model, peft_config):

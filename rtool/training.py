@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -335,6 +336,28 @@ def prepare_out_dir(out: Path, resume: bool) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def removed_if_failed_early(out: Path):
+    """Remove `out` when the run that created it fails before leaving anything of use in it: no checkpoint, no
+    metrics row, no model (a bad row found late, a reward function of the wrong shape at step 1). A failed run then
+    leaves nothing half-made behind, and `--out` stays free for the next try. Rank 0 removes it."""
+    existed = out.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and is_main_process() and out.is_dir() and not _holds_results(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _holds_results(out: Path) -> bool:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    metrics = out / METRICS_FILE
+    return (get_last_checkpoint(str(out)) is not None or (metrics.exists() and metrics.stat().st_size > 0)
+            or any((out / name).exists() for name in ("config.json", "adapter_config.json")))
+
+
 def checkpoint_step(checkpoint: str | None) -> int:
     match = re.search(r"checkpoint-(\d+)$", str(checkpoint or ""))
     return int(match.group(1)) if match else 0
@@ -358,7 +381,8 @@ class MetricsCallback(TrainerCallback):
     """Append one JSON row per logging step to `path` and log a progress line (rank 0 only).
 
     A row holds step, loss, learning_rate, tokens_per_s (from the trainer's cumulative `num_tokens`, all ranks),
-    epoch, then whatever else the trainer logged (grad_norm, mean_token_accuracy, rewards, ...).
+    epoch, then whatever else the trainer logged (grad_norm, mean_token_accuracy, rewards, ...), and `flags` (a list
+    of names) when the trainer logged some.
     """
 
     def __init__(self, path: Path):
@@ -391,6 +415,8 @@ class MetricsCallback(TrainerCallback):
         for key, value in logs.items():
             if key not in row and key != "total_flos" and isinstance(value, (int, float)):
                 row[key] = value
+        if logs.get("flags"):  # failure curves seen so far (grpo): names, in the order they showed
+            row["flags"] = list(logs["flags"])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")

@@ -1,0 +1,148 @@
+"""grpo: RL with verifiable rewards (GRPO, through TRL's GRPOTrainer). Reads prompts with gold answers; writes a model
+directory.
+
+    rtool merge-bai -r ckpt/sft -i I -p P --out ckpt/bai
+    rtool grpo --model ckpt/bai --data prompts.jsonl --out ckpt/grpo --reward accuracy=1,format=0.1
+    rtool grpo --model ckpt/sft --data prompts.jsonl --out ckpt/grpo --reward accuracy=1,prm=0.5 --prm ckpt/prm
+    torchrun --nproc_per_node 2 -m rtool.cli grpo --model ckpt/sft --data prompts.jsonl --out ckpt/grpo
+
+For each prompt, --num-generations completions are sampled (--temperature, --top-p, --top-k, at most
+--max-completion-length tokens), scored by the --reward functions (weighted sum; rtool/rewards.py has each formula:
+accuracy by rtool's grader against the row's gold answer, format, DAPO's soft length penalty, a PRM's aggregate step
+score, or any python:MODULE:FUNCTION with TRL's reward signature), and the policy moves toward the completions that
+beat their group's mean (TRL's --loss-type, --epsilon clipping, --beta KL to the starting model).
+Rows: any prompt field (prompt, messages, question, problem; a row's recorded prompt_messages wins, as in sft) and,
+for the accuracy reward, a gold answer (answer, gold, a solution's last \\boxed{}); one example per prompt id, so a
+distill traces file works too. --batch-size counts completions (TRL's per-device batch): batch-size x grad-accum x
+processes must hold whole groups of --num-generations.
+OUT receives the model (as sft), checkpoint-N dirs, metrics.jsonl (per logging step: reward, reward_std, reward/NAME
+and reward/NAME_std per function, accuracy, completion_length mean/median/min/max, truncated_share, zero_std_share,
+kl when --beta > 0, entropy, clip_ratio, learning_rate, tokens_per_s, completion_tokens_per_s) and curves.png.
+BAI's failure curves are watched live (rtool/failure_curves.py): a Sequence Length Collapse (completion length below
+--collapse-fraction of its first steps') or a Reward Hockey Stick (reward down by --drop-fraction of its scale, then
+back) is a warning on stderr, a `flags` entry in the metrics rows from then on, and a mark on curves.png.
+stdout gets the output directory, only that.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ConfigOpt, EpochsOpt, GradAccumOpt,
+                           GradientCheckpointingOpt, LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt,
+                           LoraTargetsOpt, LrOpt, LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt,
+                           PromptFieldOpt, ReportToOpt, ResumeTrainOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, StepSepOpt,
+                           SystemOpt, TopKOpt, TopPOpt, TrainDataOpt, TrainDtypeOpt, TrainModelOpt, TrustRemoteCodeOpt,
+                           WarmupRatioOpt)
+
+# TRL's GRPO default for full fine-tuning (DeepSeek-R1-style runs use 1e-6 to 3e-6); LoRA gets 10x, as sft and redi.
+FULL_LR, LORA_LR = 1e-6, 1e-5
+
+
+def grpo_cmd(
+    ctx: typer.Context,
+    model: TrainModelOpt = None,
+    data: TrainDataOpt = None,
+    out: OutDirOpt = None,
+    config: ConfigOpt = None,
+    reward: Annotated[str, typer.Option("--reward", help="Rewards and weights, NAME=W,...: accuracy (1 if the graded answer equals the gold, else 0) | format (a \\boxed{} answer, or the --format-tags blocks) | length (DAPO's soft over-length penalty, 0 to -1) | prm (--prm's aggregate step score) | python:MODULE:FUNCTION (TRL's reward signature).")] = "accuracy=1",
+    format_tags: Annotated[Optional[str], typer.Option("--format-tags", help="The format reward asks for these blocks in order, e.g. think,answer: <think>...</think><answer>...</answer>; default: a \\boxed{} answer.")] = None,
+    length_buffer: Annotated[Optional[int], typer.Option("--length-buffer", help="The length reward's buffer B in tokens: 0 up to max-completion-length - B, then falling linearly to -1 at max-completion-length (default: 20% of it).")] = None,
+    prm: Annotated[Optional[str], typer.Option("--prm", help="Process reward model for the prm reward (a local HF dir or hub id; see rtool prm-score).")] = None,
+    prm_agg: Annotated[str, typer.Option("--prm-agg", help="The prm reward's step aggregate: min | prod | last | mean.")] = "min",
+    step_sep: StepSepOpt = "\\n\\n",
+    num_generations: Annotated[int, typer.Option("--num-generations", "-G", help="Completions sampled per prompt (a group); at least 2.")] = 8,
+    max_completion_length: Annotated[int, typer.Option("--max-completion-length", help="Longest completion in tokens; longer ones are cut (truncated_share in the metrics).")] = 1024,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature of the groups (> 0).")] = 1.0,
+    top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
+    beta: Annotated[float, typer.Option("--beta", help="KL penalty to the starting model; 0 loads no reference model (TRL's default; DeepSeek-R1 used 0.001).")] = 0.0,
+    epsilon: Annotated[float, typer.Option("--epsilon", help="Clipping of the policy ratio to [1 - epsilon, 1 + epsilon].")] = 0.2,
+    loss_type: Annotated[str, typer.Option("--loss-type", help="TRL's loss: dapo (token-level, normalised over the global batch) | grpo (per-sequence mean) | dr_grpo | bnpo | cispo | sapo.")] = "dapo",
+    scale_rewards: Annotated[str, typer.Option("--scale-rewards", help="Advantage scaling: group (divide by the group's std) | batch | none (Dr. GRPO).")] = "group",
+    num_iterations: Annotated[int, typer.Option("--num-iterations", help="Optimizer passes over each generated batch (mu).")] = 1,
+    mask_truncated: Annotated[bool, typer.Option("--mask-truncated", help="Leave completions cut at --max-completion-length out of the loss (DAPO).")] = False,
+    use_vllm: Annotated[bool, typer.Option("--use-vllm", help="Generate with vLLM in the training process (colocate); needs vllm and a CUDA GPU.")] = False,
+    collapse_fraction: Annotated[float, typer.Option("--collapse-fraction", help="Sequence Length Collapse: mean completion length below this share of its first steps' mean.")] = 0.5,
+    drop_fraction: Annotated[float, typer.Option("--drop-fraction", help="Reward Hockey Stick: mean reward falls this share of its scale below its first steps' mean (then climbs back).")] = 0.3,
+    watch_window: Annotated[int, typer.Option("--watch-window", help="Logged steps averaged for the failure curves' start and current values.")] = 3,
+    system: SystemOpt = None,
+    no_system: NoSystemOpt = False,
+    prompt_field: PromptFieldOpt = None,
+    answer_field: AnswerFieldOpt = None,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = None,
+    lr: LrOpt = None,
+    lr_scheduler: LrSchedulerOpt = "linear",
+    warmup_ratio: WarmupRatioOpt = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Completions per device per forward pass (TRL's per-device batch); batch-size x grad-accum x processes completions, whole groups, make one optimizer step.")] = 8,
+    grad_accum: GradAccumOpt = 4,
+    seed: SeedOpt = 0,
+    logging_steps: LoggingStepsOpt = 1,
+    save_steps: SaveStepsOpt = 500,
+    report_to: ReportToOpt = "none",
+    resume: ResumeTrainOpt = False,
+    gradient_checkpointing: GradientCheckpointingOpt = False,
+    lora: LoraOpt = False,
+    lora_r: LoraROpt = 16,
+    lora_alpha: LoraAlphaOpt = 32,
+    lora_dropout: LoraDropoutOpt = 0.05,
+    lora_targets: LoraTargetsOpt = "all-linear",
+    merge_lora: MergeLoraOpt = False,
+    dtype: TrainDtypeOpt = "auto",
+    skip_bad: SkipBadOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Train with GRPO on verifiable rewards; BAI's failure curves watched and drawn. Full weights or LoRA.
+
+    Defaults: --reward accuracy=1, 8 completions per prompt, 4 prompts (32 completions) per optimizer step on one
+    device, lr 1e-6 (1e-5 with --lora), TRL's dapo loss, epsilon 0.2, no KL. Tiny models need far larger rates.
+    --config run.yaml sets any flag (flags win).
+    """
+    from rtool.config import merge_config
+    from rtool.errors import UserError, one_of
+    from rtool.failure_curves import CurveWatch
+    from rtool.fields import FieldMap
+    from rtool.grpo import GRPOPrompts, GRPOSettings
+    from rtool.prm import AGGREGATIONS
+    from rtool.recipes import grpo_recipe
+    from rtool.rewards import RewardSet, parse_format_tags, parse_reward_spec
+    from rtool.traces import choose_system_prompt
+    from rtool.train_run import TrainRun, run_training
+    from rtool.training import world_size
+
+    o = merge_config(ctx, config)
+    run = TrainRun.from_flags(o, lr=LORA_LR if o.lora else FULL_LR)
+    specs = parse_reward_spec(o.reward)
+    settings = GRPOSettings(num_generations=o.num_generations, max_completion_length=o.max_completion_length,
+                            temperature=o.temperature, top_p=o.top_p, top_k=o.top_k, beta=o.beta, epsilon=o.epsilon,
+                            loss_type=o.loss_type, scale_rewards=o.scale_rewards, num_iterations=o.num_iterations,
+                            mask_truncated=o.mask_truncated, use_vllm=o.use_vllm,
+                            watch=CurveWatch(o.collapse_fraction, o.drop_fraction, o.watch_window))
+    settings.check(batch_size=o.batch_size, grad_accum=o.grad_accum, processes=world_size())
+    one_of("--prm-agg", o.prm_agg, AGGREGATIONS)
+    uses_prm = any(spec.name == "prm" for spec in specs)
+    if o.prm is not None and not uses_prm:
+        raise UserError("--prm is given but --reward has no prm=W", hint="e.g. --reward accuracy=1,prm=0.5")
+    rewards = RewardSet(specs, max_completion_length=o.max_completion_length, length_buffer=o.length_buffer,
+                        format_tags=parse_format_tags(o.format_tags), prm_scorer=_load_prm(o) if uses_prm else None,
+                        prm_agg=o.prm_agg)
+    prompts = GRPOPrompts(FieldMap(o.prompt_field, o.answer_field), system=choose_system_prompt(o.system, o.no_system),
+                          needs_gold=rewards.uses("accuracy"))
+    written = run_training(grpo_recipe(prompts, rewards=rewards, settings=settings), run)
+    if written is not None:
+        typer.echo(str(written))
+
+
+def _load_prm(o):
+    """The PRM for the prm reward, on the device the policy trains on (rtool.prm.PRMScorer)."""
+    from rtool.errors import UserError
+    from rtool.prm import PRMScorer, parse_step_sep
+
+    if o.prm is None:
+        raise UserError("the prm reward needs a process reward model", hint="pass --prm PATH (see rtool prm-score)")
+    return PRMScorer.load(o.prm, step_sep=parse_step_sep(o.step_sep), trust_remote_code=o.trust_remote_code,
+                          allow_pickle=o.allow_pickle)

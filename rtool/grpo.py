@@ -1,0 +1,304 @@
+"""grpo: Group Relative Policy Optimization with verifiable rewards, through TRL's GRPOTrainer.
+
+    prompts = GRPOPrompts(FieldMap(), system=REASONING_SYSTEM_PROMPT, needs_gold=True)   # rows -> prompt examples
+    trainer = make_trainer(model=..., tokenizer=..., dataset=..., args=trainer_args, peft_config=None,
+                           callbacks=[...], rewards=RewardSet(specs), settings=GRPOSettings(num_generations=8))
+
+For each prompt the trainer samples `num_generations` completions, scores them with the rewards (rtool.rewards,
+weighted and summed) and pushes up those above their group's mean (advantage = (r - mean) / std within the group),
+with TRL's loss types, clipping (epsilon) and KL (beta) to the starting model. rtool adds:
+
+- the prompts as distill sent them: a row's recorded `prompt_messages`, else its prompt field after the system
+  prompt (rtool.train_data's rule), one example per prompt id (a traces file with n samples per prompt is read as
+  its prompts), the gold answer and multiple-choice options beside it for the accuracy reward;
+- metrics under plain names (`GRPO_METRIC_NAMES`): reward and reward_std, reward/NAME per reward function,
+  accuracy, completion_length (mean, median, min, max), truncated_share, zero_std_share (groups whose completions
+  all got one reward: no signal), kl, entropy, clip_ratio, completion_tokens_per_s;
+- BAI's failure curves watched live (rtool.failure_curves): a warning when one shows, and from then on a `flags`
+  list in every metrics row (so in the final one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from rtool.errors import UserError, one_of
+from rtool.failure_curves import CurveWatch
+from rtool.fields import FieldMap, prompt_id
+from rtool.log import logger
+from rtool.train_data import prompt_messages
+
+LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
+SCALE_REWARDS = ("group", "batch", "none")
+
+# TRL's metric names -> rtool's (None: not written; the rest keep TRL's name).
+GRPO_METRIC_NAMES = {
+    "completions/mean_length": "completion_length",
+    "completions/min_length": "completion_length_min",
+    "completions/max_length": "completion_length_max",
+    "completions/clipped_ratio": "truncated_share",
+    "completions/mean_terminated_length": "terminated_length",
+    "completions/min_terminated_length": None,
+    "completions/max_terminated_length": None,
+    "frac_reward_zero_std": "zero_std_share",
+    "clip_ratio/region_mean": "clip_ratio",
+    "clip_ratio/low_mean": None,
+    "clip_ratio/high_mean": None,
+    "clip_ratio/low_min": None,
+    "clip_ratio/high_max": None,
+}
+
+
+@dataclass
+class GRPOSettings:
+    """GRPO's own flags (the optimisation ones are the shared `training.Hyperparams`)."""
+
+    num_generations: int = 8
+    max_completion_length: int = 1024
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    beta: float = 0.0
+    epsilon: float = 0.2
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    num_iterations: int = 1
+    mask_truncated: bool = False
+    use_vllm: bool = False
+    watch: CurveWatch = field(default_factory=CurveWatch)
+
+    def check(self, *, batch_size: int, grad_accum: int, processes: int) -> None:
+        """UserError for values TRL would refuse later (or take silently)."""
+        if self.num_generations < 2:
+            raise UserError(f"--num-generations must be at least 2 (advantages compare a group's completions), "
+                            f"got {self.num_generations}")
+        if self.max_completion_length < 1:
+            raise UserError(f"--max-completion-length must be at least 1, got {self.max_completion_length}")
+        if not self.temperature > 0:
+            raise UserError(f"--temperature must be > 0 (GRPO samples its groups), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise UserError(f"--top-k must be >= 0 (0 is off), got {self.top_k}")
+        if self.beta < 0 or not math.isfinite(self.beta):
+            raise UserError(f"--beta must be >= 0, got {self.beta}")
+        if not 0 < self.epsilon < 1:
+            raise UserError(f"--epsilon must be in (0, 1), got {self.epsilon}")
+        if self.num_iterations < 1:
+            raise UserError(f"--num-iterations must be at least 1, got {self.num_iterations}")
+        one_of("--loss-type", self.loss_type, LOSS_TYPES)
+        one_of("--scale-rewards", self.scale_rewards, SCALE_REWARDS)
+        self.watch.check()
+        per_step = batch_size * grad_accum * processes
+        if per_step % self.num_generations:
+            raise UserError(f"--batch-size {batch_size} x --grad-accum {grad_accum} x {processes} process(es) = "
+                            f"{per_step} completions per step, not a multiple of --num-generations "
+                            f"{self.num_generations}", hint="each step must hold whole groups of completions")
+        if self.use_vllm:
+            from rtool.generation import vllm_usable
+
+            if not vllm_usable():
+                raise UserError("--use-vllm needs vllm installed and a CUDA GPU",
+                                hint="pip install 'rtool[vllm]' on a GPU machine, or drop --use-vllm (generation "
+                                     "then runs through transformers)")
+
+    def config_args(self) -> dict:
+        """GRPOConfig keyword arguments for these settings."""
+        args = dict(num_generations=self.num_generations, max_completion_length=self.max_completion_length,
+                    temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, beta=self.beta,
+                    epsilon=self.epsilon, loss_type=self.loss_type, scale_rewards=self.scale_rewards,
+                    num_iterations=self.num_iterations, mask_truncated_completions=self.mask_truncated,
+                    use_vllm=self.use_vllm)
+        if self.use_vllm:
+            args["vllm_mode"] = "colocate"
+        return args
+
+
+@dataclass
+class PromptCounts:
+    read: int = 0
+    kept: int = 0
+    repeated: int = 0  # rows whose prompt id was already kept
+    no_gold: int = 0
+    recorded: int = 0  # prompts taken from a row's prompt_messages
+
+
+@dataclass
+class GRPOPrompts:
+    """Rows -> GRPO examples {"prompt": messages, "answer": gold or "", "options": JSON text or ""}, one per
+    prompt id. `needs_gold` (the accuracy reward): a row without a gold answer is a UserError naming it."""
+
+    fields: FieldMap = field(default_factory=FieldMap)
+    system: str | None = None
+    needs_gold: bool = False
+    name: str = "grpo"
+    counts: PromptCounts = field(default_factory=PromptCounts)
+
+    def __call__(self, rows: Iterable, tokenizer=None) -> Iterator[dict]:
+        counts, seen = self.counts, set()
+        for row in rows:
+            counts.read += 1
+            key = prompt_id(row, self.fields)
+            if key in seen:
+                counts.repeated += 1
+                continue
+            seen.add(key)
+            messages, recorded = prompt_messages(row, self.fields, self.system)
+            gold = self.fields.gold(row)
+            if gold is None:
+                if self.needs_gold:
+                    raise row.error("no gold answer; the accuracy reward compares each completion with it",
+                                    field=self.fields.answer_field or "answer",
+                                    hint="add one (answer, gold, or a solution ending in \\boxed{}), pass "
+                                         "--answer-field, or train with other rewards only")
+                counts.no_gold += 1
+            options = self.fields.choices(row)
+            counts.kept += 1
+            counts.recorded += recorded
+            yield {"prompt": messages, "answer": gold or "",
+                   "options": json.dumps(options, ensure_ascii=False) if options else ""}
+
+    @staticmethod
+    def features():
+        from datasets import Features, Value
+
+        return Features({"prompt": [{"role": Value("string"), "content": Value("string")}],
+                         "answer": Value("string"), "options": Value("string")})
+
+    def report(self) -> None:
+        c = self.counts
+        logger.info("%s: %d prompts of %d rows read%s", self.name, c.kept, c.read,
+                    f" ({c.repeated} rows repeat a prompt id already read: one example per prompt)"
+                    if c.repeated else "")
+        if c.recorded:
+            logger.info("%s: %d prompts as their rows record them (prompt_messages)", self.name, c.recorded)
+        if c.no_gold:
+            logger.info("%s: %d prompts without a gold answer", self.name, c.no_gold)
+
+    def empty_hint(self) -> str:
+        return "the input has no rows"
+
+
+def renamed_metrics(metrics: dict, reward_labels: Iterable[str]) -> defaultdict:
+    """TRL's per-step metric lists under rtool's names (GRPO_METRIC_NAMES; rewards/NAME/mean -> reward/NAME,
+    rewards/NAME/std -> reward/NAME_std; `accuracy` beside reward/accuracy)."""
+    out: defaultdict = defaultdict(list)
+    for key, values in metrics.items():
+        if key.startswith("rewards/") and key.endswith(("/mean", "/std")):
+            name, kind = key[len("rewards/"):].rsplit("/", 1)
+            out[f"reward/{name}" + ("_std" if kind == "std" else "")] = list(values)
+            continue
+        new = GRPO_METRIC_NAMES.get(key, key)
+        if new is not None:
+            out[new] = list(values)
+    if "accuracy" in set(reward_labels) and "reward/accuracy" in out:
+        out["accuracy"] = list(out["reward/accuracy"])
+    return out
+
+
+def _nan_mean(values) -> float | None:
+    valid = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(valid) / len(valid) if valid else None
+
+
+def trainer_class():
+    """rtool's GRPOTrainer subclass (imports trl: called when a run starts)."""
+    from trl import GRPOTrainer
+
+    class RtoolGRPOTrainer(GRPOTrainer):
+        """TRL's GRPOTrainer writing rtool's metric names, the median completion length, completion tokens/s, and
+        watching BAI's failure curves (warning once per curve, `flags` in every row from then on)."""
+
+        def __init__(self, *args, watch: CurveWatch, reward_labels: list[str], **kwargs):
+            super().__init__(*args, **kwargs)
+            self.watch = watch
+            self.reward_labels = reward_labels
+            self._lengths: list[int] = []  # this process's completion lengths since the last log
+            self._history: list[dict] | None = None  # the logged rows the watch reads (a resumed run's too)
+            self._seen: set[str] = set()
+            self._last_log = time.perf_counter()
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            self._lengths.extend(len(ids) for ids in completion_ids_list)
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+        def log(self, logs: dict, start_time: float | None = None) -> None:
+            mode = "train" if self.model.training else "eval"
+            if mode == "train" and self._metrics[mode]:
+                generated = sum(self._metrics[mode].get("completions/mean_length", [])) * \
+                    self.args.generation_batch_size
+                metrics = renamed_metrics(self._metrics[mode], self.reward_labels)
+                if self._lengths:
+                    metrics["completion_length_median"] = [float(statistics.median(self._lengths))]
+                now = time.perf_counter()
+                if generated and now > self._last_log:
+                    metrics["completion_tokens_per_s"] = [round(generated / (now - self._last_log), 1)]
+                self._last_log, self._lengths = now, []
+                self._metrics[mode] = metrics
+                flags = self._watch_step(metrics)
+                if flags:
+                    logs["flags"] = flags
+            super().log(logs, start_time)
+
+        def _watch_step(self, metrics: dict) -> list[str]:
+            if self._history is None:
+                self._history = _earlier_rows(Path(self.args.output_dir), self.state.global_step)
+            row = {"step": self.state.global_step}
+            for key in ("reward", "reward_std", "completion_length"):
+                value = _nan_mean(metrics.get(key, []))
+                if value is not None:
+                    row[key] = value
+            self._history.append(row)
+            events = self.watch.events(self._history)
+            for event in events:
+                if event.name not in self._seen and self.is_world_process_zero():
+                    logger.warning("grpo: step %d: %s", self.state.global_step, event.message)
+                self._seen.add(event.name)
+            return [event.name for event in events]
+
+    return RtoolGRPOTrainer
+
+
+def _earlier_rows(out: Path, before_step: int) -> list[dict]:
+    """A resumed run's logged rows before `before_step` (metrics.jsonl is trimmed to the checkpoint already)."""
+    from rtool.curves import METRICS_FILE
+
+    rows = []
+    path = out / METRICS_FILE
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("step", before_step) < before_step:
+                rows.append(row)
+    return rows
+
+
+def make_trainer(*, model, tokenizer, dataset, args: dict, peft_config, callbacks, rewards, settings: GRPOSettings):
+    """rtool's GRPOTrainer from the shared trainer arguments (`training.trainer_args`), a `rtool.rewards.RewardSet`
+    and the GRPO settings. With `peft_config`, TRL adds the LoRA adapter (and needs no reference model copy: the
+    adapter off is the reference)."""
+    from trl import GRPOConfig
+
+    functions, weights = rewards.functions()
+    config = GRPOConfig(**args, **settings.config_args(), reward_weights=weights, remove_unused_columns=False,
+                        log_completions=False)
+    return trainer_class()(model=model, reward_funcs=functions, args=config, train_dataset=dataset,
+                           processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
+                           watch=settings.watch, reward_labels=[spec.label for spec in rewards.specs])
+
+
+def curve_marks(watch: CurveWatch):
+    """OUT/curves.png's marks for a finished run's metrics rows (the same events the run warned about)."""
+    from rtool.failure_curves import event_marks
+
+    return lambda rows: event_marks(watch.events(rows))

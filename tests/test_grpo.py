@@ -1,0 +1,253 @@
+"""rtool grpo: the prompts it trains on, and the command on the tiny Llama: metrics under rtool's names with the
+weighted reward sum, KL, python and PRM rewards, a live failure-curve warning, resume, LoRA, bad input."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtool.errors import UserError
+from rtool.fields import FieldMap
+from rtool.grpo import GRPOPrompts, renamed_metrics
+from rtool.records import Row
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def rows_of(records, name="prompts.jsonl"):
+    return [Row(record, path=name, line=i + 1) for i, record in enumerate(records)]
+
+
+def test_prompts_one_per_id_as_recorded_with_gold_and_options():
+    recorded = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
+    records = [
+        {"id": "a", "problem": "What is 1 + 1?", "answer": "2"},
+        {"id": "a", "problem": "What is 1 + 1?", "answer": "2", "sample": 1},  # a second sample of prompt a
+        {"id": "b", "problem": "ignored", "prompt_messages": recorded, "answer": "4"},
+        {"id": "c", "question": "Which?", "options": {"A": "x", "B": "y"}, "answer": "B"},
+    ]
+    prompts = GRPOPrompts(FieldMap(), system="SYS", needs_gold=True)
+    examples = list(prompts(rows_of(records)))
+    assert [e["prompt"] for e in examples] == [
+        [{"role": "system", "content": "SYS"}, {"role": "user", "content": "What is 1 + 1?"}],
+        recorded,  # the conversation as distill sent it wins over --system
+        [{"role": "system", "content": "SYS"}, {"role": "user", "content": "Which?\n\nA. x\nB. y"}]]
+    assert [e["answer"] for e in examples] == ["2", "4", "B"]
+    assert [json.loads(e["options"]) if e["options"] else None for e in examples] == [None, None, {"A": "x", "B": "y"}]
+    assert (prompts.counts.read, prompts.counts.kept, prompts.counts.repeated, prompts.counts.recorded) == (4, 3, 1, 1)
+
+
+def test_a_prompt_without_gold_is_an_error_only_when_accuracy_needs_it():
+    records = [{"id": "a", "problem": "q", "answer": "1"}, {"id": "b", "problem": "no gold here"}]
+    with pytest.raises(UserError) as caught:
+        list(GRPOPrompts(needs_gold=True)(rows_of(records)))
+    assert caught.value.render().startswith("prompts.jsonl:2: no gold answer; the accuracy reward compares")
+    examples = list(GRPOPrompts(needs_gold=False)(rows_of(records)))
+    assert [e["answer"] for e in examples] == ["1", ""]
+
+
+def test_trl_metric_names_become_rtools():
+    trl = {"reward": [0.5], "rewards/accuracy/mean": [0.25], "rewards/accuracy/std": [0.4],
+           "completions/mean_length": [20.0], "completions/clipped_ratio": [0.1], "frac_reward_zero_std": [0.5],
+           "clip_ratio/region_mean": [0.0], "clip_ratio/low_min": [0.0], "completions/max_terminated_length": [3.0],
+           "entropy": [2.0], "kl": [0.01]}
+    out = renamed_metrics(trl, ["accuracy"])
+    assert dict(out) == {"reward": [0.5], "reward/accuracy": [0.25], "reward/accuracy_std": [0.4],
+                         "completion_length": [20.0], "truncated_share": [0.1], "zero_std_share": [0.5],
+                         "clip_ratio": [0.0], "entropy": [2.0], "kl": [0.01], "accuracy": [0.25]}
+
+
+# The command on the tiny Llama.
+
+def run_grpo(capfd, *args):
+    """`rtool grpo ARGS` in this process; (exit code, stdout, stderr) as captured at the file descriptors."""
+    from rtool.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["grpo", *map(str, args)])
+    captured = capfd.readouterr()
+    return exit_.value.code, captured.out, captured.err
+
+
+def fast(steps=2):
+    """4 completions per prompt, 2 prompts a step, 24 tokens at most: a step takes well under a second."""
+    return ["--max-steps", str(steps), "--lr", "1e-3", "--num-generations", "4", "--batch-size", "8",
+            "--grad-accum", "1", "--max-completion-length", "24", "--logging-steps", "1", "--save-steps", "0",
+            "--no-system"]
+
+
+def metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def test_training_logs_rewards_by_name_and_their_weighted_sum(capfd, tmp_path, tiny_model_dir, tiny_task_file):
+    out = tmp_path / "run"
+    code, stdout, stderr = run_grpo(capfd, "--model", tiny_model_dir, "--data", tiny_task_file, "--out", out,
+                                    *fast(3), "--reward", "accuracy=1,format=0.5,length=0.25", "--length-buffer", "8",
+                                    "--beta", "0.05")
+    assert code == 0, stderr
+    assert stdout == f"{out}\n"
+    assert "grpo: 50 prompts of 50 rows read" in stderr
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        expected = {"loss", "learning_rate", "tokens_per_s", "reward", "reward_std", "reward/accuracy",
+                    "reward/format", "reward/length", "reward/length_std", "accuracy", "completion_length",
+                    "completion_length_median", "completion_length_min", "completion_length_max", "truncated_share",
+                    "zero_std_share", "kl", "entropy", "completion_tokens_per_s"}
+        assert expected <= set(row), expected - set(row)
+        assert not any(key.startswith(("completions/", "rewards/")) for key in row)
+        # The reward is the weighted sum of the functions' means (no reward gave None here).
+        assert row["reward"] == pytest.approx(row["reward/accuracy"] + 0.5 * row["reward/format"]
+                                              + 0.25 * row["reward/length"], abs=1e-5)
+        assert row["accuracy"] == row["reward/accuracy"]
+        assert -1 <= row["reward/length"] <= 0 and 0 <= row["truncated_share"] <= 1
+        assert 1 <= row["completion_length_min"] <= row["completion_length_median"] <= row[
+            "completion_length_max"] <= 24
+        assert row["completion_tokens_per_s"] > 0 and math.isfinite(row["kl"]) and row["entropy"] > 0
+        assert "flags" not in row
+    before, after = weights(tiny_model_dir), weights(out)
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+    assert (out / "curves.png").exists()
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.generate(torch.tensor([[1, 2, 3]], device=model.device), max_new_tokens=3).shape[1] >= 4
+
+
+def test_a_python_reward_is_imported_weighted_and_logged_under_its_name(capfd, tmp_path, monkeypatch,
+                                                                        tiny_model_dir, tiny_task_file):
+    (tmp_path / "my_rewards.py").write_text(
+        "def quarter(prompts, completions, completion_ids, answer, **kwargs):\n"
+        "    assert len(answer) == len(completions) and kwargs['trainer_state'] is not None\n"
+        "    return [0.25 for _ in completions]\n"
+        "def wrong_shape(prompts, completions, **kwargs):\n"
+        "    return [1.0]\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "python"
+    code, _, stderr = run_grpo(capfd, "--model", tiny_model_dir, "--data", tiny_task_file, "--out", out, *fast(2),
+                               "--reward", "accuracy=1,python:my_rewards:quarter=2")
+    assert code == 0, stderr
+    for row in metrics(out):
+        assert row["reward/quarter"] == 0.25 and row["reward/quarter_std"] == 0.0
+        assert row["reward"] == pytest.approx(row["accuracy"] + 0.5, abs=1e-6)
+
+    broken = tmp_path / "broken"
+    code, stdout, stderr = run_grpo(capfd, "--model", tiny_model_dir, "--data", tiny_task_file, "--out", broken,
+                                    *fast(2), "--reward", "python:my_rewards:wrong_shape=1")
+    assert code == 2 and stdout == ""
+    assert stderr.strip().splitlines()[-1] == (
+        "rtool: error: reward 'python:my_rewards:wrong_shape' returned 1 values for 8 completions; it must return "
+        "one number (or None) per completion")
+    assert not broken.exists()  # failed at step 1: nothing half-made is left
+
+
+def test_a_prm_reward_scores_completions_in_0_1(capfd, tmp_path, tiny_model_dir, tiny_task_file):
+    from prm_models import build_prm
+
+    prm = build_prm("qwen-prm", tmp_path / "prm")
+    out = tmp_path / "prm-run"
+    code, _, stderr = run_grpo(capfd, "--model", tiny_model_dir, "--data", tiny_task_file, "--out", out, *fast(2),
+                               "--reward", "prm=1", "--prm", prm, "--prm-agg", "mean")
+    assert code == 0, stderr
+    assert "read as qwen-prm" in stderr
+    for row in metrics(out):
+        assert 0 < row["reward/prm"] < 1 and row["reward"] == pytest.approx(row["reward/prm"])
+        assert "accuracy" not in row
+
+
+def test_a_length_collapse_warns_once_flags_the_rows_and_marks_the_curves(capfd, tmp_path, monkeypatch,
+                                                                           tiny_model_dir, tiny_task_file):
+    """A reward for stopping early at a far too high rate: the completions shrink to a few tokens within steps."""
+    (tmp_path / "short.py").write_text(
+        "def short(prompts, completions, completion_ids, **kwargs):\n"
+        "    return [-float(len(ids)) for ids in completion_ids]\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "collapse"
+    code, _, stderr = run_grpo(capfd, "--model", tiny_model_dir, "--data", tiny_task_file, "--out", out, *fast(12),
+                               "--reward", "python:short:short=1", "--lr", "0.05", "--watch-window", "2",
+                               "--temperature", "1.0")
+    assert code == 0, stderr
+    rows = metrics(out)
+    lengths = [row["completion_length"] for row in rows]
+    assert lengths[-1] < 0.5 * (lengths[0] + lengths[1]) / 2, lengths
+    assert " ".join(stderr.split()).count("sequence length collapse: mean completion length") == 1
+    flagged = [row["step"] for row in rows if "sequence_length_collapse" in row.get("flags", [])]
+    assert flagged and flagged == list(range(flagged[0], 13))  # from the step it showed to the final row
+    from rtool.failure_curves import CurveWatch, event_marks
+
+    marks = event_marks(CurveWatch(window=2).events(rows))
+    assert [(m.step, m.metric) for m in marks if m.label == "sequence length collapse"] == [
+        (flagged[0], "completion_length")]
+
+
+def test_resume_continues_and_keeps_watching(capfd, tmp_path, tiny_model_dir, tiny_task_file):
+    out = tmp_path / "resumable"
+    common = ["--model", tiny_model_dir, "--data", tiny_task_file, "--out", out]
+    code, _, stderr = run_grpo(capfd, *common, *fast(2), "--save-steps", "1")
+    assert code == 0, stderr
+    shutil.rmtree(out / "checkpoint-2")  # as if killed after step 2's log but before its checkpoint
+    code, stdout, stderr = run_grpo(capfd, *common, *fast(3), "--save-steps", "1", "--resume")
+    assert code == 0, stderr
+    assert stdout == f"{out}\n" and "checkpoint-1" in stderr
+    assert [row["step"] for row in metrics(out)] == [1, 2, 3]
+    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+
+
+def test_lora_with_config_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, tiny_task_file):
+    out = tmp_path / "lora"
+    config = tmp_path / "run.yaml"
+    # The length reward varies within a group from the start (accuracy is all 0 for a random model: no signal).
+    config.write_text(f"model: {tiny_model_dir}\ndata: {tiny_task_file}\nreward: accuracy=1,length=0.2\n"
+                      "length-buffer: 8\nnum-generations: 4\n")
+    code, stdout, stderr = run_grpo(capfd, "--config", config, "--out", out, *fast(2), "--lora", "--lora-r", "4",
+                                    "--lora-targets", "q_proj,v_proj", "--merge-lora")
+    assert code == 0, stderr
+    assert stdout == f"{out}\n"
+    assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+    assert "reward/length" in metrics(out)[0]
+    before, merged = weights(tiny_model_dir), weights(out / "merged")
+    changed = {name for name in before if not torch.equal(before[name], merged[name])}
+    assert changed and all("q_proj" in name or "v_proj" in name for name in changed)
+
+
+def test_bad_input_is_one_line_and_leaves_no_run(capfd, tmp_path, tiny_model_dir, tiny_task_file):
+    def fails(*flags, data=tiny_task_file):
+        out = tmp_path / "never"
+        code, stdout, stderr = run_grpo(capfd, "--model", tiny_model_dir, "--data", data, "--out", out, *fast(1),
+                                        *flags)
+        assert code == 2 and stdout == "" and not out.exists(), stderr
+        errors = [line for line in stderr.splitlines() if "error" in line]
+        assert len(errors) == 1 and stderr.rstrip().endswith(errors[0])
+        return errors[0]
+
+    no_gold = tmp_path / "no_gold.jsonl"
+    no_gold.write_text('{"problem": "What is 1 + 1?", "answer": "2"}\n{"problem": "What is 2 + 2?"}\n')
+    assert fails(data=no_gold).startswith(f"rtool: error: {no_gold}:2: no gold answer; the accuracy reward")
+    assert "unknown reward 'acc'" in fails("--reward", "acc=1")
+    assert "the weight 'x' is not a number" in fails("--reward", "accuracy=x")
+    assert "cannot import no_such_module_here" in fails("--reward", "python:no_such_module_here:f=1")
+    assert "not a multiple of --num-generations 3" in fails("--num-generations", "3")
+    assert "--num-generations must be at least 2" in fails("--num-generations", "1")
+    assert "--prm is given but --reward has no prm=W" in fails("--prm", tiny_model_dir)
+    assert "the prm reward needs a process reward model" in fails("--reward", "prm=1")
+    assert "unknown --loss-type 'ppo'" in fails("--loss-type", "ppo")
+    assert "--temperature must be > 0" in fails("--temperature", "0")
+    if not _vllm_on_gpu():
+        assert "--use-vllm needs vllm installed and a CUDA GPU" in fails("--use-vllm")
+
+
+def _vllm_on_gpu() -> bool:
+    from rtool.generation import vllm_usable
+
+    return vllm_usable()
