@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+REPO = RESULTS.parent.parent
 
 
 def machine() -> str:
@@ -35,3 +36,24 @@ def write_section(title: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     RESULTS.write_text(text.rstrip() + "\n")
+
+
+def task_and_model(scratch: Path, *, n: int, ops: tuple[str, ...], hidden_size: int) -> tuple[Path, Path]:
+    """`n` quickstart arithmetic problems (examples/quickstart/make_task.py) as scratch/task.jsonl, and a random
+    2-layer Llama with a character tokenizer for them saved to scratch/model; (model dir, task file)."""
+    import importlib.util
+    import json
+    import string
+
+    spec = importlib.util.spec_from_file_location("make_task", REPO / "examples" / "quickstart" / "make_task.py")
+    make_task = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_task)
+    rows = make_task.make_rows(n, seed=0, ops=ops)
+    data = scratch / "task.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    from rtool.tiny import char_tokenizer, save_tiny, tiny_llama
+
+    tokenizer = char_tokenizer([string.printable] + [row["problem"] + row["solution"] for row in rows])
+    model = tiny_llama(tokenizer, hidden_size=hidden_size, num_layers=2, num_heads=4, seed=0)
+    return save_tiny(model, tokenizer, scratch / "model"), data

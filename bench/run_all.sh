@@ -10,4 +10,5 @@ python prm_score.py
 python bon.py
 python sft.py
 python redi.py
+python grpo.py
 if [ -d merge ]; then for script in merge/*.py; do [ -f "$script" ] && python "$script"; done; fi

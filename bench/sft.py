@@ -8,35 +8,21 @@ processes); peak RSS is the largest single process (/usr/bin/time -v).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import statistics
-import string
 import sys
 import tempfile
 from pathlib import Path
 
-from common import machine, run_measured, write_section
+from common import machine, run_measured, task_and_model, write_section
 
-REPO = Path(__file__).resolve().parent.parent
 STEPS = 30
 
 
 def make_inputs(scratch: Path) -> tuple[Path, Path]:
-    spec = importlib.util.spec_from_file_location("make_task", REPO / "examples" / "quickstart" / "make_task.py")
-    make_task = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_task)
-    rows = make_task.make_rows(256, seed=0, ops=("add", "sub"))
-    data = scratch / "task.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-
-    from rtool.tiny import char_tokenizer, save_tiny, tiny_llama
-
-    tokenizer = char_tokenizer([string.printable] + [row["problem"] + row["solution"] for row in rows])
-    model = tiny_llama(tokenizer, hidden_size=64, num_layers=2, num_heads=4, seed=0)
-    return save_tiny(model, tokenizer, scratch / "model"), data
+    return task_and_model(scratch, n=256, ops=("add", "sub"), hidden_size=64)
 
 
 def main() -> None:

@@ -49,3 +49,16 @@ def same_weights(a, b) -> bool:
 
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def run_in_process(capfd, command: str, *args):
+    """`rtool COMMAND ARGS` in this process (fast: nothing re-imported); (exit code, stdout, stderr) as captured at
+    the file descriptors by pytest's `capfd`."""
+    import pytest
+
+    from rtool.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *map(str, args)])
+    captured = capfd.readouterr()
+    return exit_.value.code, captured.out, captured.err

@@ -3,12 +3,16 @@ weighted reward sum, KL, python and PRM rewards, a live failure-curve warning, r
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import run_in_process
 from rtool.errors import UserError
 from rtool.fields import FieldMap
 from rtool.grpo import GRPOPrompts, renamed_metrics
@@ -63,13 +67,7 @@ def test_trl_metric_names_become_rtools():
 # The command on the tiny Llama.
 
 def run_grpo(capfd, *args):
-    """`rtool grpo ARGS` in this process; (exit code, stdout, stderr) as captured at the file descriptors."""
-    from rtool.cli import main
-
-    with pytest.raises(SystemExit) as exit_:
-        main(["grpo", *map(str, args)])
-    captured = capfd.readouterr()
-    return exit_.value.code, captured.out, captured.err
+    return run_in_process(capfd, "grpo", *args)
 
 
 def fast(steps=2):
@@ -219,6 +217,23 @@ def test_lora_with_config_saves_adapter_and_merged_model(capfd, tmp_path, tiny_m
     before, merged = weights(tiny_model_dir), weights(out / "merged")
     changed = {name for name in before if not torch.equal(before[name], merged[name])}
     assert changed and all("q_proj" in name or "v_proj" in name for name in changed)
+
+
+def test_two_process_torchrun_writes_one_model(tmp_path, tiny_model_dir, tiny_task_file):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    # Two CPU processes, on a GPU machine too (CUDA hidden): this test means the CPU.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RTOOL_DEBUG": "0", "CUDA_VISIBLE_DEVICES": ""}
+    flags = [*fast(2), "--batch-size", "4", "--reward", "accuracy=1,length=0.5", "--length-buffer", "8"]
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rtool.cli", "grpo",
+                             "--model", str(tiny_model_dir), "--data", str(tiny_task_file), "--out", str(out), *flags],
+                            capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{out}\n"  # rank 0 only
+    assert result.stderr.count("grpo: 50 prompts of 50 rows read") == 1  # one report
+    assert len(list(out.rglob("model.safetensors"))) == 1
+    assert [row["step"] for row in metrics(out)] == [1, 2]  # one writer
+    assert any(not torch.equal(a, b) for a, b in zip(weights(tiny_model_dir).values(), weights(out).values()))
 
 
 def test_bad_input_is_one_line_and_leaves_no_run(capfd, tmp_path, tiny_model_dir, tiny_task_file):

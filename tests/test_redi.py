@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_in_process
 from rtool.errors import UserError
 from rtool.fields import FieldMap
 from rtool.records import Row
@@ -274,13 +275,7 @@ def test_examples_tokenize_both_sides_and_drop_pairs_too_long(tokenizer):
 # The command on the tiny Llama.
 
 def run_redi(capfd, *args):
-    """`rtool redi ARGS` in this process; (exit code, stdout, stderr) as captured at the file descriptors."""
-    from rtool.cli import main
-
-    with pytest.raises(SystemExit) as exit_:
-        main(["redi", *map(str, args)])
-    captured = capfd.readouterr()
-    return exit_.value.code, captured.out, captured.err
+    return run_in_process(capfd, "redi", *args)
 
 
 def fast(steps=2):
