@@ -12,6 +12,8 @@
 #   examples/bon/run.sh [WORK_DIR]          # default examples/bon/work; rtool must be on PATH
 #   BON_SEED=1 examples/bon/run.sh          # another draw of problems, weights and samples
 #   BON_PROMPTS=100 BON_PRM_STEPS=200 ...   # smaller (CI): held-out prompts sampled, PRM training steps
+#   BON_REUSE=examples/quickstart/work ...  # step 1 (task, models, teacher, traces) from a finished quickstart run
+#                                           # of the same seed: ~2-3 minutes less (CI, right after make quickstart)
 #
 # stdout: the results table. stderr: each command's logs. WORK_DIR/bon.png: accuracy against N.
 # On a busy machine run it with OMP_NUM_THREADS=1: torch's one thread per core made it 4x slower at load ~5.
@@ -26,29 +28,11 @@ student_steps="${BON_STUDENT_STEPS:-550}"
 prm_steps="${BON_PRM_STEPS:-400}"
 rm -rf "$work"
 mkdir -p "$work"
-export HF_HUB_DISABLE_PROGRESS_BARS=1
+source "$quickstart/common.sh"  # step (timed into timings.tsv) and teacher_and_traces (step 1)
 
 started=$(date +%s.%N)
-timings="$work/timings.tsv"
-step() {  # step NAME COMMAND...: run it, append "NAME<TAB>seconds" to the timings
-    local name="$1" begin end
-    shift
-    echo ">> $name" >&2
-    begin=$(date +%s.%N)
-    "$@"
-    end=$(date +%s.%N)
-    awk -v n="$name" -v b="$begin" -v e="$end" 'BEGIN { printf "%s\t%.1f\n", n, e - b }' >> "$timings"
-}
-
-step "make task" python "$quickstart/make_task.py" --out-dir "$work/data" --train 2000 --test 500 --seed "$seed" >&2
+teacher_and_traces "$seed" "${BON_REUSE:-}"
 head -n "$prompts" "$work/data/test.jsonl" > "$work/data/bon.jsonl"
-step "build models" python "$quickstart/build_models.py" --data "$work/data/train.jsonl" "$work/data/test.jsonl" \
-    --teacher-out "$work/teacher-init" --student-out "$work/student-init" --seed "$seed" >&2
-step "sft teacher" rtool sft --model "$work/teacher-init" --data "$work/data/train.jsonl" --no-system \
-    --out "$work/teacher" --config "$quickstart/teacher.yaml" --seed "$seed" > /dev/null
-step "distill teacher" rtool distill --teacher "$work/teacher" -n 4 --temperature 0.8 --top-p 1.0 \
-    --max-new-tokens 120 --no-system --batch-size 256 --seed "$seed" -i "$work/data/train.jsonl" \
-    -o "$work/traces.jsonl"
 
 # The student stops early on purpose: a student near 100% leaves best-of-N nothing to pick from.
 step "sft weak student" rtool sft --model "$work/student-init" --data "$work/traces.jsonl" --out "$work/student" \
@@ -72,5 +56,5 @@ for method in majority naive weighted; do
 done
 
 ended=$(date +%s.%N)
-awk -v b="$started" -v e="$ended" 'BEGIN { printf "total\t%.1f\n", e - b }' >> "$timings"
+awk -v b="$started" -v e="$ended" 'BEGIN { printf "total\t%.1f\n", e - b }' >> "$work/timings.tsv"
 python "$here/report.py" "$work"

@@ -2,7 +2,6 @@
 
     python report.py WORK_DIR                 # one run of run.sh: the table; writes WORK_DIR/summary.json
     python report.py --seeds WORK_DIR...      # several runs (REDI_SEED=0,1,...): per seed, then mean and spread
-    python report.py --check-reuse QUICKSTART_WORK_DIR SEED   # run.sh's check before REDI_REUSE
 
 Reads what run.sh wrote: eval-*.json, traces.jsonl, timings.tsv, run.json and each training run's metrics.jsonl.
 """
@@ -12,7 +11,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -112,20 +110,6 @@ def one_run(work: Path) -> int:
     return 0
 
 
-def check_reuse(work: Path, seed: int) -> int:
-    """REDI_REUSE: only a quickstart run whose traces were sampled as run.sh samples them, for this seed, may
-    stand in for step 1."""
-    rows = [json.loads(line) for line in (work / "traces.jsonl").open()]
-    want = {"temperature": 0.8, "top_p": 1.0, "max_new_tokens": 120, "seed": seed, "system": None}
-    got = {key: rows[0].get("sampling", {}).get(key) for key in want}
-    per_prompt = Counter(row["id"] for row in rows)
-    if got != want or len(per_prompt) != 2000 or set(per_prompt.values()) != {4}:
-        print(f"redi example: REDI_REUSE={work}: its traces are not 4 samples of 2,000 prompts sampled with {want} "
-              f"(found {len(per_prompt)} prompts, {got}); run without REDI_REUSE", file=sys.stderr)
-        return 2
-    return 0
-
-
 def mean_spread(values: list[float]) -> str:
     """'mean ± sample standard deviation [min-max]' in percent."""
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -159,8 +143,6 @@ def seeds(works: list[Path]) -> int:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args and args[0] == "--check-reuse" and len(args) == 3:
-        sys.exit(check_reuse(Path(args[1]), int(args[2])))
     if args and args[0] == "--seeds":
         sys.exit(seeds([Path(arg) for arg in args[1:]]))
     if len(args) != 1:

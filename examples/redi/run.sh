@@ -32,38 +32,12 @@ alpha=()
 if [[ -n "${REDI_ALPHA:-}" ]]; then alpha=(--alpha "$REDI_ALPHA"); fi
 rm -rf "$work"
 mkdir -p "$work"
-export HF_HUB_DISABLE_PROGRESS_BARS=1  # build_models.py saves with transformers, which would draw a bar
-# torch uses every core by default, fastest on an idle machine; on a busy one, OMP_NUM_THREADS=1 is.
+source "$quick/common.sh"  # step (timed into timings.tsv) and teacher_and_traces (step 1)
 
 started=$(date +%s.%N)
 load_start="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)"  # recorded with the timings: the machine is shared
-timings="$work/timings.tsv"
-step() {  # step NAME COMMAND...: run it, append "NAME<TAB>seconds" to the timings
-    local name="$1" begin end
-    shift
-    echo ">> $name" >&2
-    begin=$(date +%s.%N)
-    "$@"
-    end=$(date +%s.%N)
-    awk -v n="$name" -v b="$begin" -v e="$end" 'BEGIN { printf "%s\t%.1f\n", n, e - b }' >> "$timings"
-}
-
-# Step 1: the quickstart's, with its settings (see examples/quickstart/run.sh for the why of each flag).
-if [[ -z "${REDI_REUSE:-}" ]]; then
-    step "make task" python "$quick/make_task.py" --out-dir "$work/data" --train 2000 --test 500 --seed "$seed" >&2
-    step "build models" python "$quick/build_models.py" --data "$work/data/train.jsonl" "$work/data/test.jsonl" \
-        --teacher-out "$work/teacher-init" --student-out "$work/student-init" --seed "$seed" >&2
-    step "sft teacher" rtool sft --model "$work/teacher-init" --data "$work/data/train.jsonl" --no-system \
-        --out "$work/teacher" --config "$quick/teacher.yaml" --seed "$seed" > /dev/null
-    step "distill" rtool distill --teacher "$work/teacher" -n 4 --temperature 0.8 --top-p 1.0 \
-        --max-new-tokens 120 --no-system --batch-size 256 --seed "$seed" -i "$work/data/train.jsonl" \
-        -o "$work/traces.jsonl"
-else
-    # Only traces sampled as above, for this seed, may stand in for step 1: anything else changes the example.
-    python "$here/report.py" --check-reuse "$REDI_REUSE" "$seed"
-    echo ">> step 1 reused from $REDI_REUSE" >&2
-    cp -r "$REDI_REUSE/data" "$REDI_REUSE/teacher" "$REDI_REUSE/student-init" "$REDI_REUSE/traces.jsonl" "$work/"
-fi
+# Step 1: the quickstart's (see examples/quickstart/common.sh for the why of each flag), or a finished run's.
+teacher_and_traces "$seed" "${REDI_REUSE:-}"
 
 # Both stages read the same traces: sft keeps the correct rows, redi pairs them with the incorrect ones. Neither
 # needs --no-system: they train on the conversations distill recorded (prompt_messages).
@@ -91,7 +65,7 @@ if (( samples > 1 )); then
 fi
 
 ended=$(date +%s.%N)
-awk -v b="$started" -v e="$ended" 'BEGIN { printf "total\t%.1f\n", e - b }' >> "$timings"
+awk -v b="$started" -v e="$ended" 'BEGIN { printf "total\t%.1f\n", e - b }' >> "$work/timings.tsv"
 printf '{"seed": %s, "alpha": %s, "samples": %s, "load": {"start": "%s", "end": "%s"}}\n' "$seed" \
     "${REDI_ALPHA:-null}" "$samples" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)" \
     > "$work/run.json"
