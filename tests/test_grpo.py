@@ -263,6 +263,6 @@ def test_bad_input_is_one_line_and_leaves_no_run(capfd, tmp_path, tiny_model_dir
 
 
 def _vllm_on_gpu() -> bool:
-    from rtool.generation import vllm_usable
+    from rtool.backends import vllm_usable
 
     return vllm_usable()

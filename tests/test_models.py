@@ -13,9 +13,9 @@ from rtool.errors import UserError
 from rtool.models import load_model, load_tokenizer, resolve_device, resolve_dtype, resolve_source, save_model
 
 def _logits(model, tokenizer, text="Hello 1+2"):
-    ids = tokenizer(text, return_tensors="pt")
+    ids = tokenizer(text, return_tensors="pt").to(model.device)
     with torch.inference_mode():
-        return model(**ids).logits
+        return model(**ids).logits.float().cpu()
 
 
 def test_resolve_device_and_dtype():
@@ -32,7 +32,8 @@ def test_resolve_device_and_dtype():
 
 def test_load_local_dir(tiny_model_dir):
     model, tok = load_model(tiny_model_dir)
-    assert model.dtype == torch.float32 and not model.training
+    assert model.dtype == resolve_dtype("auto", resolve_device("auto")) and not model.training
+    assert load_model(tiny_model_dir, device="cpu")[0].dtype == torch.float32
     assert tok.padding_side == "left" and tok.pad_token is not None
     assert model.generation_config.pad_token_id == tok.pad_token_id
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
@@ -136,9 +137,9 @@ def test_peft_adapter_merged_for_inference(adapter_dir, tiny_model_dir):
     from peft import PeftModel
 
     path, peft_model = adapter_dir
-    model, tok = load_model(path)
+    model, tok = load_model(path, device="cpu")  # compared with the float32 CPU adapter: the CPU, pinned
     assert not isinstance(model, PeftModel)
-    base, _ = load_model(tiny_model_dir)
+    base, _ = load_model(tiny_model_dir, device="cpu")
     merged = _logits(model, tok)
     assert not torch.allclose(merged, _logits(base, tok))  # the adapter does something
     peft_model.eval()

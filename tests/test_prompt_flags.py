@@ -16,7 +16,7 @@ ROWS_JSONL = "".join(json.dumps(row) + "\n" for row in ROWS)
 
 @pytest.fixture(scope="module")
 def endpoint(tiny_model_dir):
-    from rtool.generation import open_backend
+    from rtool.backends import open_backend
 
     with serve(open_backend(tiny_model_dir, "hf", batch_size=4)) as server:
         yield server

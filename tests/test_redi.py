@@ -404,7 +404,8 @@ def test_lora_with_config_saves_adapter_and_merged_model(capfd, tmp_path, tiny_m
 def test_two_process_torchrun_writes_one_model(tmp_path, tiny_model_dir, traces):
     out = tmp_path / "ddp"
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, **SINGLE_THREAD, "RTOOL_DEBUG": "0"}
+    # Two CPU processes, on a GPU machine too (CUDA hidden): this test means the CPU.
+    env = {**os.environ, **SINGLE_THREAD, "RTOOL_DEBUG": "0", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rtool.cli", "redi",
                              "--model", str(tiny_model_dir), "--data", str(traces), "--out", str(out), *fast()],
                             capture_output=True, text=True, timeout=240, env=env)

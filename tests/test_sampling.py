@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from rtool.errors import UserError
-from rtool.generation import SamplingParams, open_backend, sample_seed
+from rtool.backends import open_backend
+from rtool.generation import SamplingParams, sample_seed
 from rtool.sampler import draw, penalize_repeats, row_uniforms, sampling_probs
 
 CONVERSATIONS = [[{"role": "user", "content": "What is 2+3?"}], [{"role": "user", "content": "Count: 1 2 3 4"}]]

@@ -179,7 +179,8 @@ def test_bad_data_errors_name_file_line_and_field(capfd, tmp_path, tiny_model_di
 def test_two_process_torchrun_writes_one_model(tmp_path, tiny_model_dir, traces):
     out = tmp_path / "ddp"
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, **SINGLE_THREAD, "RTOOL_DEBUG": "0"}
+    # Two CPU processes, on a GPU machine too (CUDA hidden): this test means the CPU.
+    env = {**os.environ, **SINGLE_THREAD, "RTOOL_DEBUG": "0", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rtool.cli", "sft",
                              "--model", str(tiny_model_dir), "--data", str(traces), "--out", str(out), *FAST,
                              "--batch-size", "2", "--save-steps", "0"],

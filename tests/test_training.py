@@ -10,8 +10,8 @@ import typer
 from rtool.config import merge_config
 from rtool.errors import UserError
 from rtool.options import ConfigOpt, LoraTargetsOpt
-from rtool.training import (Hyperparams, LoraSettings, MetricsCallback, checkpoint_step, precision, prepare_out_dir,
-                            stored_dtype, trainer_args, trim_metrics)
+from rtool.training import (Hyperparams, LoraSettings, MetricsCallback, checkpoint_step, device_shortage, precision,
+                            prepare_out_dir, stored_dtype, trainer_args, trim_metrics)
 
 
 def run_command(args):
@@ -227,3 +227,10 @@ def test_metrics_callback_rows(tmp_path):
     state.is_world_process_zero = False  # other ranks write nothing
     callback.on_log(None, state, TrainerControl(), logs={"loss": 1.0})
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_more_processes_than_gpus_is_named():
+    assert device_shortage(2, 0) is None  # no GPU: the processes share the CPU
+    assert device_shortage(2, 2) is None and device_shortage(1, 8) is None
+    assert device_shortage(2, 1) == ("2 training processes on this machine but 1 CUDA GPU(s) visible: each process "
+                                     "takes its own GPU")

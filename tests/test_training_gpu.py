@@ -61,3 +61,20 @@ def test_merged_lora_keeps_a_float32_base(tmp_path, tiny_model_dir, rows):
     assert {tensor.dtype for tensor in merged.values()} == {torch.float32}
     changed = {name for name in base if not torch.equal(base[name], merged[name])}
     assert changed and all("q_proj" in name or "v_proj" in name for name in changed)
+
+
+def test_more_processes_than_gpus_is_a_one_line_error(tmp_path, tiny_model_dir, rows):
+    import os
+    import subprocess
+    import sys
+
+    processes = torch.cuda.device_count() + 1
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", str(processes), "-m", "rtool.cli",
+                             "sft", "--model", str(tiny_model_dir), "--data", str(rows), "--out", str(tmp_path / "o"),
+                             "--max-steps", "1", "--no-system"],
+                            capture_output=True, text=True, timeout=240, env={**os.environ, "RTOOL_DEBUG": "0"})
+    assert result.returncode != 0
+    assert f"rtool: error: {processes} training processes on this machine but" in result.stderr
+    assert "Traceback" not in result.stderr and "invalid device ordinal" not in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,5 +1,5 @@
 """The `hf` backend: transformers `generate` on a local model (CPU or GPU). Open it through
-`rtool.generation.open_backend`, or wrap an already loaded model: `HFBackend(model, tokenizer, name="policy")`."""
+`rtool.backends.open_backend`, or wrap an already loaded model: `HFBackend(model, tokenizer, name="policy")`."""
 
 from __future__ import annotations
 
