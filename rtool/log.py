@@ -17,8 +17,14 @@ def setup(verbosity: int = 0) -> None:
     from rich.logging import RichHandler
     from rich.console import Console
 
-    handler = RichHandler(console=stderr_console(), show_time=False, show_path=False, markup=False)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    if sys.stderr.isatty():
+        handler = RichHandler(console=stderr_console(), show_time=False, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        # A log file or pipe gets whole lines in rich's layout: rich wraps at 80 columns there and pads each line,
+        # which breaks a long progress line in two (and grep with it).
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False

@@ -444,8 +444,14 @@ class MetricsCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
-        logger.info("step %d/%d  loss %s  lr %.3g  %s tok/s", state.global_step, state.max_steps,
-                    _fmt(row.get("loss")), row.get("learning_rate", 0.0), _fmt(row.get("tokens_per_s"), ".0f"))
+        # RL runs are watched by their reward, not their loss: those values join the line when logged.
+        extra = "".join(f"  {label} {_fmt(row[key])}" for key, label in _PROGRESS_EXTRAS if key in row)
+        logger.info("step %d/%d  loss %s  lr %.3g  %s tok/s%s", state.global_step, state.max_steps,
+                    _fmt(row.get("loss")), row.get("learning_rate", 0.0), _fmt(row.get("tokens_per_s"), ".0f"),
+                    extra)
+
+
+_PROGRESS_EXTRAS = (("reward", "reward"), ("accuracy", "accuracy"), ("completion_length", "length"))
 
 
 def _fmt(value, spec: str = ".4g") -> str:
