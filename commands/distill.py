@@ -2,11 +2,13 @@
 
     rtool distill --teacher ckpt/teacher -n 4 --temperature 0.8 < prompts.jsonl > traces.jsonl
     rtool distill --teacher http://localhost:8000/v1 --api-model Qwen/QwQ-32B -n 8 -i gsm8k.jsonl -o traces.jsonl --resume
+    rtool distill --teacher http://gpu1:8000/v1,http://gpu2:8000/v1 --batch-size 32 -n 8 -i gsm8k.jsonl -o traces.jsonl
 
 Each output row is its input row plus `id`, `prompt_messages` (the conversation as sent, system prompt included),
 `completion`, `sample`, `teacher`, `pred`, `correct` (true, false, or null when the row has no gold answer),
 `finish_reason` (stop|length), `completion_tokens` (null when an endpoint reports no usage) and `sampling` (backend,
-teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens, seed, system). Negatives are kept:
+teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens, seed, system); with several endpoints,
+also `endpoint` (the URL that drew the sample). Negatives are kept:
 `rtool sft` skips them by default and `rtool redi` learns from them. A summary goes to stderr.
 
 `--out FILE` refuses a file that already holds samples unless `--resume` (add the missing samples, with the same
@@ -28,7 +30,7 @@ from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendO
 
 
 def distill_cmd(
-    teacher: Annotated[str, typer.Option("--teacher", "-t", help="Teacher: a local HF dir, a hub id, a .gguf file, a PEFT adapter dir, a model name at --base-url, or an http(s) endpoint URL.")],
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help="Teacher: a local HF dir, a hub id, a .gguf file, a PEFT adapter dir, a model name at --base-url, an http(s) endpoint URL, or several comma-separated endpoint URLs served together (requests round-robin, --batch-size in flight per endpoint; requests a failing endpoint drops go to the others).")],
     input: InputOpt = "-",
     out: OutOpt = "-",
     num_samples: NumSamplesOpt = 4,
@@ -96,8 +98,9 @@ def distill_cmd(
         if resume:
             existing.check_same_sampling(sampling, out)
         with RecordWriter(out, append=not overwrite) as writer:
+            # A fleet has --batch-size requests in flight per endpoint: chunks as many times wider keep all busy.
             for trace in sample_traces(generator, rows, fields, params, system=system_prompt,
-                                       chunk_prompts=batch_size, done=done):
+                                       chunk_prompts=batch_size * generator.servers, done=done):
                 writer.write(trace.record(teacher=generator.name, sampling=sampling))
                 summary.add(trace)
     finally:

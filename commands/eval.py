@@ -117,7 +117,9 @@ def _generate_and_grade(generator, rows, fields, params, system, batch_size) -> 
     from rtool.traces import sample_traces, sampling_record
 
     sampling = sampling_record(generator, params, system)
-    for trace in sample_traces(generator, rows, fields, params, system=system, chunk_prompts=batch_size):
+    # A fleet of endpoints (--model URL1,URL2) has --batch-size requests in flight per endpoint: wider chunks.
+    for trace in sample_traces(generator, rows, fields, params, system=system,
+                               chunk_prompts=batch_size * generator.servers):
         yield trace.record(teacher=generator.name, sampling=sampling), trace.row
 
 

@@ -74,6 +74,7 @@ class Completion:
     text: str
     finish_reason: str  # "stop" | "length"
     completion_tokens: int | None  # None: an endpoint that reports no usage (never estimated)
+    endpoint: str | None = None  # the endpoint URL that drew it, set by a fleet of several (rtool.backends.fleet)
 
 
 class Backend:
@@ -82,6 +83,9 @@ class Backend:
 
     name: str = "?"
     kind: str = "?"
+    # How many servers answer at once (a fleet of endpoints: several); callers widen their chunks of prompts by
+    # this much, so that every server stays busy.
+    servers: int = 1
 
     def generate(self, conversations: list[list[dict]], params: SamplingParams,
                  seeds: list[list[int]] | None = None) -> list[list[Completion]]:

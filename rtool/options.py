@@ -32,7 +32,7 @@ MinPOpt = Annotated[float, typer.Option("--min-p", help="Drop tokens less likely
 RepetitionPenaltyOpt = Annotated[float, typer.Option("--repetition-penalty", help="Divide (multiply, if negative) the logits of tokens already in the conversation by this; 1 is off.")]
 MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Longest completion in tokens; longer ones stop with finish_reason 'length'.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (sampling, shuffling, init).")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences (prompt x sample) per generation batch (hf), or concurrent requests (openai).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences (prompt x sample) per generation batch (hf), or concurrent requests per endpoint (openai).")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (key from OPENAI_API_KEY).")]
 ApiModelOpt = Annotated[Optional[str], typer.Option("--api-model", help="Model name sent to an OpenAI-compatible endpoint (default: the first from /v1/models).")]
 RequestTimeoutOpt = Annotated[float, typer.Option("--request-timeout", help="Seconds per HTTP request to an endpoint (long: a non-streaming server answers only when a whole reasoning trace is done).")]

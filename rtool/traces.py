@@ -48,6 +48,8 @@ class Trace:
         out.update(completion=self.completion.text, sample=self.sample)
         if teacher is not None:
             out["teacher"] = teacher
+        if getattr(self.completion, "endpoint", None) is not None:  # a fleet: which endpoint drew this sample
+            out["endpoint"] = self.completion.endpoint
         out.update(pred=self.pred, correct=self.correct, finish_reason=self.completion.finish_reason,
                    completion_tokens=self.completion.completion_tokens)
         if sampling is not None:

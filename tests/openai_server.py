@@ -7,13 +7,17 @@ local model through rtool's hf backend, so client tests run end to end over HTTP
         server.requests                              # [(method, path, headers, body), ...] as received
 
 `fail_first` answers the first K chat requests with `fail_status` (and `retry_after` seconds in a Retry-After
-header, if given); `max_n` caps the choices per answer, like servers that ignore `n`.
+header, if given), `fail_after` every chat request after the K-th (a server that breaks mid-run); `max_n` caps the
+choices per answer, like servers that ignore `n`. `delay` holds each chat answer that many seconds (so concurrent
+requests overlap); `server.max_in_flight` is the most chat requests it held at once. Servers of one model share its
+lock: `serve(backend, model_lock=other.model_lock)`.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -39,7 +43,13 @@ class _Handler(BaseHTTPRequestHandler):
         count = self.server.record(self, body)
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._json(404, {"error": {"message": f"no route {self.path}"}})
-        if count <= self.server.fail_first:
+        with self.server.in_flight():
+            self._chat(body, count)
+
+    def _chat(self, body: dict, count: int) -> None:
+        time.sleep(self.server.delay)
+        fail_after = self.server.fail_after
+        if count <= self.server.fail_first or (fail_after is not None and count > fail_after):
             headers = {"Retry-After": str(self.server.retry_after)} if self.server.retry_after is not None else {}
             return self._json(self.server.fail_status, {"error": {"message": "injected failure"}}, headers)
         if body.get("model") != self.server.backend.name:
@@ -48,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = SamplingParams(n=n, temperature=float(body.get("temperature", 1.0)),
                                 top_p=float(body.get("top_p", 1.0)), max_new_tokens=int(body.get("max_tokens", 16)),
                                 seed=int(body.get("seed", 0)))
-        with self.server.lock:  # one generate at a time: the model and torch's RNG are shared
+        with self.server.model_lock:  # one generate at a time: the model and torch's RNG are shared
             completions = self.server.backend.generate([body["messages"]], params)[0]
         choices = [{"index": j, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
                    for j, c in enumerate(completions)]
@@ -70,13 +80,16 @@ class _Handler(BaseHTTPRequestHandler):
 class OpenAIServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, backend, *, fail_first=0, fail_status=429, retry_after=None, max_n=None):
+    def __init__(self, backend, *, fail_first=0, fail_status=429, retry_after=None, max_n=None, fail_after=None,
+                 delay=0.0, model_lock=None):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.backend, self.fail_first, self.fail_status = backend, fail_first, fail_status
-        self.retry_after, self.max_n = retry_after, max_n
+        self.retry_after, self.max_n, self.fail_after, self.delay = retry_after, max_n, fail_after, delay
         self.lock = threading.Lock()
+        self.model_lock = model_lock or threading.Lock()
         self.requests: list[tuple[str, str, dict, dict | None]] = []
         self._chat_count = 0
+        self._in_flight = self.max_in_flight = 0
 
     @property
     def url(self) -> str:
@@ -88,6 +101,17 @@ class OpenAIServer(ThreadingHTTPServer):
             if handler.command == "POST":
                 self._chat_count += 1
             return self._chat_count
+
+    @contextmanager
+    def in_flight(self):
+        with self.lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._in_flight -= 1
 
     def chat_requests(self) -> list:
         return [r for r in self.requests if r[0] == "POST"]

@@ -2,6 +2,7 @@
 
     backend = open_backend("runs/sft")                 # auto: hf on CPU, vllm with a GPU
     backend = open_backend("http://localhost:8000/v1") # an OpenAI-compatible endpoint
+    backend = open_backend("http://a:8000/v1,http://b:8000/v1")  # a fleet of endpoints (rtool.backends.fleet)
 
 The backends import the interface (`rtool.generation`: SamplingParams, Completion, Backend); nothing there imports
 them, so the arrows point one way.
@@ -22,6 +23,15 @@ def is_url(text) -> bool:
     return isinstance(text, str) and text.startswith(("http://", "https://"))
 
 
+def _fleet_urls(spec) -> list[str] | None:
+    """The URLs of a comma-separated endpoint list; None for anything else (one URL, a model path)."""
+    if not isinstance(spec, str) or "," not in spec:
+        return None
+    from rtool.backends.fleet import parse_fleet
+
+    return parse_fleet(spec)
+
+
 def vllm_usable() -> bool:
     """True when vllm is installed and a CUDA GPU is visible (what `auto` needs to pick vllm)."""
     if importlib.util.find_spec("vllm") is None:
@@ -38,11 +48,23 @@ def open_backend(spec, backend: str = "auto", *, base_url: str | None = None, ap
     """Open a generation backend for `spec` (a model dir/id/.gguf/adapter, or an http(s) endpoint URL).
 
     backend="auto" picks openai when `spec` or `base_url` is an http(s) URL, vllm when it is installed and a GPU
-    is visible, else hf. `batch_size` is sequences per forward batch (hf), or concurrent requests (openai).
+    is visible, else hf. `batch_size` is sequences per forward batch (hf), or concurrent requests per endpoint
+    (openai). Several comma-separated URLs (in `spec` or `base_url`) are a fleet served together.
     """
     one_of("backend", backend, BACKENDS)
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
+    fleet, model = _fleet_urls(spec), api_model
+    if fleet is None and base_url:  # --base-url URL1,URL2 --teacher NAME
+        fleet, model = _fleet_urls(base_url), api_model or (str(spec) if spec else None)
+    if fleet is not None:
+        if backend not in ("auto", "openai"):
+            raise UserError(f"{len(fleet)} endpoint URLs given; the {backend} backend needs a local model",
+                            hint="use --backend openai or auto")
+        from rtool.backends.fleet import FleetBackend
+
+        return FleetBackend(fleet, model=model, concurrency=batch_size, request_timeout=request_timeout,
+                            max_retries=max_retries)
     if backend == "auto":
         backend = "openai" if is_url(spec) or is_url(base_url) else "vllm" if vllm_usable() else "hf"
         logger.debug("backend auto -> %s", backend)

@@ -5,7 +5,8 @@ set; it is never logged. Each sample is one request (n=1) carrying its own seed 
 min_p and repetition_penalty included (vLLM and SGLang servers would otherwise apply the checkpoint's defaults); a
 server that refuses those fields while they are neutral is asked without them, with one warning. Requests run
 `concurrency` at a time; 429, 5xx, connection errors and 200 answers without choices are retried with exponential
-backoff and jitter (a server's Retry-After is respected); other 4xx errors fail at once.
+backoff and jitter (a server's Retry-After is respected); other 4xx errors fail at once. A request still failing
+after its retries raises EndpointDown, which `rtool.backends.fleet` catches to send the request to another endpoint.
 
 A reasoning model served with a reasoning parser returns its thinking in `reasoning_content` (vLLM, DeepSeek) or
 `reasoning`; it is put back in front of the answer as `<think>...</think>`, which is what distillation trains on.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import random
 import socket
@@ -31,6 +33,15 @@ from rtool.log import logger
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 BACKOFF_CAP_S = 30.0
+
+
+class EndpointDown(UserError):
+    """An endpoint still failing a request after its retries (connection errors, timeouts, 429/5xx): the server's
+    trouble, not the request's. A single endpoint's run stops with it; a fleet moves the request elsewhere."""
+
+    def __init__(self, url: str, reason: str, attempts: int, *, hint: str | None = None):
+        self.url, self.reason = url, reason
+        super().__init__(f"{url} failed after {attempts} attempts: {reason}", hint=hint)
 
 
 class _UnsupportedField(Exception):
@@ -58,9 +69,12 @@ class OpenAIBackend(Backend):
     kind = "openai"
 
     def __init__(self, base_url: str, *, model: str | None = None, concurrency: int = 16,
-                 request_timeout: float = 60.0, max_retries: int = 5):
+                 request_timeout: float = 60.0, max_retries: int = 5, in_fleet: bool = False):
+        """`in_fleet`: one of several endpoints (rtool.backends.fleet), whose caller runs `sample` from its own
+        threads: a refused or lost connection gives up after one retry (another endpoint can take the request at
+        once), and retries are logged at debug level (the fleet warns when an endpoint goes out of rotation)."""
         self.base_url = normalize_base_url(base_url)
-        self.request_timeout, self.max_retries = request_timeout, max_retries
+        self.request_timeout, self.max_retries, self.in_fleet = request_timeout, max_retries, in_fleet
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rtool-openai")
         self._lock = threading.Lock()
         self._send_extras = True  # top_k, min_p, repetition_penalty: until the server refuses them
@@ -72,25 +86,17 @@ class OpenAIBackend(Backend):
         ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
         if not ids:
             raise UserError(f"{self.base_url}/models lists no models", hint="pass --api-model NAME")
-        logger.info("openai backend: using model %s from %s", ids[0], self.base_url)
+        logger.log(logging.DEBUG if self.in_fleet else logging.INFO, "openai backend: using model %s from %s",
+                   ids[0], self.base_url)
         return ids[0]
 
     def generate(self, conversations, params, seeds=None):
         params.check()
         seeds = request_seeds(conversations, params, seeds)
-        # One request per sample (n=1) with that sample's seed: a server seeds a request, not each of its n choices,
-        # and some servers cap or ignore n. Concurrency comes from the pool.
-        futures = [[self._pool.submit(self._sample, conversation, params, seed) for seed in row_seeds]
-                   for conversation, row_seeds in zip(conversations, seeds)]
-        try:
-            return [[f.result() for f in row] for row in futures]
-        except BaseException:
-            for row in futures:
-                for f in row:
-                    f.cancel()  # don't keep sending requests for a call that has failed
-            raise
+        return run_samples(self._pool, self.sample, conversations, params, seeds)
 
-    def _sample(self, conversation: list[dict], params: SamplingParams, seed: int) -> Completion:
+    def sample(self, conversation: list[dict], params: SamplingParams, seed: int) -> Completion:
+        """One completion of `conversation` with `seed`, in the calling thread (retries included)."""
         body = {"model": self.model, "messages": conversation, "n": 1, "temperature": params.temperature,
                 "top_p": params.top_p, "max_tokens": params.max_new_tokens, "seed": seed}
         # vLLM and SGLang servers apply the checkpoint's generation_config to settings a request leaves out, so the
@@ -122,12 +128,14 @@ class OpenAIBackend(Backend):
                 data = self._send(method, url, body)
                 return parse(data) if parse is not None else data
             except _Retryable as error:
-                if attempt == self.max_retries:
-                    raise UserError(f"{url} failed after {attempt + 1} attempts: {error}",
-                                    hint="is the server up? check --base-url" if error.connection else None
-                                    ) from None
+                retries = min(self.max_retries, 1) if self.in_fleet and error.connection else self.max_retries
+                if attempt >= retries:
+                    raise EndpointDown(url, str(error), attempt + 1,
+                                       hint="is the server up? check the URL" if error.connection else None
+                                       ) from None
                 delay = _backoff(attempt, error)
-                logger.warning("%s: %s; retry %d/%d in %.1fs", url, error, attempt + 1, self.max_retries, delay)
+                logger.log(logging.DEBUG if self.in_fleet else logging.WARNING, "%s: %s; retry %d/%d in %.1fs",
+                           url, error, attempt + 1, retries, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -163,6 +171,22 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_samples(pool: ThreadPoolExecutor, sample, conversations: list, params: SamplingParams,
+                seeds: list[list[int]]) -> list[list[Completion]]:
+    """`sample(conversation, params, seed)` for every seed of every conversation on `pool`, in input order."""
+    # One request per sample (n=1) with that sample's seed: a server seeds a request, not each of its n choices,
+    # and some servers cap or ignore n. Concurrency comes from the pool.
+    futures = [[pool.submit(sample, conversation, params, seed) for seed in row_seeds]
+               for conversation, row_seeds in zip(conversations, seeds)]
+    try:
+        return [[f.result() for f in row] for row in futures]
+    except BaseException:
+        for row in futures:
+            for f in row:
+                f.cancel()  # don't keep sending requests for a call that has failed
+        raise
 
 
 def _backoff(attempt: int, error: _Retryable) -> float:
