@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.rtool-installed
 SOURCES := pyproject.toml $(wildcard rtool/*.py commands/*.py)
 
-.PHONY: quickstart redi-example bon test test-slow bench install completions clean mergekit-venv
+.PHONY: quickstart redi-example bon grpo-example test test-slow bench install completions clean mergekit-venv
 
 quickstart: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart/run.sh
@@ -22,6 +22,10 @@ redi-example: $(STAMP)
 # Best-of-N on the quickstart task (examples/bon): a weak student sampled 16 times, majority vote and a trained PRM.
 bon: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/bon/run.sh
+
+# GRPO on the quickstart task (examples/grpo): a student stopped early in SFT, then GRPO vs more SFT (~5 min).
+grpo-example: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/grpo/run.sh
 
 # mergekit, the reference for merge-bai's equality tests, pins its own dependencies: it lives in its own venv
 # (make mergekit-venv), and the tests use it when it is there.

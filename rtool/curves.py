@@ -162,14 +162,16 @@ def plot_curves(runs: Runs, out: str | Path, *, metrics: Sequence[str] | None = 
 
 
 def write_curves(run_dir: str | Path, *, marks: Iterable[Mark] | Callable[[list[dict]], Iterable[Mark]] = (),
-                 title: str | None = None) -> Path:
-    """Draw RUN_DIR/metrics.jsonl into RUN_DIR/curves.png (every series, titled with the dir's name); return its
-    path. `marks` may be a function of the rows (a recipe that finds its events in the metrics)."""
+                 metrics: Callable[[list[dict]], Sequence[str]] | None = None, title: str | None = None) -> Path:
+    """Draw RUN_DIR/metrics.jsonl into RUN_DIR/curves.png (every series, or those `metrics(rows)` names, titled
+    with the dir's name); return its path. `marks` may be a function of the rows (a recipe that finds its events in
+    the metrics)."""
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
     if callable(marks):
         marks = marks(rows)
-    return plot_curves({run_labels([run_dir])[0]: rows}, run_dir / CURVES_FILE, marks=marks, title=title)
+    return plot_curves({run_labels([run_dir])[0]: rows}, run_dir / CURVES_FILE, marks=marks, title=title,
+                       metrics=metrics(rows) if metrics else None)
 
 
 def _number(value) -> float | None:

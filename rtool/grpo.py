@@ -188,7 +188,8 @@ class GRPOPrompts:
 
 def renamed_metrics(metrics: dict, reward_labels: Iterable[str]) -> defaultdict:
     """TRL's per-step metric lists under rtool's names (GRPO_METRIC_NAMES; rewards/NAME/mean -> reward/NAME,
-    rewards/NAME/std -> reward/NAME_std; `accuracy` beside reward/accuracy)."""
+    rewards/NAME/std -> reward/NAME_std; `accuracy` beside reward/accuracy; the length's min and max over all the
+    logging window's steps)."""
     out: defaultdict = defaultdict(list)
     for key, values in metrics.items():
         if key.startswith("rewards/") and key.endswith(("/mean", "/std")):
@@ -200,6 +201,10 @@ def renamed_metrics(metrics: dict, reward_labels: Iterable[str]) -> defaultdict:
             out[new] = list(values)
     if "accuracy" in set(reward_labels) and "reward/accuracy" in out:
         out["accuracy"] = list(out["reward/accuracy"])
+    # The window's extremes, not the mean of each step's (TRL's log averages every list it holds).
+    for key, extreme in (("completion_length_min", min), ("completion_length_max", max)):
+        if out.get(key):
+            out[key] = [extreme(out[key])]
     return out
 
 
@@ -290,11 +295,29 @@ def make_trainer(*, model, tokenizer, dataset, args: dict, peft_config, callback
     from trl import GRPOConfig
 
     functions, weights = rewards.functions()
-    config = GRPOConfig(**args, **settings.config_args(), reward_weights=weights, remove_unused_columns=False,
-                        log_completions=False)
+    # Each metrics row averages its whole logging window: a first row of step 1 alone would weigh one batch as much
+    # as a window in the failure-curve watch's starting values.
+    config = GRPOConfig(**{**args, "logging_first_step": False}, **settings.config_args(), reward_weights=weights,
+                        remove_unused_columns=False, log_completions=False)
     return trainer_class()(model=model, reward_funcs=functions, args=config, train_dataset=dataset,
                            processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
                            watch=settings.watch, reward_labels=[spec.label for spec in rewards.specs])
+
+
+# OUT/curves.png's panels, in order, where logged: what a GRPO run is watched by first (reward/NAME only when there
+# are several rewards: with one it repeats `reward`).
+CURVE_PANELS = ("reward", "accuracy", "completion_length", "completion_length_median", "truncated_share",
+                "zero_std_share", "kl", "entropy", "loss", "grad_norm", "learning_rate", "completion_tokens_per_s")
+
+
+def curve_panels(rows: list[dict]) -> list[str]:
+    """The series OUT/curves.png draws for a GRPO run's metrics rows."""
+    logged = {key for row in rows for key, value in row.items() if isinstance(value, (int, float))}
+    per_reward = sorted(key for key in logged if key.startswith("reward/") and not key.endswith("_std"))
+    panels = [name for name in CURVE_PANELS if name in logged]
+    if len(per_reward) > 1:
+        panels[1:1] = per_reward
+    return panels
 
 
 def curve_marks(watch: CurveWatch):

@@ -68,11 +68,12 @@ def grpo_recipe(prompts, *, rewards, settings) -> Recipe:
     """The grpo recipe (rtool.grpo): TRL's GRPOTrainer on `prompts` (a `rtool.grpo.GRPOPrompts`), rewarded by
     `rewards` (a `rtool.rewards.RewardSet`), with `settings` (a `rtool.grpo.GRPOSettings`); BAI's failure curves
     marked on OUT/curves.png."""
-    from rtool.grpo import curve_marks, make_trainer
+    from rtool.grpo import curve_marks, curve_panels, make_trainer
 
     def build_trainer(*, model, tokenizer, dataset, args, peft_config, callbacks):
         return make_trainer(model=model, tokenizer=tokenizer, dataset=dataset, args=args, peft_config=peft_config,
                             callbacks=callbacks, rewards=rewards, settings=settings)
 
     return Recipe(prompts.name, examples=prompts, features=prompts.features, build_trainer=build_trainer,
-                  report=prompts.report, empty_hint=prompts.empty_hint, curve_marks=curve_marks(settings.watch))
+                  report=prompts.report, empty_hint=prompts.empty_hint, curve_marks=curve_marks(settings.watch),
+                  curve_metrics=curve_panels)

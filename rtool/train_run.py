@@ -52,6 +52,8 @@ class Recipe:
     load_model: Callable[..., tuple] | None = None
     lora_task: str = "CAUSAL_LM"
     curve_marks: Callable[[list[dict]], Iterable] | None = None
+    # Which series OUT/curves.png draws, in order, from the metrics rows (None: every one logged).
+    curve_metrics: Callable[[list[dict]], list[str]] | None = None
 
 
 @dataclass
@@ -114,7 +116,7 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     if not training.is_main_process():
         return None
     # After the other ranks are released: they need not wait for a picture.
-    training.draw_curves(run.out, marks=recipe.curve_marks)
+    training.draw_curves(run.out, marks=recipe.curve_marks, metrics=recipe.curve_metrics)
     return run.out
 
 

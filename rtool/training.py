@@ -38,7 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from transformers import TrainerCallback
 
@@ -492,13 +492,14 @@ def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, 
     return out
 
 
-def draw_curves(out: Path, *, marks: Callable[[list[dict]], Iterable] | None = None) -> Path | None:
+def draw_curves(out: Path, *, marks: Callable[[list[dict]], Iterable] | None = None,
+                metrics: Callable[[list[dict]], Sequence[str]] | None = None) -> Path | None:
     """Write OUT/curves.png from OUT/metrics.jsonl (`rtool.curves.write_curves`); return its path, or None when
     it could not be drawn: a warning, never a failed run, since the model is already saved."""
     try:
         from rtool.curves import write_curves
 
-        path = write_curves(out, marks=marks or ())
+        path = write_curves(out, marks=marks or (), metrics=metrics)
     except Exception as error:  # noqa: BLE001 - a missing font or a full disk must not fail a finished training
         logger.warning("could not draw %s: %s: %s", Path(out) / "curves.png", type(error).__name__, error)
         return None

@@ -62,6 +62,20 @@ def test_trl_metric_names_become_rtools():
     assert dict(out) == {"reward": [0.5], "reward/accuracy": [0.25], "reward/accuracy_std": [0.4],
                          "completion_length": [20.0], "truncated_share": [0.1], "zero_std_share": [0.5],
                          "clip_ratio": [0.0], "entropy": [2.0], "kl": [0.01], "accuracy": [0.25]}
+    # Over a logging window of several steps, the length's extremes are the window's, not means of each step's.
+    window = renamed_metrics({"completions/min_length": [12.0, 7.0, 9.0], "completions/max_length": [80.0, 95.0]}, [])
+    assert dict(window) == {"completion_length_min": [7.0], "completion_length_max": [95.0]}
+
+
+def test_curve_panels_lead_with_reward_and_skip_a_lone_rewards_copy():
+    from rtool.grpo import curve_panels
+
+    one = [{"step": 1, "loss": 0.0, "reward": 0.5, "reward/accuracy": 0.5, "accuracy": 0.5, "completion_length": 9.0,
+            "entropy": 1.0, "learning_rate": 1e-3, "flags": ["x"]}]
+    assert curve_panels(one) == ["reward", "accuracy", "completion_length", "entropy", "loss", "learning_rate"]
+    two = [{**one[0], "reward/format": 1.0, "reward/format_std": 0.0, "kl": 0.1}]
+    assert curve_panels(two) == ["reward", "reward/accuracy", "reward/format", "accuracy", "completion_length", "kl",
+                                 "entropy", "loss", "learning_rate"]
 
 
 # The command on the tiny Llama.
@@ -187,6 +201,14 @@ def test_a_length_collapse_warns_once_flags_the_rows_and_marks_the_curves(capfd,
     marks = event_marks(CurveWatch(window=2).events(rows))
     assert [(m.step, m.metric) for m in marks if m.label == "sequence length collapse"] == [
         (flagged[0], "completion_length")]
+
+
+def test_each_row_averages_a_whole_logging_window(capfd, tmp_path, tiny_model_dir, tiny_task_file):
+    out = tmp_path / "window"
+    code, _, stderr = run_grpo(capfd, "--model", tiny_model_dir, "--data", tiny_task_file, "--out", out, *fast(4),
+                               "--logging-steps", "2")
+    assert code == 0, stderr
+    assert [row["step"] for row in metrics(out)] == [2, 4]  # no row of step 1 alone
 
 
 def test_resume_continues_and_keeps_watching(capfd, tmp_path, tiny_model_dir, tiny_task_file):
