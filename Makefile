@@ -32,8 +32,10 @@ grpo-example: $(STAMP)
 MERGEKIT_VENV ?= .venv-mergekit
 MERGEKIT_ENV = $(if $(wildcard $(MERGEKIT_VENV)/bin/mergekit-yaml),RTOOL_MERGEKIT_BIN=$(abspath $(MERGEKIT_VENV))/bin/mergekit-yaml RTOOL_MERGEKIT_PYTHON=$(abspath $(MERGEKIT_VENV))/bin/python)
 
+# One test process per core (pytest-xdist; TEST_JOBS=0 runs them in this process, one after another).
+TEST_JOBS ?= auto
 test: $(STAMP)
-	$(MERGEKIT_ENV) $(BIN)/pytest
+	$(MERGEKIT_ENV) $(BIN)/pytest -n $(TEST_JOBS)
 
 mergekit-venv:
 	test -x $(MERGEKIT_VENV)/bin/mergekit-yaml || { $(PYTHON) -m venv $(MERGEKIT_VENV) && \
