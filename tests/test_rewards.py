@@ -75,11 +75,11 @@ def test_length_penalty_is_dapos_soft_overlong_punishment():
 
 
 def test_reward_set_functions_are_named_and_weighted(tmp_path, monkeypatch):
-    (tmp_path / "my_rewards.py").write_text(
+    (tmp_path / "set_rewards.py").write_text(
         "def brevity(prompts, completions, completion_ids, **kwargs):\n"
         "    return [1.0 / (1 + len(ids)) for ids in completion_ids]\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    rewards = RewardSet(parse_reward_spec("accuracy=1,format=0.1,length=0.5,python:my_rewards:brevity=2"),
+    rewards = RewardSet(parse_reward_spec("accuracy=1,format=0.1,length=0.5,python:set_rewards:brevity=2"),
                         max_completion_length=10, length_buffer=5)
     functions, weights = rewards.functions()
     assert [f.__name__ for f in functions] == ["accuracy", "format", "length", "brevity"]
