@@ -315,6 +315,8 @@ def curve_panels(rows: list[dict]) -> list[str]:
     logged = {key for row in rows for key, value in row.items() if isinstance(value, (int, float))}
     per_reward = sorted(key for key in logged if key.startswith("reward/") and not key.endswith("_std"))
     panels = [name for name in CURVE_PANELS if name in logged]
+    if all(row.get("accuracy") == row.get("reward") for row in rows):  # accuracy=1 alone: the same curve twice
+        panels = [name for name in panels if name != "accuracy"]
     if len(per_reward) > 1:
         panels[1:1] = per_reward
     return panels

@@ -72,8 +72,8 @@ def test_curve_panels_lead_with_reward_and_skip_a_lone_rewards_copy():
 
     one = [{"step": 1, "loss": 0.0, "reward": 0.5, "reward/accuracy": 0.5, "accuracy": 0.5, "completion_length": 9.0,
             "entropy": 1.0, "learning_rate": 1e-3, "flags": ["x"]}]
-    assert curve_panels(one) == ["reward", "accuracy", "completion_length", "entropy", "loss", "learning_rate"]
-    two = [{**one[0], "reward/format": 1.0, "reward/format_std": 0.0, "kl": 0.1}]
+    assert curve_panels(one) == ["reward", "completion_length", "entropy", "loss", "learning_rate"]  # accuracy=1 alone
+    two = [{**one[0], "reward": 0.6, "reward/format": 1.0, "reward/format_std": 0.0, "kl": 0.1}]
     assert curve_panels(two) == ["reward", "reward/accuracy", "reward/format", "accuracy", "completion_length", "kl",
                                  "entropy", "loss", "learning_rate"]
 
