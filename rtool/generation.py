@@ -12,6 +12,14 @@
 "length" (hit max_new_tokens); completion_tokens counts generated tokens including the end-of-turn token (None when
 an endpoint does not report it). Temperature 0 is greedy. Every sampling setting is rtool's (SamplingParams), sent
 explicitly to each backend; the same seed, settings and inputs give the same sample within one backend.
+
+A conversation whose last message is the assistant's is CONTINUED, not answered anew (`continues`): the backend
+writes on from the end of that partial message, and a Completion holds only the new text (prm-label rolls out a
+trace from each of its step prefixes this way). hf renders the conversation before it with the generation prompt
+and appends the partial text, which is what the model saw while it wrote that text (a template's own rendering of
+an assistant message may drop or rewrite parts of it, such as a `<think>` block); vllm passes
+`continue_final_message` to `LLM.chat`, and an endpoint is sent `continue_final_message: true,
+add_generation_prompt: false` (vLLM's and SGLang's servers; an endpoint that refuses them is a UserError).
 """
 
 from __future__ import annotations
@@ -91,7 +99,8 @@ class Backend:
                  seeds: list[list[int]] | None = None) -> list[list[Completion]]:
         """Complete each conversation once per seed in `seeds[i]` (default: params.n seeds made from params.seed
         and the conversation's position). The same (inputs, settings, seed) gives the same sample whatever else
-        is in the call, so a resumed run draws what an uninterrupted one would."""
+        is in the call, so a resumed run draws what an uninterrupted one would. A conversation ending with an
+        assistant message is continued from the end of that message (`continues`); the Completion is the new text."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -123,12 +132,25 @@ def request_seeds(conversations: list, params: SamplingParams, seeds: list[list[
     return seeds
 
 
+def continues(conversation: list[dict]) -> bool:
+    """True when `conversation` ends with a (partial) assistant message, which a backend continues."""
+    return bool(conversation) and conversation[-1].get("role") == "assistant"
+
+
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
-    """Token ids of each conversation through the chat template, ending with the open assistant turn."""
+    """Token ids of each conversation through the chat template, ending with the open assistant turn; a
+    conversation that `continues` ends with its partial assistant message instead, its text appended as is to the
+    open turn (no end of turn after it)."""
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("the model's tokenizer has no chat template",
                         hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json")
-    texts = [tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-             for conv in conversations]
+    texts = []
+    for conv in conversations:
+        partial = conv[-1]["content"] if continues(conv) else ""
+        head = conv[:-1] if continues(conv) else conv
+        # The generation prompt, then the partial text: exactly what the model had when it was writing that text
+        # (apply_chat_template's continue_final_message renders the message through the template, which may rewrite
+        # it: Qwen3's and DeepSeek-R1's templates move or drop <think> blocks of assistant messages).
+        texts.append(tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True) + partial)
     # The template already writes any bos token it wants; don't add a second one.
     return tokenizer(texts, add_special_tokens=False)["input_ids"]

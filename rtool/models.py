@@ -1,4 +1,5 @@
-"""Load and save causal language models: local dirs, hub ids, GGUF files and PEFT adapters, one entry point.
+"""Load and save causal language models: local dirs, hub ids, GGUF files and PEFT adapters, one entry point
+(and, for prm-train, `load_token_classifier`: the same sources as a token-classification model).
 
     model, tok = load_model("runs/sft")                       # a saved HF dir (*.safetensors)
     model, tok = load_model("SmolLM2-135M-Instruct.Q4_1.gguf") # dequantized into a plain, savable model (and a
@@ -335,6 +336,146 @@ def _load_peft(src: Source, torch_dtype, device, trust_remote_code, allow_pickle
         raise UserError(f"cannot load adapter onto {base_spec}: {str(error).splitlines()[0][:300]}",
                         path=src.path) from error
     return model if for_training else model.merge_and_unload()
+
+
+def load_token_classifier(spec, *, num_labels: int = 2, new_tokens=(), dtype: str = "auto", device: str = "auto",
+                          trust_remote_code: bool = False, allow_pickle: bool = False, for_training: bool = False):
+    """Load (model, tokenizer) as a `*ForTokenClassification` model with `num_labels` labels (prm-train's PRM).
+
+    A token-classification checkpoint (its config's architecture) loads as it is, and must have `num_labels`
+    labels. Any other model (a causal LM: a dir, hub id, GGUF file, or a causal-LM LoRA adapter, merged) lends its
+    backbone to a fresh, randomly initialised head (seed torch first for a reproducible head). A token-classification
+    LoRA adapter (PEFT task TOKEN_CLS, as prm-train --lora writes) loads on its base, kept trainable when
+    `for_training`, else merged. `new_tokens` missing from the tokenizer are added, and the embedding matrix grows
+    to cover them when it has no rows to spare. The tokenizer pads right when `for_training`.
+    """
+    import torch
+
+    src = localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                               padding_side="right" if for_training else "left", source=src)
+    missing = [token for token in new_tokens if token not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing)
+    if src.kind == "peft" and _adapter_task(Path(src.path)) == "TOKEN_CLS":
+        from peft import PeftModel
+
+        base_spec = _adapter_base(Path(src.path))
+        base, _ = load_token_classifier(base_spec, num_labels=num_labels, new_tokens=new_tokens, dtype=dtype,
+                                        device=device, trust_remote_code=trust_remote_code,
+                                        allow_pickle=allow_pickle)
+        _fit_embeddings(base, len(tokenizer))
+        try:
+            model = PeftModel.from_pretrained(base, src.path, is_trainable=for_training)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise UserError(f"cannot load adapter onto {base_spec}: {str(error).splitlines()[0][:300]}",
+                            path=src.path) from error
+        model = model if for_training else model.merge_and_unload()
+    else:
+        model = _token_classifier(src, spec, num_labels, torch_dtype, torch_device, trust_remote_code, allow_pickle)
+        _fit_embeddings(model, len(tokenizer))
+    model.train(for_training)
+    return model, tokenizer
+
+
+def _adapter_task(adapter_dir: Path) -> str | None:
+    try:
+        return json.loads((adapter_dir / "adapter_config.json").read_text()).get("task_type")
+    except (OSError, ValueError) as error:
+        raise UserError(f"unreadable adapter_config.json: {error}", path=adapter_dir) from error
+
+
+def _token_classifier(src: Source, spec, num_labels: int, torch_dtype, device: str, trust_remote_code: bool,
+                      allow_pickle: bool):
+    """The model `src` names as a token classifier: as stored when it is one, else its backbone under a fresh head."""
+    import transformers
+
+    path = src.converted or src.path
+    arch = None
+    if src.kind in ("dir", "hub") or src.converted:
+        try:
+            config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read the model config: {str(error).splitlines()[0][:200]}", path=str(spec)) \
+                from error
+        arch = (getattr(config, "architectures", None) or [None])[0]
+    if arch is not None and arch.endswith("ForTokenClassification"):
+        if config.num_labels != num_labels:
+            raise UserError(f"{spec} is a {arch} with {config.num_labels} labels; {num_labels} are needed",
+                            hint="start from its causal LM instead, for a fresh head")
+        return _from_pretrained_as(transformers.AutoModelForTokenClassification, src, path, {}, torch_dtype, device,
+                                   trust_remote_code, allow_pickle, spec)
+    if arch is not None and arch.endswith("ForProcessRewardModel"):
+        raise UserError(f"{spec} is a {arch}: a head defined by code shipped with the checkpoint, which rtool does "
+                        "not train", hint="start from its causal LM (e.g. the Qwen2.5-Math base) instead")
+    labels = {"num_labels": num_labels, "id2label": {0: "incorrect", 1: "correct"} if num_labels == 2 else None}
+    labels = {key: value for key, value in labels.items() if value is not None}
+    if src.kind in ("gguf", "peft") and not src.converted:
+        # A GGUF file not converted yet, or a causal-LM adapter: the causal LM (dequantized or merged), its backbone
+        # copied under a fresh head.
+        causal, _ = load_model(spec, dtype="float32", device="cpu", trust_remote_code=trust_remote_code,
+                               allow_pickle=allow_pickle)
+        config = causal.config
+        for key, value in labels.items():
+            setattr(config, key, value)
+        config.architectures = None
+        model = transformers.AutoModelForTokenClassification.from_config(config, dtype=torch_dtype,
+                                                                         trust_remote_code=trust_remote_code)
+        model.base_model.load_state_dict(causal.base_model.state_dict())
+        del causal
+        return model.to(device=device, dtype=torch_dtype)
+    return _from_pretrained_as(transformers.AutoModelForTokenClassification, src, path, labels, torch_dtype, device,
+                               trust_remote_code, allow_pickle, spec, fresh_head=True)
+
+
+def _from_pretrained_as(auto, src: Source, path: str, extra: dict, torch_dtype, device: str, trust_remote_code: bool,
+                        allow_pickle: bool, spec, fresh_head: bool = False):
+    import transformers
+
+    kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, "output_loading_info": True,
+                    "use_safetensors": True if src.converted else (None if allow_pickle else True), **extra}
+    if device != "cpu":
+        kwargs["device_map"] = device
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # a fresh head is meant: no "newly initialized" report
+    try:
+        model, info = auto.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:
+        if src.kind == "hub":
+            raise _hub_error(src.path, error) from error
+        raise UserError(f"cannot load {spec} as a token classifier: {str(error).splitlines()[0][:300]}",
+                        path=src.path) from error
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    head = {name for name, _ in model.named_parameters() if not name.startswith(model.base_model_prefix + ".")}
+    missing = set(info.get("missing_keys") or ()) - (head if fresh_head else set())
+    if missing:
+        raise UserError(f"{spec} lacks {len(missing)} weights of its {type(model).__name__} (e.g. "
+                        f"{sorted(missing)[0]}): they would be random", path=src.path)
+    if fresh_head:
+        logger.debug("%s: its %s backbone under a fresh %d-label token-classification head", spec,
+                    type(model.base_model).__name__, model.config.num_labels)
+    return model
+
+
+def _fit_embeddings(model, size: int) -> None:
+    """Grow the input embeddings to `size` rows when tokens were added beyond the rows it has (new rows: the mean
+    and covariance of the old ones, transformers' default)."""
+    import transformers
+
+    rows = model.get_input_embeddings().num_embeddings
+    if rows >= size:
+        return
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its note on mean resizing: said once below, in rtool's words
+    try:
+        model.resize_token_embeddings(size)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    logger.info("input embeddings grown from %d to %d rows for added tokens (new rows: the old rows' mean and "
+                "covariance)", rows, size)
 
 
 def save_model(model, tokenizer, out_dir) -> Path:

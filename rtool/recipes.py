@@ -8,6 +8,8 @@ sft: TRL's SFTTrainer on examples tokenized by `rtool.train_data` (prompt + comp
 loss on the completion tokens and the end of their turn), optionally packed and with Masked Thought.
 redi: `rtool.redi.RediTrainer` (the REDI loss, no reference model) on (correct, incorrect) pairs (`RediPairs`).
 grpo: `rtool.grpo`'s GRPOTrainer (TRL's, with rtool's metric names and failure-curve watch) on prompts, rtool.rewards.
+prm-train: `rtool.prm_train.PRMTrainer` (cross-entropy at the step separators) on step-labelled traces, a 2-label
+token-classification model (`rtool.prm_train.load_prm`), a held-out share of the prompts evaluated.
 """
 
 from __future__ import annotations
@@ -77,3 +79,23 @@ def grpo_recipe(prompts, *, rewards, settings) -> Recipe:
     return Recipe(prompts.name, examples=prompts, features=prompts.features, build_trainer=build_trainer,
                   report=prompts.report, empty_hint=prompts.empty_hint, curve_marks=curve_marks(settings.watch),
                   curve_metrics=curve_panels)
+
+
+def prm_recipe(examples, *, eval_split: float = 0.0, eval_steps: int | None = None, seed: int = 0) -> Recipe:
+    """The prm-train recipe (rtool.prm_train): a qwen-prm token classifier trained at the step separators over
+    `examples` (a `rtool.prm_train.PRMExamples`); `eval_split` of the prompts held out (chosen by `seed`) and
+    evaluated every `eval_steps` optimizer steps and at the end (eval_loss, eval_accuracy, eval_auc)."""
+    from rtool.prm_train import check_eval, curve_panels, load_prm, make_trainer
+
+    check_eval(eval_split, eval_steps)
+
+    def build_trainer(*, model, tokenizer, dataset, args, peft_config, callbacks):
+        return make_trainer(model=model, tokenizer=tokenizer, dataset=dataset, args=args, peft_config=peft_config,
+                            callbacks=callbacks, eval_split=eval_split, eval_steps=eval_steps, seed=seed)
+
+    def load_model(spec, **kwargs):
+        return load_prm(spec, seed=seed, **kwargs)
+
+    return Recipe(examples.name, examples=examples, features=examples.features, build_trainer=build_trainer,
+                  report=examples.report, empty_hint=examples.empty_hint, load_model=load_model,
+                  lora_task="TOKEN_CLS", curve_metrics=curve_panels)

@@ -11,6 +11,11 @@ header, if given), `fail_after` every chat request after the K-th (a server that
 choices per answer, like servers that ignore `n`. `delay` holds each chat answer that many seconds (so concurrent
 requests overlap); `server.max_in_flight` is the most chat requests it held at once. Servers of one model share its
 lock: `serve(backend, model_lock=other.model_lock)`.
+
+A conversation ending with an assistant message is continued as vLLM's server does it: only with
+`continue_final_message: true` (and `add_generation_prompt` false), else the request is refused with 400.
+`refuse_fields` lists request fields the server refuses with 400 as OpenAI's API does ("Unrecognized request
+argument supplied: continue_final_message"), to test a client against a server without vLLM's extensions.
 """
 
 from __future__ import annotations
@@ -52,6 +57,12 @@ class _Handler(BaseHTTPRequestHandler):
         if count <= self.server.fail_first or (fail_after is not None and count > fail_after):
             headers = {"Retry-After": str(self.server.retry_after)} if self.server.retry_after is not None else {}
             return self._json(self.server.fail_status, {"error": {"message": "injected failure"}}, headers)
+        refused = [field for field in self.server.refuse_fields if field in body]
+        if refused:
+            return self._json(400, {"error": {"message": f"Unrecognized request argument supplied: {refused[0]}"}})
+        problem = _continuation_problem(body)
+        if problem:
+            return self._json(400, {"error": {"message": problem}})
         if body.get("model") != self.server.backend.name:
             return self._json(404, {"error": {"message": f"model {body.get('model')!r} does not exist"}})
         n = min(int(body.get("n", 1)), self.server.max_n or 10**6)
@@ -77,14 +88,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+def _continuation_problem(body: dict) -> str | None:
+    """What vLLM's server says of a request whose continuation flags do not fit its messages, or None."""
+    messages = body.get("messages") or []
+    ends_with_assistant = bool(messages) and messages[-1].get("role") == "assistant"
+    if body.get("continue_final_message") and body.get("add_generation_prompt", True):
+        return "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+    if body.get("continue_final_message") and not ends_with_assistant:
+        return "continue_final_message needs a final assistant message"
+    if ends_with_assistant and not body.get("continue_final_message"):
+        # vLLM would open a new assistant turn after it; the backend here only continues such a conversation.
+        return "this test server answers a final assistant message only with continue_final_message"
+    return None
+
+
 class OpenAIServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, backend, *, fail_first=0, fail_status=429, retry_after=None, max_n=None, fail_after=None,
-                 delay=0.0, model_lock=None):
+                 delay=0.0, model_lock=None, refuse_fields=()):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.backend, self.fail_first, self.fail_status = backend, fail_first, fail_status
         self.retry_after, self.max_n, self.fail_after, self.delay = retry_after, max_n, fail_after, delay
+        self.refuse_fields = tuple(refuse_fields)
         self.lock = threading.Lock()
         self.model_lock = model_lock or threading.Lock()
         self.requests: list[tuple[str, str, dict, dict | None]] = []

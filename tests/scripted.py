@@ -11,6 +11,9 @@ are handed out in request order, from the start again when a prompt's list is us
 openai backend sends one request at a time, sample 0 first, so sample k gets the k-th completion. A completion is a
 text (finish_reason "stop", `tokens(text)` completion tokens) or a Completion to set those too. A prompt the script
 lacks is answered with a text saying so, and listed in `backend.unscripted`.
+
+A conversation ending with a partial assistant message (a continuation, as prm-label sends) is answered by that
+message's text instead: `{"Step 1: 2 + 2 = 4": [" so \\boxed{4}", ...]}` scripts what follows that prefix.
 """
 
 from __future__ import annotations
@@ -46,7 +49,10 @@ class ScriptedBackend(Backend):
         return [[self._next(conversation) for _ in range(count)] for conversation, count in zip(conversations, counts)]
 
     def _next(self, conversation) -> Completion:
-        prompt = [m["content"] for m in conversation if m["role"] == "user"][-1]
+        if conversation[-1]["role"] == "assistant":
+            prompt = conversation[-1]["content"]  # a continuation: scripted by the partial message
+        else:
+            prompt = [m["content"] for m in conversation if m["role"] == "user"][-1]
         with self._lock:
             answers = self.script.get(prompt)
             if not answers:

@@ -8,6 +8,10 @@ server that refuses those fields while they are neutral is asked without them, w
 backoff and jitter (a server's Retry-After is respected); other 4xx errors fail at once. A request still failing
 after its retries raises EndpointDown, which `rtool.backends.fleet` catches to send the request to another endpoint.
 
+A conversation ending with an assistant message is continued (rtool.generation): the request adds
+`continue_final_message: true, add_generation_prompt: false`, vLLM's and SGLang's extension; a server that refuses
+those fields is a UserError (a server that silently ignores them would answer anew: use vLLM or SGLang).
+
 A reasoning model served with a reasoning parser returns its thinking in `reasoning_content` (vLLM, DeepSeek) or
 `reasoning`; it is put back in front of the answer as `<think>...</think>`, which is what distillation trains on.
 """
@@ -28,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 from rtool.errors import UserError
-from rtool.generation import Backend, Completion, SamplingParams, request_seeds
+from rtool.generation import Backend, Completion, SamplingParams, continues, request_seeds
 from rtool.log import logger
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
@@ -99,15 +103,24 @@ class OpenAIBackend(Backend):
         """One completion of `conversation` with `seed`, in the calling thread (retries included)."""
         body = {"model": self.model, "messages": conversation, "n": 1, "temperature": params.temperature,
                 "top_p": params.top_p, "max_tokens": params.max_new_tokens, "seed": seed}
+        continued = continues(conversation)
+        if continued:  # write on from the end of the partial assistant message (vLLM's and SGLang's extension)
+            body.update(continue_final_message=True, add_generation_prompt=False)
         # vLLM and SGLang servers apply the checkpoint's generation_config to settings a request leaves out, so the
         # neutral values are sent too; a server that refuses them (hosted APIs) is asked again without them.
         extras = {"top_k": params.top_k, "min_p": params.min_p, "repetition_penalty": params.repetition_penalty}
         sent_extras = self._send_extras
         if sent_extras:
             body.update(extras)
+        parse = _first_continuation if continued else _first_completion
         try:
-            return self._request("POST", "/chat/completions", body, parse=_first_completion)
+            return self._request("POST", "/chat/completions", body, parse=parse)
         except _UnsupportedField as error:
+            if error.field in _CONTINUE_FIELDS:
+                raise UserError(f"{self.base_url} cannot continue a partial assistant message: it does not accept "
+                                f"{error.field} ({error.message})",
+                                hint="serve the model with vLLM or SGLang (their servers accept "
+                                "continue_final_message), or use a local model (--backend hf or vllm)") from None
             if not sent_extras or not _neutral(params):
                 raise UserError(f"{self.base_url} does not accept {error.field} ({error.message})",
                                 hint="drop --top-k/--min-p/--repetition-penalty for this endpoint") from None
@@ -118,7 +131,7 @@ class OpenAIBackend(Backend):
                 self._send_extras = False
             for key in extras:
                 body.pop(key, None)
-            return self._request("POST", "/chat/completions", body, parse=_first_completion)
+            return self._request("POST", "/chat/completions", body, parse=parse)
 
     def _request(self, method: str, path: str, body: dict | None = None, parse=None):
         """Send, retrying 429/5xx/connection errors and answers that `parse` rejects as _Retryable."""
@@ -217,6 +230,7 @@ def _error_message(error: urllib.error.HTTPError) -> str:
 
 
 _EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty")
+_CONTINUE_FIELDS = ("continue_final_message", "add_generation_prompt")
 
 
 def _neutral(params: SamplingParams) -> bool:
@@ -227,10 +241,17 @@ def _unsupported_field(status: int, message: str, body: dict | None) -> str | No
     """The sampling field a 400/422 answer complains about ("Unrecognized request argument supplied: top_k")."""
     if status not in (400, 422) or not body:
         return None
-    return next((name for name in _EXTRA_FIELDS if name in body and name in message), None)
+    return next((name for name in _CONTINUE_FIELDS + _EXTRA_FIELDS if name in body and name in message), None)
 
 
-def _first_completion(data: dict) -> Completion:
+def _first_continuation(data: dict) -> Completion:
+    """`_first_completion` of a continued message. A server's reasoning parser reads a continuation's text up to
+    `</think>` as reasoning (the opening tag is in the partial message, or the text is all reasoning when no tag
+    closes): the parts are joined back as the model wrote them, without a second opening tag."""
+    return _first_completion(data, rejoin_thinking=False)
+
+
+def _first_completion(data: dict, rejoin_thinking: bool = True) -> Completion:
     """The one choice of an n=1 answer. An answer without choices (a proxy's or overloaded server's 200) is
     retried like a 5xx. completion_tokens is the server's count, or None when it reports no usage: never a guess."""
     choices = data.get("choices") if isinstance(data, dict) else None
@@ -240,8 +261,10 @@ def _first_completion(data: dict) -> Completion:
     message = choice.get("message") or {}
     text = message.get("content") or ""
     thinking = message.get("reasoning_content") or message.get("reasoning")
-    if thinking:
+    if thinking and rejoin_thinking:
         text = f"<think>\n{thinking}\n</think>\n\n{text}"
+    elif thinking:  # a continuation: the partial message already opened the <think> block
+        text = f"{thinking}\n</think>\n\n{text}" if text else thinking
     reason = "length" if choice.get("finish_reason") == "length" else "stop"
     count = (data.get("usage") or {}).get("completion_tokens")
     return Completion(text, reason, int(count) if isinstance(count, (int, float)) else None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from rtool.errors import UserError, one_of
-from rtool.generation import Backend, Completion, request_seeds
+from rtool.generation import Backend, Completion, continues, request_seeds
 
 
 class VLLMBackend(Backend):
@@ -60,12 +60,20 @@ class VLLMBackend(Backend):
                                       max_tokens=params.max_new_tokens, seed=seed)
             for _, seed in flat
         ]
-        outs = self.llm.chat([conversations[i] for i, _ in flat], sampling, use_tqdm=False,
-                             add_generation_prompt=True, lora_request=self.lora)
         results: list[list[Completion]] = [[] for _ in conversations]
-        for (i, _), out in zip(flat, outs):
-            o = out.outputs[0]
-            results[i].append(Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids)))
+        # LLM.chat takes continue_final_message for a whole call: conversations that end with a partial assistant
+        # message (continued from its end) go in a call of their own.
+        for continued in (False, True):
+            part = [j for j, (i, _) in enumerate(flat) if continues(conversations[i]) == continued]
+            if not part:
+                continue
+            outs = self.llm.chat([conversations[flat[j][0]] for j in part], [sampling[j] for j in part],
+                                 use_tqdm=False, add_generation_prompt=not continued,
+                                 continue_final_message=continued, lora_request=self.lora)
+            for j, out in zip(part, outs):
+                o = out.outputs[0]
+                results[flat[j][0]].append(
+                    Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids)))
         return results
 
     def close(self) -> None:

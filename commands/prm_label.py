@@ -1,0 +1,203 @@
+"""prm-label: Math-Shepherd step labels without annotators. Reads graded trace rows (distill's output); writes each
+row plus `steps`, `step_labels`, `step_values`, `step_rollouts` and `prm_labeling`.
+
+    rtool distill --teacher S -n 4 < train.jsonl | rtool prm-label --policy S -k 8 > steps.jsonl
+    rtool prm-label --policy http://localhost:8000/v1 -k 8 -i traces.jsonl -o steps.jsonl --resume
+
+A trace's steps are its completion split on --step-sep, as prm-score splits them. For step i, k rollouts from
+--policy continue the assistant turn holding steps 1..i (in the conversation the trace answered: its
+`prompt_messages`, else its prompt field with the system prompt distill sends by default), and each is graded
+against the row's gold answer (options for multiple choice). `step_labels[i]` is 1 if any rollout is correct, else 0
+(Math-Shepherd's hard estimation); `step_values[i]` the share of correct rollouts (soft estimation);
+`step_rollouts[i]` how many rollouts that took. The last step needs none: its label and value are the trace's own
+correctness. After a step labelled 0 the later steps are 0 without rollouts (--label-all rolls out every step).
+Rollouts of many traces and steps go to the policy in one batch (see rtool/prm_label.py for the seeds).
+
+`--out FILE` refuses a file that already holds rows unless `--resume` (label only the traces not in it, with the same
+settings) or `--overwrite`. Rows without a gold answer are an error, or with --skip-ungraded dropped and counted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rtool.errors import UserError
+from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendOpt, BaseUrlOpt, BatchSizeOpt,
+                           DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, MinPOpt, NoSystemOpt, OutOpt,
+                           PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, StepSepOpt,
+                           SystemOpt, TemperatureOpt, TopKOpt, TopPOpt, TrustRemoteCodeOpt)
+
+
+def prm_label_cmd(
+    policy: Annotated[str, typer.Option("--policy", help="Policy that rolls out each step prefix: a local HF dir, a hub id, a .gguf file, a PEFT adapter dir, a model name at --base-url, an http(s) endpoint URL (it must accept continue_final_message: vLLM, SGLang), or several comma-separated endpoint URLs.")],
+    input: InputOpt = "-",
+    out: OutOpt = "-",
+    k: Annotated[int, typer.Option("--rollouts", "-k", help="Rollouts per step prefix. The last step gets none: its label is the trace's own correctness (the completion is already whole).")] = 8,
+    step_sep: StepSepOpt = "\\n\\n",
+    label_all: Annotated[bool, typer.Option("--label-all", help="Roll out every step. Default: once a step is labelled 0 (no rollout correct), the later steps, the last one too, are 0 without rollouts.")] = False,
+    skip_ungraded: Annotated[bool, typer.Option("--skip-ungraded", help="Drop rows without a gold answer (counted on stderr) instead of stopping with an error.")] = False,
+    temperature: TemperatureOpt = 0.8,
+    top_p: TopPOpt = 0.95,
+    top_k: TopKOpt = 0,
+    min_p: MinPOpt = 0.0,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
+    max_new_tokens: MaxNewTokensOpt = 1024,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 16,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_model: ApiModelOpt = None,
+    request_timeout: RequestTimeoutOpt = 600.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip traces (id, sample) already in --out and append the rest (same settings required).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start --out again when it already holds rows (default: refuse).")] = False,
+    system: SystemOpt = None,
+    no_system: NoSystemOpt = False,
+    prompt_field: PromptFieldOpt = None,
+    answer_field: AnswerFieldOpt = None,
+    skip_bad: SkipBadOpt = False,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Label every step of each trace by rolling the policy out from it (Math-Shepherd); write step_labels/values."""
+    from rtool.fields import FieldMap
+    from rtool.generation import SamplingParams
+    from rtool.log import logger
+    from rtool.prm import parse_step_sep
+    from rtool.prm_label import read_existing
+    from rtool.records import ReadStats, RecordWriter, first_rows, read_records
+    from rtool.traces import choose_system_prompt
+
+    if k < 1:
+        raise UserError(f"-k must be at least 1, got {k}", hint="the rollouts per step prefix")
+    params = SamplingParams(n=k, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                            repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, seed=seed).check()
+    sep = parse_step_sep(step_sep)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other", hint="keep the rows, or start again")
+    if resume and out == "-":
+        raise UserError("--resume needs --out FILE", hint="the file whose labelled traces are skipped")
+    if k > 1 and params.greedy:
+        logger.warning("-k %d at --temperature 0: every rollout of a step is the same greedy one, so step_values "
+                       "are 0 or 1; sample with --temperature > 0", k)
+    system_prompt = choose_system_prompt(system, no_system)
+    fields = FieldMap(prompt_field, answer_field)
+    existing = read_existing(Path(out)) if out != "-" else None
+    if existing is not None and existing.done and not (resume or overwrite):
+        raise UserError(f"already holds {len(existing.done)} labelled traces", path=out,
+                        hint="--resume adds the missing ones, --overwrite starts again; appending would double them")
+    done = existing.done if resume else set()
+    if done:
+        logger.info("resuming: %d traces already in %s", len(done), out)
+
+    from rtool.backends import open_backend
+    from rtool.prm_label import labeling_record
+
+    stats = ReadStats()
+    rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
+    generator = open_backend(policy, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
+                             dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                             allow_pickle=allow_pickle, request_timeout=request_timeout)
+    run = _Run(fields, system_prompt, sep, label_all, skip_ungraded, done)
+    try:
+        settings = labeling_record(generator, params, sep, label_all, system_prompt)
+        if resume:
+            existing.check_same_settings(settings, out)
+        with RecordWriter(out, append=not overwrite) as writer:
+            # A fleet has --batch-size requests in flight per endpoint: chunks as many times wider keep all busy.
+            run.label(generator, rows, params, settings, writer, chunk=batch_size * generator.servers)
+    finally:
+        generator.close()
+        if stats.skipped:
+            logger.warning("skipped %d bad input lines (first: %s)", stats.skipped, stats.skipped_where[0])
+    run.report(k)
+
+
+class _Run:
+    def __init__(self, fields, system, sep, label_all, skip_ungraded, done) -> None:
+        self.fields, self.system, self.sep, self.label_all = fields, system, sep, label_all
+        self.skip_ungraded, self.done = skip_ungraded, done
+        self.seen: dict = {}  # key -> where it was read, to refuse a trace given twice
+        self.ungraded: list[str] = []
+        self.rows = self.steps = self.good = self.rollouts = self.unrolled = 0
+
+    def label(self, generator, rows, params, settings, writer, chunk: int) -> None:
+        """Label `chunk` traces at a time (rows validated before their chunk is rolled out)."""
+        import itertools
+
+        from rtool.prm_label import label_chunk, output_row
+
+        def count(rollouts: int) -> None:
+            self.rollouts += rollouts
+
+        iterator = iter(rows)
+        while True:
+            batch = list(itertools.islice(iterator, chunk))
+            if not batch:
+                return
+            jobs = [job for job in map(lambda row: self.prepare(row, params), batch) if job is not None]
+            for job in label_chunk(generator, jobs, params, on_rollouts=count):
+                row = output_row(job, settings)
+                writer.write(row)
+                self.rows += 1
+                self.steps += len(row["step_labels"])
+                self.good += sum(row["step_labels"])
+                self.unrolled += sum(r == 0 for r in row["step_rollouts"][:-1])
+
+    def prepare(self, row, params):
+        """The row's Job, or None (already labelled, or dropped for lack of a gold answer); UserError naming the
+        row's file:line."""
+        from rtool.answers import grade
+        from rtool.fields import COMPLETION_FIELDS, prompt_id
+        from rtool.prm_label import Job, Labeling, step_prefixes, trace_key_of
+        from rtool.train_data import prompt_messages
+
+        try:
+            key = trace_key_of(prompt_id(row, self.fields), row.get("sample", 0))
+        except (TypeError, ValueError):
+            raise row.error(f"field 'sample' must be a whole number, got {row.get('sample')!r}",
+                            field="sample") from None
+        where = f"{row.path}:{row.line}"
+        if key in self.seen:
+            raise row.error(f"trace (id {key[0]!r}, sample {key[1]}) was already read at {self.seen[key]}",
+                            hint="give each trace its own id or sample: they key seeds and --resume")
+        self.seen[key] = where
+        gold = self.fields.gold(row)
+        if gold is None:
+            if not self.skip_ungraded:
+                raise row.error("no gold answer: its rollouts cannot be graded",
+                                hint="pass --answer-field, or --skip-ungraded to drop such rows")
+            self.ungraded.append(where)
+            return None
+        if key in self.done:
+            return None
+        messages, _ = prompt_messages(row, self.fields, self.system)
+        completion = self.fields.completion(row)
+        steps, prefixes = step_prefixes(completion, self.sep)
+        if not steps:
+            field = next((k for k in COMPLETION_FIELDS if row.get(k) is not None), "completion")
+            what = "is empty" if not completion.strip() else f"holds only step separators ({self.sep!r})"
+            raise row.error(f"the completion has no steps: field {field!r} {what}", field=field)
+        choices = self.fields.choices(row)
+        _, correct = grade(gold, completion, choices)
+        labeling = Labeling(steps, prefixes, final_correct=bool(correct), label_all=self.label_all)
+        return Job(row, key, messages, gold, choices, labeling)
+
+    def report(self, k: int) -> None:
+        from rtool.log import logger
+
+        if self.ungraded:
+            logger.warning("dropped %d rows without a gold answer (first: %s)", len(self.ungraded), self.ungraded[0])
+        if not self.rows:
+            logger.info("prm-label: no new rows written")
+            return
+        logger.info("prm-label: %d traces, %d steps (%.1f per trace), %.1f%% labelled 1, %d rollouts (k=%d), "
+                    "%d steps labelled 0 after an earlier 0 without rollouts",
+                    self.rows, self.steps, self.steps / self.rows, 100 * self.good / self.steps, self.rollouts, k,
+                    self.unrolled)
