@@ -62,7 +62,7 @@ def distill_cmd(
     from rtool.fields import FieldMap
     from rtool.generation import SamplingParams
     from rtool.log import logger, stderr_console
-    from rtool.records import ReadStats, RecordWriter, first_rows, read_records
+    from rtool.records import ReadStats, RecordWriter, Written, first_rows, read_records, read_written
     from rtool.traces import choose_system_prompt, warn_identical_samples
 
     params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
@@ -76,7 +76,8 @@ def distill_cmd(
     warn_identical_samples(params)
     system_prompt = choose_system_prompt(system, no_system)
     fields = FieldMap(prompt_field, answer_field)
-    existing = _existing_samples(Path(out)) if out != "-" else _Existing()
+    existing = read_written(Path(out), key=lambda row: (str(row["id"]), int(row["sample"])), settings_field="sampling",
+                            command="distill", needs="id and sample") if out != "-" else Written()
     if existing.done and not (resume or overwrite):
         raise UserError(f"already holds {len(existing.done)} samples", path=out,
                         hint="--resume adds the missing ones, --overwrite starts again; appending would double them")
@@ -96,7 +97,11 @@ def distill_cmd(
     try:
         sampling = sampling_record(generator, params, system_prompt)
         if resume:
-            existing.check_same_sampling(sampling, out)
+            if existing.done and existing.settings is None:
+                logger.warning("%s has no `sampling` records (written by an older rtool): cannot check that "
+                               "--resume uses the same settings", out)
+            # A backend's name (hf vs vllm) counts as a setting: their numerics differ.
+            existing.check_same_settings(sampling, out, what="sampling")
         with RecordWriter(out, append=not overwrite) as writer:
             # A fleet has --batch-size requests in flight per endpoint: chunks as many times wider keep all busy.
             for trace in sample_traces(generator, rows, fields, params, system=system_prompt,
@@ -108,61 +113,6 @@ def distill_cmd(
         if stats.skipped:
             logger.warning("skipped %d bad input lines (first: %s)", stats.skipped, stats.skipped_where[0])
     summary.show(stderr_console())
-
-
-class _Existing:
-    """What an --out file already holds: its finished (id, sample) pairs and the sampling settings they used."""
-
-    def __init__(self) -> None:
-        self.done: set = set()
-        self.sampling: dict | None = None  # of the first row that has one
-        self.sampling_line: int | None = None
-        self.rows_without_sampling = 0
-
-    def check_same_sampling(self, sampling: dict, out) -> None:
-        """A resume must draw the rest as the first run drew the start: refuse other settings (teacher, backend,
-        temperature, ..., system prompt). A backend's name (hf vs vllm) counts: their numerics differ."""
-        if not self.done:
-            return
-        if self.sampling is None:
-            from rtool.log import logger
-
-            logger.warning("%s has no `sampling` records (written by an older rtool): cannot check that --resume "
-                           "uses the same settings", out)
-            return
-        differ = [key for key in sorted(set(sampling) | set(self.sampling))
-                  if sampling.get(key) != self.sampling.get(key)]
-        if differ:
-            shown = ", ".join(f"{key} {self.sampling.get(key)!r} -> {sampling.get(key)!r}" for key in differ)
-            raise UserError(f"--resume with other sampling settings than the file's: {shown}", path=out,
-                            line=self.sampling_line, hint="resume with the same flags, or write to another --out")
-
-
-def _existing_samples(out_path: Path) -> _Existing:
-    """(id, sample) pairs already written, and the first row's sampling settings. A last line without its
-    newline (a kill -9 mid-write) is not a finished sample: the writer cuts it off before appending."""
-    import json
-
-    existing = _Existing()
-    if not out_path.is_file():
-        return existing
-    with open(out_path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith(b"\n") or not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                existing.done.add((str(row["id"]), int(row["sample"])))
-            except (ValueError, KeyError, TypeError):
-                raise UserError("not an rtool distill output line (needs id and sample)", path=out_path,
-                                line=number, hint="--resume appends to a file written by rtool distill; "
-                                "--overwrite starts it again") from None
-            if isinstance(row.get("sampling"), dict):
-                if existing.sampling is None:
-                    existing.sampling, existing.sampling_line = row["sampling"], number
-            else:
-                existing.rows_without_sampling += 1
-    return existing
 
 
 class _Summary:

@@ -108,7 +108,7 @@ def prm_label_cmd(
     try:
         settings = labeling_record(generator, params, sep, label_all, system_prompt)
         if resume:
-            existing.check_same_settings(settings, out)
+            existing.check_same_settings(settings, out, what="labeling")
         with RecordWriter(out, append=not overwrite) as writer:
             # A fleet has --batch-size requests in flight per endpoint: chunks as many times wider keep all busy.
             run.label(generator, rows, params, settings, writer, chunk=batch_size * generator.servers)

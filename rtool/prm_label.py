@@ -24,13 +24,13 @@ batch or where a resumed run started.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from rtool.errors import UserError
 from rtool.prm import split_steps
+from rtool.records import Written, read_written
 
 
 def step_prefixes(text: str, sep: str) -> tuple[list[str], list[str]]:
@@ -200,48 +200,15 @@ def output_row(job: Job, settings: dict) -> dict:
             "step_rollouts": rollouts, "prm_labeling": settings}
 
 
-@dataclass
-class Existing:
-    """What an --out file already holds: the (id, sample) keys labelled and the first row's settings."""
+def read_existing(out_path: Path) -> Written:
+    """The (id, sample) keys already labelled in `out_path` and its first `prm_labeling` record (for --resume)."""
+    def key(row):
+        if not isinstance(row["step_labels"], list):
+            raise TypeError("step_labels is not a list")
+        return trace_key_of(row["id"], row.get("sample", 0))
 
-    done: set = field(default_factory=set)
-    settings: dict | None = None
-    settings_line: int | None = None
-
-    def check_same_settings(self, settings: dict, out) -> None:
-        """A resume must label the rest as the first run labelled the start: other settings are refused."""
-        if not self.done or self.settings is None:
-            return
-        differ = [key for key in sorted(set(settings) | set(self.settings))
-                  if settings.get(key) != self.settings.get(key)]
-        if differ:
-            shown = ", ".join(f"{key} {self.settings.get(key)!r} -> {settings.get(key)!r}" for key in differ)
-            raise UserError(f"--resume with other labeling settings than the file's: {shown}", path=out,
-                            line=self.settings_line, hint="resume with the same flags, or write to another --out")
-
-
-def read_existing(out_path: Path) -> Existing:
-    """The keys already labelled in `out_path`. A last line without its newline (a kill -9 mid-write) is not a
-    finished row: RecordWriter cuts it off before appending."""
-    existing = Existing()
-    if not out_path.is_file():
-        return existing
-    with open(out_path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith(b"\n") or not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                existing.done.add(trace_key_of(row["id"], row.get("sample", 0)))
-                if not isinstance(row["step_labels"], list):
-                    raise TypeError
-            except (ValueError, KeyError, TypeError):
-                raise UserError("not an rtool prm-label output line (needs id and step_labels)", path=out_path,
-                                line=number, hint="--resume appends to a file written by rtool prm-label; "
-                                "--overwrite starts it again") from None
-            if existing.settings is None and isinstance(row.get("prm_labeling"), dict):
-                existing.settings, existing.settings_line = row["prm_labeling"], number
-    return existing
+    return read_written(out_path, key=key, settings_field="prm_labeling", command="prm-label",
+                        needs="id and step_labels")
 
 
 def trace_key_of(trace_id, sample) -> tuple[str, int]:

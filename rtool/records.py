@@ -18,7 +18,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Callable, Hashable, Iterable, Iterator
 
 from rtool.errors import UserError
 
@@ -281,3 +281,50 @@ def first_rows(rows: Iterator[Row], path: str | Path) -> Iterator[Row]:
     if first is None:
         raise UserError("no input rows", path=display_name(path), hint="the input is empty")
     return itertools.chain([first], iterator)
+
+
+@dataclass
+class Written:
+    """What an output file already holds, for --resume: the keys of its finished rows, and the first settings
+    record (distill's `sampling`, prm-label's `prm_labeling`) with its line."""
+
+    done: set = field(default_factory=set)
+    settings: dict | None = None
+    settings_line: int | None = None
+
+    def check_same_settings(self, settings: dict, out, *, what: str) -> None:
+        """A resume must make the rest as the first run made the start: a file whose settings record differs
+        from `settings` is refused, naming each difference."""
+        if not self.done or self.settings is None:
+            return
+        differ = [key for key in sorted(set(settings) | set(self.settings))
+                  if settings.get(key) != self.settings.get(key)]
+        if differ:
+            shown = ", ".join(f"{key} {self.settings.get(key)!r} -> {settings.get(key)!r}" for key in differ)
+            raise UserError(f"--resume with other {what} settings than the file's: {shown}", path=out,
+                            line=self.settings_line, hint="resume with the same flags, or write to another --out")
+
+
+def read_written(out_path: Path, *, key: Callable[[dict], Hashable], settings_field: str, command: str,
+                 needs: str) -> Written:
+    """The rows `out_path` already holds (`key(row)` each; a KeyError, TypeError or ValueError there means the line
+    is not `command`'s output) and its first `settings_field` record. A last line without its newline (a kill -9
+    mid-write) is not a finished row: RecordWriter cuts it off before appending."""
+    written = Written()
+    if not out_path.is_file():
+        return written
+    with open(out_path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n") or not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                written.done.add(key(row))
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"not an rtool {command} output line (needs {needs})", path=out_path, line=number,
+                                hint=f"--resume appends to a file written by rtool {command}; --overwrite starts "
+                                     "it again") from None
+            if written.settings is None and isinstance(row.get(settings_field), dict):
+                written.settings, written.settings_line = row[settings_field], number
+    return written
+
