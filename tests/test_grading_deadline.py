@@ -13,7 +13,8 @@ from rtool.answers import grade_many, verify
 
 ADVERSARIAL = "8^{8^{8^{8}}}"  # sympy works on this for minutes; off the main thread math-verify had no timeout
 # The deadline, plus room for a replacement worker to start (Python and sympy, ~1 s idle) on a loaded machine.
-LIMIT_S = verifier.VERIFY_DEADLINE_S + 5
+DEADLINE_S = verifier.VERIFY_DEADLINE_S  # the real deadline, kept before a test lowers it
+LIMIT_S = DEADLINE_S + 5
 
 
 @pytest.fixture
@@ -81,7 +82,10 @@ def test_a_worker_past_the_deadline_is_killed_and_replaced(fresh_verifier, monke
     start = time.monotonic()
     assert verify("7", ADVERSARIAL) is False        # remembered: no second wait
     assert time.monotonic() - start < 0.1
-    assert verify("x^2 - 1", "(x-1)(x+1)") is True  # a new worker takes over
+    # A new worker takes over. The usual deadline again: a fresh interpreter's first parse on a busy machine (tests
+    # running in parallel) can take longer than the 0.5 s this test set to catch the hang.
+    monkeypatch.setattr(verifier, "VERIFY_DEADLINE_S", DEADLINE_S)
+    assert verify("x^2 - 1", "(x-1)(x+1)") is True
 
 
 def test_a_hang_that_ignores_signals_is_cut_off(monkeypatch):
