@@ -12,8 +12,8 @@ from rtool import answers, verifier
 from rtool.answers import grade_many, verify
 
 ADVERSARIAL = "8^{8^{8^{8}}}"  # sympy works on this for minutes; off the main thread math-verify had no timeout
-# The deadline, plus room for a replacement worker to start (Python and sympy, ~1 s idle) on a loaded machine.
 DEADLINE_S = verifier.VERIFY_DEADLINE_S  # the real deadline, kept before a test lowers it
+# The deadline, plus room for a replacement worker to start (Python and sympy, ~1 s idle) on a loaded machine.
 LIMIT_S = DEADLINE_S + 5
 
 
