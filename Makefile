@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.rtool-installed
 SOURCES := pyproject.toml $(wildcard rtool/*.py commands/*.py)
 
-.PHONY: quickstart redi-example bon grpo-example test test-slow bench install completions clean mergekit-venv
+.PHONY: quickstart redi-example bon grpo-example prm-example test test-slow bench install completions clean mergekit-venv
 
 quickstart: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart/run.sh
@@ -26,6 +26,10 @@ bon: $(STAMP)
 # GRPO on the quickstart task (examples/grpo): a student stopped early in SFT, then GRPO vs more SFT (~5 min).
 grpo-example: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/grpo/run.sh
+
+# PRM from the student's own rollouts (examples/prm): rtool prm-label, prm-train, prm-score and bon (~8 min).
+prm-example: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/prm/run.sh
 
 # mergekit, the reference for merge-bai's equality tests, pins its own dependencies: it lives in its own venv
 # (make mergekit-venv), and the tests use it when it is there.
