@@ -15,6 +15,7 @@ import statistics
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from rtool.answers import AnswerGroups
 from rtool.errors import UserError
@@ -216,3 +217,22 @@ def _sample_number(sample, source: Row | None) -> int | None:
         message = f"field 'sample' must be a whole number >= 0, got {sample!r}"
         raise source.error(message, field="sample") if source is not None else UserError(message)
     return sample
+
+
+def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    """Area under the ROC curve of `scores` against 0/1 `labels`: the Mann-Whitney U statistic over
+    positives x negatives, ties counted as halves. None without both classes."""
+    pairs = sorted(zip(scores, labels))
+    positives = sum(1 for label in labels if label)
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return None
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        mid_rank = (i + 1 + j) / 2  # ranks i+1 .. j share their mean
+        rank_sum += mid_rank * sum(1 for _, label in pairs[i:j] if label)
+        i = j
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)

@@ -43,6 +43,7 @@ from transformers import Trainer, TrainerCallback
 from rtool.errors import UserError, one_of
 from rtool.fields import FieldMap
 from rtool.log import logger
+from rtool.metrics import auc
 from rtool.prm import QWEN_SEPARATOR, PRMScorer
 from rtool.train_data import TRUNCATIONS, prompt_messages
 from rtool.training import MetricsCallback
@@ -63,25 +64,6 @@ def separator_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.T
     per_step = -((1 - v) * logp[:, 0] + v * logp[:, 1])
     loss = per_step.mean() if per_step.numel() else logits.sum() * 0.0  # no step: no gradient, no NaN
     return loss, logp[:, 1].detach().exp(), v
-
-
-def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """Area under the ROC curve of `scores` against 0/1 `labels`: the Mann-Whitney U statistic over
-    positives x negatives, ties counted as halves. None without both classes."""
-    pairs = sorted(zip(scores, labels))
-    positives = sum(1 for label in labels if label)
-    negatives = len(labels) - positives
-    if not positives or not negatives:
-        return None
-    rank_sum, i = 0.0, 0
-    while i < len(pairs):
-        j = i
-        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
-            j += 1
-        mid_rank = (i + 1 + j) / 2  # ranks i+1 .. j share their mean
-        rank_sum += mid_rank * sum(1 for _, label in pairs[i:j] if label)
-        i = j
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def held_out_ids(prompt_ids: Iterable[str], share: float, seed: int) -> set[str]:

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_prm import STEP_SEP, auc, step_labels  # noqa: E402
+from train_prm import STEP_SEP, step_labels  # noqa: E402
+
+from rtool.metrics import auc  # noqa: E402
 
 METHODS = [("majority", "majority vote"), ("naive", "PRM, best single (naive)"),
            ("weighted", "PRM-weighted vote")]

@@ -33,6 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quickstart"))
 from make_task import add_solution  # noqa: E402  (the quickstart's gold solution, reused by path)
 
+from rtool.metrics import auc  # noqa: E402
+
 STEP_SEP = "\n"  # one step per line; run.sh passes the same to rtool prm-score --step-sep
 PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
 
@@ -59,24 +61,6 @@ def corrupt(completion: str, rng: random.Random) -> str | None:
     digit = rng.choice([d for d in "0123456789" if d != line[j]])
     lines[i] = line[:j] + digit + line[j + 1:]
     return STEP_SEP.join(lines)
-
-
-def auc(scores: list[float], labels: list[int]) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U with ties as halves); None without both classes."""
-    pairs = sorted(zip(scores, labels))
-    pos = sum(labels)
-    neg = len(labels) - pos
-    if not pos or not neg:
-        return None
-    rank_sum, i = 0.0, 0
-    while i < len(pairs):
-        j = i
-        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
-            j += 1
-        mid_rank = (i + 1 + j) / 2  # ranks i+1 .. j share their mean
-        rank_sum += mid_rank * sum(label for _, label in pairs[i:j])
-        i = j
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
 
 
 def build_init(teacher_dir: Path, out_dir: Path, seed: int) -> None:
