@@ -273,19 +273,15 @@ def trainer_class():
 
 def _earlier_rows(out: Path, before_step: int) -> list[dict]:
     """A resumed run's logged rows before `before_step` (metrics.jsonl is trimmed to the checkpoint already)."""
-    from rtool.curves import METRICS_FILE
+    from rtool.curves import METRICS_FILE, read_metrics
 
-    rows = []
-    path = out / METRICS_FILE
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and row.get("step", before_step) < before_step:
-                rows.append(row)
-    return rows
+    if not (out / METRICS_FILE).is_file():
+        return []
+    try:
+        rows = read_metrics(out)
+    except UserError:  # a file without a row yet
+        return []
+    return [row for row in rows if row["step"] < before_step]
 
 
 def make_trainer(*, model, tokenizer, dataset, args: dict, peft_config, callbacks, rewards, settings: GRPOSettings):
