@@ -10,6 +10,9 @@ Extraction (`extract_answer`): reasoning in `<think>...</think>` is a draft, so 
 is never closed, a cut-off completion, states no answer); else GSM8K's `#### x`; else the last "the answer is x" /
 "Answer: x" / "Final Answer: The final answer is $x$." / "the correct option is C", reduced to a bare letter for
 multiple choice ("answer is (C)" -> "C"); else a completion that is only a letter ("(B)").
+R1-Zero's `<answer>...</answer>` blocks (`--format-tags think,answer`) come first: when there is one, only the last
+block's content counts, read by the same rules, else its bare content as the value of "the answer is" ("48 sheep"
+-> "48"). A last block never closed was cut off and states no answer; an empty one states none.
 Multiple choice (`grade(..., choices=...)`): pred and gold are mapped to an option letter, by letter or by the
 option's text, and compared as letters.
 Equivalence (`verify`) is math-verify's, gold first: `math_verify.verify(parse(gold), parse(pred))` is asymmetric
@@ -108,6 +111,39 @@ def extract_answer(text: str | None) -> str | None:
     text = _after_thinking(text)
     if not text:
         return None
+    block = _last_answer_block(text)
+    if block is not None:
+        return _answer_in_block(block)
+    return _stated_answer(text)
+
+
+_ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
+
+
+def _last_answer_block(text: str) -> str | None:
+    """The content of the last `<answer>...</answer>` block (R1-Zero's format), "" when that block is cut off (never
+    closed: it states nothing), None when the text has no answer block. Of nested blocks, the innermost."""
+    start = text.rfind(_ANSWER_OPEN)
+    if start < 0:
+        return None
+    start += len(_ANSWER_OPEN)
+    end = text.find(_ANSWER_CLOSE, start)
+    return "" if end < 0 else text[start:end]
+
+
+def _answer_in_block(block: str) -> str | None:
+    """An answer block's answer: what it states as a completion would (a box, "the answer is ..."), else its
+    whole content read as the value of "the answer is" ("$12$." -> "12", "48 sheep" -> "48", "(B)" -> "B")."""
+    stated = _stated_answer(block)
+    if stated is not None:
+        return stated
+    value = _clean(block)
+    return _answer_value(value) if value else None
+
+
+def _stated_answer(text: str) -> str | None:
+    """The answer `text` (a completion after its reasoning, or an answer block) states: box, ####, "the answer
+    is", a lone letter; None if none."""
     has_box, boxed = _last_box(text)
     if has_box:
         # The last box is the answer: empty or cut off, it states none, and an earlier "the answer is 5" was a
@@ -122,17 +158,21 @@ def extract_answer(text: str | None) -> str | None:
         _, value, is_letter = max(said)
         if is_letter:
             return value
-        value = _clean(value)
-        # "Final Answer: The final answer is $18$. I hope it is correct." (Minerva / lm-eval, as Llama-3 writes it)
-        # and "**Final Answer:** The answer is 12" state the answer inside the statement: take the innermost.
-        while (inner := _ANSWER_IS_RE.findall(value)) and _clean(inner[-1]) != value:
-            value = _clean(inner[-1])
-        letter = _LETTER_RE.match(_OPTION_WORD_RE.sub("", value, count=1))
-        if letter:
-            return next(g for g in letter.groups() if g)
-        return _prose_answer(value) or None
+        return _answer_value(_clean(value))
     only = _ONLY_LETTER_RE.match(_clean(text))
     return only.group(1) if only else None
+
+
+def _answer_value(value: str) -> str | None:
+    """The answer in the (cleaned) value of an "answer is ..." statement."""
+    # "Final Answer: The final answer is $18$. I hope it is correct." (Minerva / lm-eval, as Llama-3 writes it)
+    # and "**Final Answer:** The answer is 12" state the answer inside the statement: take the innermost.
+    while (inner := _ANSWER_IS_RE.findall(value)) and _clean(inner[-1]) != value:
+        value = _clean(inner[-1])
+    letter = _LETTER_RE.match(_OPTION_WORD_RE.sub("", value, count=1))
+    if letter:
+        return next(g for g in letter.groups() if g)
+    return _prose_answer(value) or None
 
 
 def _after_thinking(text: str | None) -> str | None:

@@ -11,9 +11,11 @@ The rewards (each in its own column of the metrics; the trainer adds them up wit
 - accuracy: 1.0 when rtool's grading (`rtool.answers.grade`: the same extraction and math-verify equivalence as
   distill and eval, options by letter for multiple-choice rows) finds the completion's final answer equal to the
   row's gold answer, else 0.0; None (no opinion, left out of the sum) when the gold itself cannot be parsed.
-- format: 1.0 when the completion states its answer in the required form, else 0.0. Without tags: a closed
-  `\\boxed{...}` after any `<think>` block (what the grading reads). With tags ("think", "answer"): the completion
-  is `<think>...</think>` then `<answer>...</answer>`, in that order, each non-empty, nothing else around them.
+- format: 1.0 when the completion states its answer in the required form, else 0.0. Without tags: a closed,
+  non-empty `\\boxed{...}` after any `<think>` block (what the grading reads). With tags ("think", "answer"): the
+  completion is `<think>...</think>` then `<answer>...</answer>`, each block exactly once, in that order, not nested,
+  not blank, nothing but whitespace around them. Grading reads the last `<answer>` block (`extract_answer`), so the
+  accuracy of a completion in this format is its answer block's.
 - length: DAPO's soft over-length penalty (rtool's choice of its form, arXiv 2503.14476 eq. 13). With L the
   completion's length in tokens, L_max = --max-completion-length and B = --length-buffer:
       0                          if L <= L_max - B
@@ -131,18 +133,24 @@ def format_rewards(completions: Sequence, tags: Sequence[str] | None = None) -> 
 
     if tags:
         pattern = format_pattern(tags)
+        markers = [f"<{t}>" for t in tags] + [f"</{t}>" for t in tags]
         matches = (pattern.fullmatch(completion_text(c)) for c in completions)
-        return [1.0 if m and all(block.strip() for block in m.groups()) else 0.0 for m in matches]
+        # A block holding a tag is a repeated or nested block ("<answer>5</answer><answer>6</answer>" matches with
+        # the block "5</answer><answer>6"): each block appears exactly once.
+        return [1.0 if m and all(block.strip() and not any(marker in block for marker in markers)
+                                 for block in m.groups()) else 0.0 for m in matches]
     out = []
     for completion in completions:
         text = completion_text(completion)
         answer_part = text.rsplit("</think>", 1)[1] if "</think>" in text else text
-        out.append(1.0 if "<think>" not in answer_part and last_boxed(answer_part) is not None else 0.0)
+        # An empty box states nothing (and `\\boxed{}` is literally in the default system prompt).
+        out.append(1.0 if "<think>" not in answer_part and last_boxed(answer_part) else 0.0)
     return out
 
 
 def format_pattern(tags: Sequence[str]) -> re.Pattern:
-    """`\\s*<a>(.+?)</a>\\s*<b>(.+?)</b>\\s*` for tags (a, b); the format reward also wants each block not blank."""
+    """`\\s*<a>(.+?)</a>\\s*<b>(.+?)</b>\\s*` for tags (a, b); the format reward also wants each block not blank and
+    free of tags."""
     blocks = [rf"<{re.escape(t)}>(.+?)</{re.escape(t)}>" for t in tags]
     return re.compile(r"\s*" + r"\s*".join(blocks) + r"\s*", re.DOTALL)
 

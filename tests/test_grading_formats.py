@@ -34,6 +34,20 @@ FORMATS = [
      "42", "42", True),
     # Cut off while thinking: an answer inside an unclosed <think> is a draft, not a statement.
     ("deepseek-r1 (cut off)", "<think>\nLet me see, the answer is 5. Or maybe", "5", None, False),
+    # R1-Zero (--format-tags think,answer): the content of the last <answer> block is the answer, read as any
+    # completion is read (a box inside wins, else "the answer is", else the bare value).
+    ("r1-zero", "<think>2+3=5</think><answer>5</answer>", "5", "5", True),
+    ("r1-zero", "<think>\nadd\n</think>\n<answer>\nThe answer is 5\n</answer>", "5", "5", True),
+    ("r1-zero", "<answer>The answer is 5</answer>", "5", "5", True),
+    ("r1-zero", "<think>halve</think><answer>So \\boxed{\\frac{1}{2}}.</answer>", "0.5", "\\frac{1}{2}", True),
+    ("r1-zero", "<think>x</think><answer>$12$.</answer>", "12", "12", True),
+    ("r1-zero", "<think>count</think><answer>48 sheep</answer>", "48", "48", True),
+    ("r1-zero", "<think>the answer is 3</think><answer>(B)</answer>", "B", "B", True),
+    ("r1-zero", "<answer>4</answer> Wait, no. <answer>5</answer>", "5", "5", True),
+    ("r1-zero", "<answer>5</answer> The answer is 6", "5", "5", True),
+    ("r1-zero", "<think>\\boxed{7}</think><answer></answer>", "7", None, False),
+    # Cut off inside the last block: no answer, even when an earlier block stated one.
+    ("r1-zero (cut off)", "<think>x</think><answer>4</answer><answer>5", "4", None, False),
     # Mistral instruct.
     ("mistral", "First, 48 / 2 = 24. Then 48 + 24 = 72. The answer is 72.", "72", "72", True),
     ("mistral", "So she has 10 apples left.\n\nThe answer is: 10", "10", "10", True),

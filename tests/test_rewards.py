@@ -47,16 +47,32 @@ def test_accuracy_grades_like_distill_and_eval():
     # Multiple choice: by letter or option text; a gold that cannot be parsed gives no opinion (None).
     options = [{"A": "Hypertension", "B": "Heart failure"}, None]
     assert accuracy_rewards(["The answer is (B)", "\\boxed{3}"], ["B", ""], options) == [1.0, None]
+    # R1-Zero completions (--format-tags think,answer): graded by their last <answer> block, as format reads them.
+    r1_zero = ["<think>2+3=5</think><answer>5</answer>", "<think>x</think><answer>The answer is 5</answer>",
+               "<think>the answer is 5</think><answer>6</answer>"]
+    assert accuracy_rewards(r1_zero, ["5"] * 3) == [1.0, 1.0, 0.0]
+    assert format_rewards(r1_zero, ("think", "answer")) == [1.0, 1.0, 1.0]
 
 
 def test_format_boxed_or_tags():
+    # An empty box (the default system prompt names `\boxed{}`) states nothing.
     assert format_rewards(["x \\boxed{5}", "x \\boxed{5", "<think>\\boxed{5}</think> so 5", "5",
-                           "<think>a</think> \\boxed{5}"]) == [1.0, 0.0, 0.0, 0.0, 1.0]
+                           "<think>a</think> \\boxed{5}", "put it in \\boxed{}", "\\boxed{ }",
+                           "\\boxed{5} then \\boxed{}"]) == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
     tags = parse_format_tags("think,answer")
     assert tags == ("think", "answer")
     assert format_rewards(["<think>\nadd\n</think>\n<answer>\n5\n</answer>\n", "<think>add</think><answer> </answer>",
                            "<answer>5</answer><think>x</think>", "hi <think>a</think><answer>5</answer>",
                            "<think>a</think><answer>5</answer> extra"], tags) == [1.0, 0.0, 0.0, 0.0, 0.0]
+    # Each block exactly once, in order, not nested.
+    assert format_rewards(["<think>a</think><answer>5</answer><answer>6</answer>",
+                           "<think>a</think><think>b</think><answer>5</answer>",
+                           "<think>a <think>b</think></think><answer>5</answer>",
+                           "<think>a</think><answer><answer>5</answer></answer>",
+                           "<think>a</think><answer>5 <think>b</think></answer>",
+                           "<think>a</think><answer>5</answer><think>b</think>",
+                           "<think>a</think>\n\n<answer>5</answer>\n"], tags) == [0.0] * 6 + [1.0]
+    assert format_rewards(["<answer>5</answer><answer>6</answer>", " <answer>5</answer> "], ("answer",)) == [0.0, 1.0]
     assert parse_format_tags("<think>, </answer>") == ("think", "answer")
     assert parse_format_tags("") is None
     with pytest.raises(UserError, match="tag names"):
