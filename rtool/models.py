@@ -232,6 +232,7 @@ def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_
     The model is in eval() mode unless `for_training`; the tokenizer pads left (right when `for_training`).
     """
     src = localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+    require_causal_lm(src, spec)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if src.kind == "peft":
@@ -246,6 +247,50 @@ def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_
     model.train(for_training)
     logger.debug("loaded %s (%s) as %s on %s", spec, src.kind, torch_dtype, device)
     return model, tokenizer
+
+
+def check_causal_lm(spec, *, allow_pickle: bool = False) -> None:
+    """UserError when `spec` is a classifier (a PRM, a reward model) rather than a causal LM: checked with the
+    flags, before data or weights load (`require_causal_lm`)."""
+    require_causal_lm(localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle), spec)
+
+
+def require_causal_lm(src: Source, spec) -> None:
+    """UserError when the checkpoint `src` names is a classifier: its config's architecture (a PEFT adapter's task
+    type, and its base's) ends with a classification head. Loaded as a causal LM, its head would be dropped and a
+    random LM head made up, and training or sampling would go on without a word. A config that cannot be read
+    passes: the loader reports it."""
+    if src.kind == "peft":
+        task = _adapter_task(Path(src.path))
+        if task in NOT_LM_TASKS:
+            raise UserError(f"a {task} adapter (a classifier such as a PRM), not a causal LM: its head would be "
+                            "dropped", path=str(spec), hint=_CAUSAL_LM_HINT)
+        base = localize(resolve_source(_adapter_base(Path(src.path)), allow_pickle=True), allow_pickle=True)
+        require_causal_lm(base, spec)
+        return
+    if src.kind not in ("dir", "hub") or src.converted:
+        return  # a GGUF file holds a language model
+    arch = _architecture(src.path)
+    if arch is not None and arch.endswith(NOT_LM_HEADS):
+        raise UserError(f"a {arch} checkpoint (a classifier such as a PRM), not a causal LM: its head would be "
+                        "dropped", path=str(spec), hint=_CAUSAL_LM_HINT)
+
+
+# Heads a causal LM cannot stand in for (the config's `architectures`), and PEFT task types of such adapters.
+NOT_LM_HEADS = ("ForTokenClassification", "ForSequenceClassification", "ForProcessRewardModel",
+                "ForQuestionAnswering")
+NOT_LM_TASKS = ("TOKEN_CLS", "SEQ_CLS", "QUESTION_ANS")
+_CAUSAL_LM_HINT = "pass a causal LM; a PRM scores traces with rtool prm-score, or rewards grpo with --prm PATH"
+
+
+def _architecture(path: str) -> str | None:
+    from transformers import PretrainedConfig
+
+    try:  # the raw config.json: no model code runs
+        config = PretrainedConfig.get_config_dict(path)[0]
+    except (OSError, ValueError):
+        return None
+    return (list(config.get("architectures") or []) or [None])[0]
 
 
 def _load_base(src: Source, torch_dtype, device: str, trust_remote_code: bool, allow_pickle: bool):

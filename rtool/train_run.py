@@ -121,9 +121,11 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
 
 
 def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> None:
-    from rtool.models import load_model, load_tokenizer
+    from rtool.models import check_causal_lm, load_model, load_tokenizer
     from rtool.records import ReadStats, read_records
 
+    if recipe.load_model is None:  # a causal LM is trained: a classifier given as --model is refused before the data
+        check_causal_lm(run.model, allow_pickle=run.allow_pickle)
     prec = training.precision(run.dtype, lora=run.lora.enabled)
     if not run.lora.enabled and prec.load_dtype != "float32":
         logger.warning("full fine-tuning with %s weights: AdamW updates smaller than their resolution round away "

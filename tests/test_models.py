@@ -172,3 +172,39 @@ def test_gguf_load_save_reload(tmp_path):
     again, tok2 = load_model(out)
     assert same_weights(model, again)
     assert torch.equal(_logits(model, tok).argmax(-1), _logits(again, tok2).argmax(-1))
+
+
+@pytest.fixture(scope="module")
+def token_classifier_dir(tmp_path_factory):
+    from prm_models import build_prm
+
+    return build_prm("qwen-prm", tmp_path_factory.mktemp("prm") / "prm")
+
+
+@pytest.mark.parametrize("command, flag", [("sft", "--model"), ("redi", "--model"), ("grpo", "--model"),
+                                           ("prm-label", "--policy")])
+def test_a_token_classifier_is_refused_where_a_causal_lm_is_needed(capfd, tmp_path, token_classifier_dir,
+                                                                   command, flag):
+    """A PRM loaded as a causal LM would lose its head and train or sample on a random one, without a word."""
+    from helpers import run_in_process
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"id": "a", "problem": "1+1?", "answer": "2", "completion": "2\n\nSo \\boxed{2}",
+                                "correct": True}) + "\n")
+    where = ["--data", rows, "--out", tmp_path / "out"] if command != "prm-label" else ["-i", rows, "--backend", "hf"]
+    code, stdout, stderr = run_in_process(capfd, command, flag, token_classifier_dir, *where)
+    assert code == 2 and stdout == ""
+    assert f"{token_classifier_dir}: a LlamaForTokenClassification checkpoint" in stderr and "causal LM" in stderr
+    assert len(stderr.strip().splitlines()) <= 2 and "Traceback" not in stderr  # the error and its hint
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_token_classification_adapter_is_refused_as_a_causal_lm(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    adapter = get_peft_model(model, LoraConfig(task_type="TOKEN_CLS", r=2, target_modules=["q_proj"]))
+    adapter.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(UserError, match="a TOKEN_CLS adapter"):
+        load_model(tmp_path / "adapter")

@@ -16,7 +16,7 @@ class VLLMBackend(Backend):
 
     def __init__(self, spec, *, dtype: str = "auto", trust_remote_code: bool = False, allow_pickle: bool = False,
                  **engine_kwargs):
-        from rtool.models import DTYPES, _adapter_base, localize, resolve_source
+        from rtool.models import DTYPES, _adapter_base, localize, require_causal_lm, resolve_source
 
         if importlib.util.find_spec("vllm") is None:
             raise UserError("the vllm backend needs the vllm package", hint="pip install 'rtool[vllm]', or use --backend hf")
@@ -28,6 +28,7 @@ class VLLMBackend(Backend):
         import vllm
 
         src = localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+        require_causal_lm(src, spec)  # a PRM would be served as a pooling model, or its head dropped
         self.name, self.lora = str(spec), None
         model = src.gguf_file or src.path
         if src.kind == "peft":
