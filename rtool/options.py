@@ -12,6 +12,7 @@ import typer
 
 InputOpt = Annotated[str, typer.Option("--input", "-i", help="Input rows: .jsonl, .json, .parquet, a saved HF dataset dir, or '-' for stdin.")]
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output JSONL path (written row by row, flushed per row) or '-' for stdout.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out when it already holds rows (default: refuse). The file is replaced when the run ends whole; a failed run leaves it as it was.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed input lines (counted on stderr) instead of stopping.")]
 PromptFieldOpt = Annotated[Optional[str], typer.Option("--prompt-field", help="Field holding the prompt (default: auto: prompt, messages, question, problem).")]
 AnswerFieldOpt = Annotated[Optional[str], typer.Option("--answer-field", help="Field holding the gold answer (default: auto: answer with '#### n', answer, gold, solution's last \\boxed{}).")]
@@ -46,7 +47,7 @@ OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output d
 EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the data (ignored when --max-steps is set).")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (AdamW).")]
-LrSchedulerOpt = Annotated[str, typer.Option("--lr-scheduler", help="linear | cosine | cosine_with_min_lr | constant | constant_with_warmup | ... (transformers' SchedulerType).")]
+LrSchedulerOpt = Annotated[str, typer.Option("--lr-scheduler", help="linear | cosine | cosine_with_restarts | polynomial | constant | constant_with_warmup | inverse_sqrt | cosine_with_min_lr, cosine_warmup_with_min_lr (cosine down to 0.1 x --lr) | warmup_stable_decay (--lr held after the warmup, cosine decay to 0 over the last 10% of the steps). transformers' schedulers.")]
 WarmupRatioOpt = Annotated[float, typer.Option("--warmup-ratio", help="Fraction of the steps spent warming the learning rate up from 0, in [0, 1).")]
 TrainBatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per device per step; the global batch is batch-size x grad-accum x processes.")]
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps per optimizer step.")]

@@ -161,6 +161,7 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> None:
                                                peft_config=peft_config, callbacks=callbacks)
         except ValueError as error:
             raise training.lora_user_error(error) or error
+        training.fit_scheduler(trainer)
         training.train_and_save(trainer, run.out, checkpoint=checkpoint, resume=run.resume,
                                 merge_lora=run.lora.merge, trust_remote_code=run.trust_remote_code,
                                 allow_pickle=run.allow_pickle, loader=recipe.load_model)

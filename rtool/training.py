@@ -48,6 +48,11 @@ from rtool.log import logger
 METRICS_FILE = "metrics.jsonl"
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay")
+# The documented defaults of the schedulers that need more than a warmup and a length (--lr-scheduler's help):
+# the min_lr cosines end at MIN_LR_RATE x --lr; warmup_stable_decay holds --lr after the warmup, then decays it
+# (cosine, to 0) over the last DECAY_SHARE of the steps.
+MIN_LR_RATE = 0.1
+DECAY_SHARE = 0.1
 # --report-to: experiment trackers, passed to transformers (which reads their settings, e.g. WANDB_*, from the env).
 REPORT_TO = ("none", "tensorboard", "wandb")
 # Files that mark a directory as holding an earlier run (overwritten only with --resume).
@@ -211,6 +216,7 @@ def trainer_args(hp: Hyperparams, prec: Precision, *, report_to: str = "none") -
         max_steps=hp.max_steps or -1,
         learning_rate=hp.lr,
         lr_scheduler_type=hp.lr_scheduler,
+        lr_scheduler_kwargs=scheduler_kwargs(hp.lr_scheduler),
         # transformers 5 folded warmup_ratio into warmup_steps: a value below 1 is a fraction of the total steps.
         warmup_steps=hp.warmup_ratio,
         per_device_train_batch_size=hp.batch_size,
@@ -229,6 +235,28 @@ def trainer_args(hp: Hyperparams, prec: Precision, *, report_to: str = "none") -
         disable_tqdm=True,
         **prec.args,
     )
+
+
+def scheduler_kwargs(name: str) -> dict:
+    """transformers' `lr_scheduler_kwargs` for --lr-scheduler `name`: the min_lr cosines cannot be built without a
+    floor (transformers has no default). warmup_stable_decay's length in steps is set by `fit_scheduler`."""
+    return {"min_lr_rate": MIN_LR_RATE} if name.endswith("_with_min_lr") else {}
+
+
+def fit_scheduler(trainer) -> None:
+    """Give warmup_stable_decay its decay length, DECAY_SHARE of the optimizer steps, when the trainer builds the
+    scheduler: only then are the steps known (--epochs: from the data, batch size and processes)."""
+    if trainer.args.lr_scheduler_type != "warmup_stable_decay":
+        return
+    create = trainer.create_scheduler
+
+    def create_scheduler(num_training_steps: int, optimizer=None):
+        warmup = trainer.args.get_warmup_steps(num_training_steps)
+        decay = max(1, min(round(DECAY_SHARE * num_training_steps), num_training_steps - warmup))
+        trainer.args.lr_scheduler_kwargs = {**(trainer.args.lr_scheduler_kwargs or {}), "num_decay_steps": decay}
+        return create(num_training_steps, optimizer)
+
+    trainer.create_scheduler = create_scheduler
 
 
 def report_to_names(value: str) -> list[str]:

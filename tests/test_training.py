@@ -234,3 +234,52 @@ def test_more_processes_than_gpus_is_named():
     assert device_shortage(2, 2) is None and device_shortage(1, 8) is None
     assert device_shortage(2, 1) == ("2 training processes on this machine but 1 CUDA GPU(s) visible: each process "
                                      "takes its own GPU")
+
+
+LISTED_SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                     "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay"]
+
+
+def test_help_names_every_scheduler_the_flag_accepts():
+    import re
+
+    from rtool.options import LrSchedulerOpt
+    from rtool.training import SCHEDULERS
+
+    help_text = LrSchedulerOpt.__metadata__[0].help
+    assert sorted(set(re.findall(r"\b[a-z]+(?:_[a-z]+)+\b|\b(?:linear|cosine|polynomial|constant)\b", help_text))) \
+        == sorted(SCHEDULERS) == sorted(LISTED_SCHEDULERS)
+
+
+@pytest.fixture(scope="module")
+def few_traces(tiny_task_rows, tmp_path_factory):
+    path = tmp_path_factory.mktemp("sched") / "traces.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in tiny_task_rows[:4]), encoding="utf-8")
+    return path
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("name", LISTED_SCHEDULERS)
+def test_every_listed_scheduler_trains(capfd, tmp_path, tiny_model_dir, few_traces, name):
+    from helpers import run_in_process
+
+    out = tmp_path / "run"
+    code, _, stderr = run_in_process(capfd, "sft", "--model", tiny_model_dir, "--data", few_traces, "--out", out,
+                                     "--lr-scheduler", name, "--max-steps", "2", "--lr", "1e-2", "--warmup-ratio",
+                                     "0", "--batch-size", "2", "--logging-steps", "1", "--save-steps", "0",
+                                     "--max-length", "128", "--no-system")
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    if name.endswith("min_lr"):  # the documented floor: 0.1 x --lr, reached at the end of the cosine
+        assert min(row["learning_rate"] for row in rows) >= 1e-3 * (1 - 1e-9)
+
+
+def test_an_unknown_scheduler_is_refused_before_anything_loads(capfd, tmp_path, few_traces):
+    from helpers import run_in_process
+
+    code, _, stderr = run_in_process(capfd, "sft", "--model", tmp_path / "no-such-model", "--data", few_traces,
+                                     "--out", tmp_path / "run", "--lr-scheduler", "cosine_min")
+    assert code == 2
+    assert "--lr-scheduler" in stderr and "cosine_with_min_lr" in stderr and "warmup_stable_decay" in stderr
+    assert "no-such-model" not in stderr and not (tmp_path / "run").exists()
