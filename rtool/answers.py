@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 # GSM8K's final line `#### 18`. The value must start like a number or formula, so that a Markdown heading
@@ -386,53 +388,137 @@ def same_answer(a: str | None, b: str | None) -> bool:
     return verify(a, b) is True and verify(b, a) is True
 
 
+@dataclass(slots=True)
+class AnswerGroup:
+    """Answers counted as one answer: how many, their weight sum, and two members, each as its `order` (sample
+    number) and the `item` it was added with: `first` (the smallest order; `answer` is its answer) and `top` (the
+    largest weight, ties: the smaller order)."""
+
+    answer: str
+    count: int
+    weight: float
+    first: int
+    first_item: object
+    top: int
+    top_weight: float
+    top_item: object
+
+    def merge(self, other: "AnswerGroup") -> None:
+        self.count += other.count
+        self.weight += other.weight
+        if other.first < self.first:
+            self.answer, self.first, self.first_item = other.answer, other.first, other.first_item
+        if other.top_weight > self.top_weight or (other.top_weight == self.top_weight and other.top < self.top):
+            self.top, self.top_weight, self.top_item = other.top, other.top_weight, other.top_item
+
+
+# Weight sums this close are equal: 0.1 + 0.2 and 0.15 + 0.15 differ in the last bit only, by float rounding.
+WEIGHT_REL_TOL = 1e-9
+
+
 class AnswerGroups:
-    """Predicted answers clustered by `same_answer`: majority and weighted voting (eval's maj@n, bon).
+    """Predicted answers grouped for majority and weighted voting: the one rule of eval's maj@n and of bon.
 
         groups = AnswerGroups()
-        for pred, score in candidates:
-            i = groups.add(pred, weight=score)   # the cluster it joined (first-seen order), None for no answer
-        best = groups.best()                     # most answers; best(weighted=True): largest total weight
-        groups.answers[best], groups.counts[best], groups.weights[best]   # its first answer, count, weight
+        for pred, score, sample in candidates:
+            groups.add(pred, weight=score, order=sample, item=...)   # False for no answer
+        best = groups.best("count")          # or best("weight", "count"): an AnswerGroup, None for no answer
+        best.answer, best.count, best.weight, best.first_item, best.top_item
 
-    A new answer joins the cluster of an earlier answer with the same `answer_key` (no mathematics needed); else
-    the first cluster whose representative (its first answer) is `same_answer`; else it starts a cluster. Ties go
-    to the cluster seen first. Memory: the distinct keys seen and, per cluster, one string and two numbers.
+    Two answers are one answer when a chain of `same_answer` pairs joins them (the union of the equivalences:
+    math-verify's is not transitive, `x=2` = `2` = `y=2` while `x=2` != `y=2`, so "equal to the group's first
+    answer" would make the groups depend on the order the answers came in). Answers with one `answer_key` are one
+    answer without mathematics, and each key is compared through its spelling with the smallest order, so the
+    groups depend on the set of (answer, order) only, never on the order of `add` calls. Comparisons: at most one
+    per pair of distinct keys (n <= 64 samples: at most ~2,000, most of them settled by the fast paths).
+    Ties (`best`): a weight within a relative 1e-9 of another is equal to it; a tie on every criterion goes to the
+    group holding the smallest order (the earliest sample). Memory: per distinct key, one string and a few numbers.
     """
 
-    __slots__ = ("answers", "counts", "weights", "_clusters")
+    __slots__ = ("_keys", "_added", "_groups", "_group_of_key")
 
     def __init__(self) -> None:
-        self.answers: list[str] = []
-        self.counts: list[int] = []
-        self.weights: list[float] = []
-        self._clusters: dict[str, int] = {}  # answer_key -> cluster
+        self._keys: dict[str, AnswerGroup] = {}  # answer_key -> the answers with that key
+        self._added = 0
+        self._groups: list[AnswerGroup] | None = None  # the groups, by first member; None after an add
+        self._group_of_key: dict[str, AnswerGroup] = {}
 
-    def add(self, pred: str | None, weight: float = 1.0) -> int | None:
+    def add(self, pred: str | None, weight: float = 1.0, order: int | None = None, item=None) -> bool:
+        """Count one answer (`order`: its sample number; default: the number of answers added before); False when
+        `pred` is no answer (None or blank), which counts for nothing."""
+        order = self._added if order is None else order
+        self._added += 1
         pred = _text(pred)
         key = answer_key(pred)
         if not key:
-            return None
-        index = self._clusters.get(key)
-        if index is None:
-            index = next((i for i, answer in enumerate(self.answers) if same_answer(answer, pred)), None)
-            if index is None:
-                index = len(self.answers)
-                self.answers.append(pred)
-                self.counts.append(0)
-                self.weights.append(0.0)
-            self._clusters[key] = index
-        self.counts[index] += 1
-        self.weights[index] += weight
-        return index
+            return False
+        one = AnswerGroup(pred, 1, weight, order, item, order, weight, item)
+        if key in self._keys:
+            self._keys[key].merge(one)
+        else:
+            self._keys[key] = one
+        self._groups = None
+        return True
 
-    def best(self, weighted: bool = False) -> int | None:
-        """The winning cluster's index, None when no answer was added."""
-        values = self.weights if weighted else self.counts
-        return max(range(len(values)), key=lambda i: (values[i], -i)) if values else None
+    def groups(self) -> list[AnswerGroup]:
+        """The groups (connected components of `same_answer` over the distinct keys), by their first member."""
+        if self._groups is None:
+            self._group_of_key = self._components()
+            self._groups = sorted({id(g): g for g in self._group_of_key.values()}.values(), key=lambda g: g.first)
+        return self._groups
+
+    def _components(self) -> dict[str, AnswerGroup]:
+        """answer_key -> its group: union-find over the keys, in order of their first members."""
+        keys = sorted(self._keys, key=lambda k: (self._keys[k].first, k))
+        keyed = [self._keys[k] for k in keys]
+        parent = list(range(len(keyed)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for j in range(len(keyed)):
+            for i in range(j):
+                a, b = root(i), root(j)
+                if a != b and same_answer(keyed[i].answer, keyed[j].answer):
+                    parent[max(a, b)] = min(a, b)
+        merged: dict[int, AnswerGroup] = {}
+        for i, group in enumerate(keyed):
+            r = root(i)
+            if r in merged:
+                merged[r].merge(group)
+            else:
+                merged[r] = replace(group)  # a copy: the key's own tally keeps counting later adds
+        return {key: merged[root(i)] for i, key in enumerate(keys)}
+
+    def best(self, *rank: str) -> AnswerGroup | None:
+        """The winning group: the largest of `rank`'s first criterion ("count" or "weight"; default "count"),
+        ties to the next criterion, then to the group with the smallest order. None when no answer was added."""
+        winner = None
+        for group in self.groups():  # by first member: a full tie keeps the earlier one
+            if winner is None or _beats(group, winner, rank or ("count",)):
+                winner = group
+        return winner
+
+    def group_of(self, pred: str | None) -> AnswerGroup | None:
+        """The group `pred` (an answer added before) is in."""
+        self.groups()
+        return self._group_of_key.get(answer_key(_text(pred)) or "")
 
     def __len__(self) -> int:
-        return len(self.answers)
+        return len(self.groups())
+
+
+def _beats(group: AnswerGroup, other: AnswerGroup, rank) -> bool:
+    for name in rank:
+        mine, theirs = getattr(group, name), getattr(other, name)
+        if name == "weight" and math.isclose(mine, theirs, rel_tol=WEIGHT_REL_TOL):
+            continue
+        if mine != theirs:
+            return mine > theirs
+    return False
 
 
 def grade_many(pairs: Iterable[tuple], workers: int = 1,

@@ -7,15 +7,19 @@
 
 Methods (a prompt's first N candidates by `sample`, else by order of appearance):
 - majority: self-consistency (Wang et al. 2022): the answer most candidates give. Ties: the larger total score when
-  every one of the N candidates has a score, else the answer seen first (smallest sample number). The chosen row is
-  the winning answer's first candidate by sample number.
+  every one of the N candidates has a score, else (and on equal totals) the answer whose first candidate has the
+  smallest sample number. The chosen row is the winning answer's first candidate by sample number. This is eval's
+  maj@n rule: `bon --method majority | eval` is right on a prompt exactly when eval's maj@n is.
 - naive: the candidate with the highest score among those that state an answer (ties: first by sample number).
-- weighted: the answer with the largest sum of scores (ties: more votes, then first seen); the chosen row is its
-  highest-scoring candidate (ties: first by sample number). Scores must be >= 0 (probabilities, PRM/ORM scores):
-  a negative score would count against the answer it supports.
-Answers are compared as grading compares them (`rtool.answers.AnswerGroups`: equal keys, equal plain numbers, else
-math-verify both ways), so "1/2", "0.5" and "\\frac{1}{2}" are one answer. A candidate with no extractable answer
-never wins: if none of the N states one, the first candidate is written with `votes` 0 and `weight` null.
+- weighted: the answer with the largest sum of scores (ties: more votes, then the smallest sample number); the
+  chosen row is its highest-scoring candidate (ties: first by sample number). Scores must be >= 0 (probabilities,
+  PRM/ORM scores): a negative score would count against the answer it supports.
+Sums within a relative 1e-9 of each other are equal (0.1 + 0.2 ties with 0.15 + 0.15: float rounding decides
+nothing). Answers are grouped as `rtool.answers.AnswerGroups` groups them for eval's maj@n: equal keys, equal plain
+numbers, else math-verify both ways, and the union of those equivalences (x=2 = 2 = y=2 is one answer), so
+"1/2", "0.5" and "\\frac{1}{2}" are one answer and the groups never depend on the input's order. A candidate with no
+extractable answer never wins: if none of the N states one, the first candidate is written with `votes` 0 and
+`weight` null.
 `votes` is the number of the N candidates that give the chosen answer, `weight` their score sum (null when some
 candidate has no score, as in majority voting over unscored rows).
 
@@ -83,28 +87,18 @@ def select(candidates: Sequence[Candidate], method: str, ns: Sequence[int] | Non
     wanted = sorted({n for n in (ns or [total]) if 1 <= n <= total})
     if not wanted:
         return []
-    groups = AnswerGroups()  # clusters in first-seen order, i.e. by sample number
-    clusters: list[int | None] = []  # per candidate: its answer's cluster
-    first: list[int] = []  # per cluster: its first candidate
-    top: list[int] = []  # per cluster: its highest-scoring candidate (first on ties)
-    best = None  # naive: the highest-scoring candidate with an answer
+    groups = AnswerGroups()
+    best = None  # naive: the highest-scoring candidate with an answer (ties: the first by sample number)
     all_scored = True  # every candidate so far has a score
     choices = []
     for i, candidate in enumerate(itertools.islice(candidates, wanted[-1])):
         score = candidate.score
         all_scored = all_scored and score is not None
-        cluster = groups.add(candidate.answer, weight=score or 0.0) if candidate.answer is not None else None
-        clusters.append(cluster)
-        if cluster is not None:
-            if cluster == len(first):
-                first.append(i)
-                top.append(i)
-            elif _above(score, candidates[top[cluster]].score):
-                top[cluster] = i
-            if best is None or _above(score, candidates[best].score):
-                best = i
+        stated = groups.add(candidate.answer, weight=score or 0.0, order=candidate.number, item=i)
+        if stated and (best is None or _above(score, candidates[best].score)):
+            best = i
         if i + 1 == wanted[len(choices)]:
-            choices.append(_decide(candidates, method, i + 1, groups, clusters, first, top, best, all_scored))
+            choices.append(_decide(candidates, method, i + 1, groups, best, all_scored))
             if len(choices) == len(wanted):
                 break
     return choices
@@ -114,20 +108,18 @@ def _above(score: float | None, other: float | None) -> bool:
     return score is not None and (other is None or score > other)
 
 
-def _decide(candidates, method, n, groups, clusters, first, top, best, all_scored) -> Choice:
-    if not len(groups):
+def _decide(candidates, method, n, groups: AnswerGroups, best, all_scored) -> Choice:
+    if best is None:
         return Choice(candidates[0], n, 0, None)
-    counts, weights = groups.counts, groups.weights
     if method == "majority":
-        tie_break = weights if all_scored else [0.0] * len(counts)
-        cluster = max(range(len(counts)), key=lambda c: (counts[c], tie_break[c], -c))
-        chosen = first[cluster]
+        group = groups.best("count", "weight") if all_scored else groups.best("count")
+        chosen = group.first_item
     elif method == "weighted":
-        cluster = max(range(len(counts)), key=lambda c: (weights[c], counts[c], -c))
-        chosen = top[cluster]
+        group = groups.best("weight", "count")
+        chosen = group.top_item
     else:
-        chosen, cluster = best, clusters[best]
-    return Choice(candidates[chosen], n, counts[cluster], weights[cluster] if all_scored else None)
+        chosen, group = best, groups.group_of(candidates[best].answer)
+    return Choice(candidates[chosen], n, group.count, group.weight if all_scored else None)
 
 
 def candidate_answer(completion: str, choices: dict | None = None) -> str | None:

@@ -2,8 +2,10 @@
 
 pass@k (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"): with n samples of which c are
 correct, pass@k = 1 - C(n-c, k) / C(n, k), computed as a stable product.
-maj@n votes over answers grouped by grading's equivalence, so "0.5" and "\\frac{1}{2}" are one answer: the
-correct answers are one (each equals the gold), the wrong ones are grouped by `rtool.answers.AnswerGroups`.
+maj@n votes over answers grouped by `rtool.answers.AnswerGroups` (grading's equivalence both ways, and its union),
+so "0.5" and "\\frac{1}{2}" are one answer; ties go to the answer whose first sample has the smallest `sample` number,
+and the vote is right when that first sample is graded correct. It is `rtool bon --method majority`'s rule, so
+bon's chosen rows grade as maj@n does, whatever the order of the lines.
 Each (prompt, sample) is counted once: a repeat is an error, not a second vote.
 Rows from `rtool bon` (they carry `bon_n`) are one chosen row per (prompt, bon_n): they are tallied per bon_n, and
 the summary reports accuracy per bon_n (the best-of-N curve) instead of pass@k over samples.
@@ -51,28 +53,21 @@ class PromptTally:
     samples: int = 0
     correct: int = 0
     gradable: int = 0
-    # maj@n's votes. The correct answers are one answer (each is equivalent to the gold, by grading's verdict); the
-    # wrong ones are grouped by `same_answer`, grading's equivalence both ways. So no math-verify call is spent on a
-    # correct answer, and a wrong answer is compared with the other wrong ones only.
-    wrong_answers: AnswerGroups = field(default_factory=AnswerGroups)
-    wrong_first: list = field(default_factory=list)  # per wrong group: its first answer's position (ties)
-    first_correct: int | None = None
+    # maj@n's votes, grouped as bon groups them (`AnswerGroups`), each sample carrying its verdict: the vote is
+    # right when the winning group's first sample (the row bon would choose) is correct.
+    votes: AnswerGroups = field(default_factory=AnswerGroups)
     # Sample numbers seen: all of 0.._next_sample-1, plus any above (files in sample order need no set).
     _next_sample: int = 0
     _later_samples: set | None = None
 
-    def add(self, pred: str | None, correct: bool | None) -> None:
-        position = self.samples
+    def add(self, pred: str | None, correct: bool | None, sample: int | None = None) -> None:
+        """Count one sample (`sample`: its number, for maj@n's ties; default: its position)."""
+        self.votes.add(pred, order=self.samples if sample is None else sample, item=correct)
         self.samples += 1
         if correct is None:
             return
         self.gradable += 1
-        if correct:
-            self.correct += 1
-            if self.first_correct is None:
-                self.first_correct = position
-        elif self.wrong_answers.add(pred) == len(self.wrong_first):
-            self.wrong_first.append(position)
+        self.correct += bool(correct)
 
     def claim_sample(self, sample: int) -> bool:
         """Record sample number `sample`; False if it was recorded before."""
@@ -89,14 +84,12 @@ class PromptTally:
         return True
 
     def majority_correct(self) -> bool:
-        """maj@n: the most frequent answer (ties: first seen) is correct. No answer at all counts as wrong."""
+        """maj@n: the most frequent answer (ties: the one whose first sample has the smallest number), as its first
+        sample is graded, is correct. No answer at all counts as wrong."""
         if not self.correct:
-            return False
-        best = self.wrong_answers.best()
-        if best is None:
-            return True
-        wrong = self.wrong_answers.counts[best]
-        return self.correct > wrong or (self.correct == wrong and self.first_correct < self.wrong_first[best])
+            return False  # no math-verify call for a prompt nothing got right
+        best = self.votes.best("count")
+        return best is not None and best.first_item is True
 
 
 @dataclass
@@ -131,7 +124,7 @@ class EvalTally:
             raise source.error(message, field="sample", hint=hint) if source is not None else UserError(
                 message, hint=hint)
         self.samples += 1
-        tally.add(pred, correct)
+        tally.add(pred, correct, number)
         if correct is None:
             self.ungradable += 1
         if completion_tokens is not None:

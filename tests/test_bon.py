@@ -39,6 +39,8 @@ def outcome(candidates, method, ns=None):
     (cands("5", "3", "3", "5"), "majority", (0, 2, None)),
     # a tie with scores: the larger total (3: 0.5 + 0.4 against 5: 0.2 + 0.3)
     (cands(("5", 0.2), ("3", 0.5), ("3", 0.4), ("5", 0.3)), "majority", (1, 2, 0.9)),
+    # ... within float rounding: 5's 0.15 + 0.15 ties 4's 0.1 + 0.2, so the answer seen first wins
+    (cands(("5", 0.15), ("4", 0.1), ("4", 0.2), ("5", 0.15)), "majority", (0, 2, 0.3)),
     # ... but only when every candidate has a score
     (cands(("5", 0.2), ("3", 0.5), ("3", 0.4), ("5", None)), "majority", (0, 2, None)),
     # unextractable answers never win, however many
@@ -57,8 +59,10 @@ def outcome(candidates, method, ns=None):
     (cands(("4", 0.1), ("5", 0.8), ("4", 0.7), ("4", 0.3)), "weighted", (2, 3, 1.1)),
     # weighted groups equivalent answers: 0.5 and 1/2 (0.3 + 0.3) beat 2 (0.5)
     (cands(("0.5", 0.3), ("2", 0.5), ("1/2", 0.3)), "weighted", (0, 2, 0.6)),
-    # weighted: equal sums go to more votes (5: 0.3 + 0.3 against 4: 0.6), then first seen
-    (cands(("4", 0.6), ("5", 0.3), ("5", 0.3)), "weighted", (1, 2, 0.6)),
+    # weighted: equal sums go to more votes, then first seen. Equal, not equal in floats: 4's 0.1 + 0.2 is
+    # 0.30000000000000004, 5's 0.15 + 0.15 (+ 0.0) is 0.3; rounding must not decide.
+    (cands(("4", 0.1), ("5", 0.15), ("4", 0.2), ("5", 0.15), ("5", 0.0)), "weighted", (1, 3, 0.3)),
+    (cands(("5", 0.15), ("4", 0.1), ("4", 0.2), ("5", 0.15)), "weighted", (0, 2, 0.3)),
     (cands(("4", 0.6), ("5", 0.6)), "weighted", (0, 1, 0.6)),
     # weighted: an unextractable candidate's score counts for nothing
     (cands(("4", 0.5), (None, 0.9), ("5", 0.4)), "weighted", (0, 1, 0.5)),
@@ -325,3 +329,78 @@ def test_eval_refuses_bon_rows_mixed_with_samples():
     result = run_rtool("eval", input=lines(rows))
     assert result.returncode == 2
     assert last_error_line(result).startswith("rtool: error: <stdin>:2: rows with and without 'bon_n' in one input")
+
+
+# One vote for bon and eval: `bon --method majority | eval` is right exactly when eval's maj@n is, in any line order.
+# The pool holds answers whose equivalence is not transitive (x=2 = 2 = y=2, but x=2 != y=2) and spellings of one
+# number (0.5, \frac{1}{2}).
+POOL = ["x=2", "2", "y=2", "5", "\\frac{1}{2}", "0.5", "3"]
+
+
+def random_candidate_set(rng, prompts=3, n=None):
+    """Candidate rows of a few prompts: random answers from POOL (or none), random distinct sample numbers; `n`
+    candidates per prompt (default: 1 to 8)."""
+    rows = []
+    for p in range(prompts):
+        gold = rng.choice(["2", "y=2", "5", "0.5"])
+        for sample in rng.sample(range(20), n or rng.randint(1, 8)):
+            answer = rng.choice(POOL + [None])
+            completion = "I give up" if answer is None else f"So \\boxed{{{answer}}}."
+            rows.append({"id": f"p{p}", "problem": "?", "answer": gold, "completion": completion, "sample": sample})
+    return rows
+
+
+def graded(rows):
+    from rtool.answers import grade
+
+    return [{**row, **dict(zip(("pred", "correct"), grade(row["answer"], row["completion"])))} for row in rows]
+
+
+def maj_at_n(rows):
+    """eval's maj@n over candidate rows: share of prompts whose majority answer is right."""
+    tally = EvalTally()
+    for row in graded(rows):
+        tally.add(row["id"], row["pred"], row["correct"], None, None, sample=row["sample"])
+    summary = tally.summary()
+    return next(value for key, value in summary.items() if key.startswith("maj@"))
+
+
+def bon_then_eval(rows):
+    """eval's accuracy over bon --method majority's chosen rows (all candidates of each prompt)."""
+    tally = EvalTally()
+    for row in graded(best_of_n(as_rows(rows), "majority")):
+        tally.add(row["id"], row["pred"], row["correct"], None, None, bon_n=1, bon_method="majority")
+    return tally.summary()["bon"]["1"]["accuracy"]
+
+
+def test_bon_majority_and_eval_maj_at_n_agree_in_any_order():
+    rng = random.Random(16)
+    for trial in range(30):
+        rows = random_candidate_set(rng)
+        expected = maj_at_n(rows)
+        for _ in range(4):
+            rng.shuffle(rows)
+            assert (maj_at_n(rows), bon_then_eval(rows)) == (expected, expected), (trial, rows)
+
+
+def test_non_transitive_answers_form_one_group_whatever_the_order():
+    # x=2 = 2 = y=2 (math-verify) though x=2 != y=2: one answer with 3 votes, against 5 with 2.
+    answers = ["5", "5", "x=2", "y=2", "2"]
+    for order in ([0, 1, 2, 3, 4], [2, 3, 4, 0, 1], [0, 2, 1, 3, 4], [4, 3, 2, 1, 0]):
+        chosen = select([Candidate(i, answers[i]) for i in order], "majority")[0]
+        assert (chosen.candidate.answer, chosen.votes) == ("x=2", 3), order
+
+
+def test_cli_bon_majority_piped_into_eval_equals_maj_at_n(tmp_path):
+    # The real pipe over one shuffled file of several random sets (a process start costs seconds).
+    rng = random.Random(1)  # a set where the old rules (first answer of a group, line order) disagreed
+    rows = random_candidate_set(rng, prompts=8, n=6)
+    rng.shuffle(rows)
+    source = tmp_path / "cands.jsonl"
+    source.write_text(lines(rows), encoding="utf-8")
+    maj = json.loads(run_rtool("eval", "-i", source).stdout)["maj@6"]
+    bon = run_rtool("bon", "--method", "majority", "-i", source)
+    assert bon.returncode == 0, bon.stderr.decode()
+    best = json.loads(run_rtool("eval", input=bon.stdout).stdout)
+    assert best["bon"]["6"]["accuracy"] == maj == maj_at_n(rows)
+    assert 0 < maj < 1  # a set where the vote matters both ways

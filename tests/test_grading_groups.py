@@ -33,18 +33,44 @@ def test_same_answer(a, b, same):
 
 def test_answer_groups_count_weigh_and_break_ties_by_first_seen():
     groups = AnswerGroups()
-    joined = [groups.add(pred, weight) for pred, weight in [
-        ("1/3", 0.9), ("0.5", 0.1), ("\\frac{1}{2}", 0.2), (None, 5.0), ("1/3", 0.9), ("\\dfrac12", 0.3), ("7", 0.5)]]
-    assert joined == [0, 1, 1, None, 0, 1, 2]
-    assert groups.answers == ["1/3", "0.5", "7"]     # each cluster keeps its first answer
-    assert groups.counts == [2, 3, 1]
-    assert groups.weights == pytest.approx([1.8, 0.6, 0.5])
-    assert groups.best() == 1 and groups.best(weighted=True) == 0
+    added = [groups.add(pred, weight, item=i) for i, (pred, weight) in enumerate([
+        ("1/3", 0.9), ("0.5", 0.1), ("\\frac{1}{2}", 0.2), (None, 5.0), ("1/3", 0.9), ("\\dfrac12", 0.3), ("7", 0.5)])]
+    assert added == [True, True, True, False, True, True, True]
+    assert [g.answer for g in groups.groups()] == ["1/3", "0.5", "7"]     # each group names its first answer
+    assert [g.count for g in groups.groups()] == [2, 3, 1]
+    assert [g.weight for g in groups.groups()] == pytest.approx([1.8, 0.6, 0.5])
+    assert groups.best().answer == "0.5" and groups.best("weight").answer == "1/3"
+    assert (groups.best().first_item, groups.best().top_item) == (1, 5)   # its first sample, its heaviest
+    assert groups.group_of("\\dfrac12") is groups.best() and groups.group_of("9") is None   # answers added
     tie = AnswerGroups()
     for pred in ["2", "3", "3.0", "2.00"]:
         tie.add(pred)
-    assert tie.best() == 0 and len(tie) == 2
+    assert tie.best().answer == "2" and len(tie) == 2
     assert AnswerGroups().best() is None
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4], [2, 3, 4, 0, 1], [4, 0, 3, 1, 2], [1, 4, 2, 0, 3]])
+def test_answer_groups_are_the_union_of_equivalences_whatever_the_order(order):
+    # x=2 = 2 = y=2 (math-verify both ways) but x=2 != y=2: one answer of 3 votes, which beats 5's 2 votes.
+    samples = ["5", "5", "x=2", "y=2", "2"]
+    groups = AnswerGroups()
+    for sample in order:
+        groups.add(samples[sample], order=sample, item=sample)
+    best = groups.best()
+    assert (best.answer, best.count, best.first_item) == ("x=2", 3, 2)
+    assert [g.count for g in groups.groups()] == [2, 3]
+
+
+def test_weighted_ties_are_decided_by_the_tie_rule_not_float_rounding():
+    # 0.1 + 0.2 = 0.30000000000000004 > 0.15 + 0.15 = 0.3 in floats: a tie, so more votes (then first) decide.
+    groups = AnswerGroups()
+    for order, (pred, weight) in enumerate([("4", 0.1), ("5", 0.15), ("4", 0.2), ("5", 0.15), ("5", 0.0)]):
+        groups.add(pred, weight, order=order)
+    assert groups.best("weight", "count").answer == "5"
+    first_wins = AnswerGroups()
+    for order, (pred, weight) in enumerate([("5", 0.15), ("4", 0.1), ("4", 0.2), ("5", 0.15)]):
+        first_wins.add(pred, weight, order=order)
+    assert first_wins.best("weight", "count").answer == "5"
 
 
 def test_majority_votes_over_equivalent_answers():
@@ -62,7 +88,7 @@ def test_majority_groups_equivalent_wrong_answers():
     for pred, correct in [("7", True), ("0.5", False), ("\\frac{1}{2}", False), ("7", True), ("1/2", False)]:
         tally.add("p", pred, correct, None, None)
     assert tally.summary()["maj@5"] == 0.0
-    assert tally.prompts["p"].wrong_answers.counts == [3]
+    assert [g.count for g in tally.prompts["p"].votes.groups()] == [2, 3]
 
 
 @pytest.mark.parametrize("votes, majority", [
