@@ -53,7 +53,7 @@ TrainBatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences 
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps per optimizer step.")]
 LoggingStepsOpt = Annotated[int, typer.Option("--logging-steps", help="Write a metrics.jsonl row and a progress line every N optimizer steps.")]
 SaveStepsOpt = Annotated[int, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps in OUT/checkpoint-N (the last 2 are kept); 0 saves none.")]
-ResumeTrainOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last OUT/checkpoint-N (starts fresh, with a warning, when there is none).")]
+ResumeTrainOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last complete OUT/checkpoint-N (starts fresh, with a warning, when there is none), with the flags the run started with: other training settings are refused.")]
 GradientCheckpointingOpt = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, about 20-30% slower.")]
 LoraOpt = Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (PEFT) instead of all weights; OUT holds the adapter.")]
 LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]

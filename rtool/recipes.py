@@ -27,14 +27,13 @@ def sft_recipe(examples: SFTExamples, *, packing: bool = False, mask_thought: fl
     def build_trainer(*, model, tokenizer, dataset, args, peft_config, callbacks):
         from trl import SFTTrainer
 
-        from rtool.training import MaskThoughtCollator, mask_token_id
+        from rtool.training import apply_mask_thought, mask_token_id
 
         trainer = SFTTrainer(model, sft_config(args, max_length=examples.max_length, packing=packing),
                              train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
                              callbacks=callbacks)
         if mask_thought > 0:
-            trainer.data_collator = MaskThoughtCollator(trainer.data_collator, mask_thought,
-                                                        mask_token_id(tokenizer), seed=seed)
+            apply_mask_thought(trainer, mask_thought, mask_token_id(tokenizer), seed=seed)
         return trainer
 
     return Recipe(examples.name, examples=examples, features=examples.features, build_trainer=build_trainer,

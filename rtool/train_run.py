@@ -71,6 +71,8 @@ class TrainRun:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     report_to: str = "none"  # --report-to: none | tensorboard | wandb (comma-separated for several)
+    # What a --resume must keep (training.run_settings: every flag that changes what is trained); None: unchecked.
+    settings: dict | None = None
 
     @classmethod
     def from_flags(cls, opts, *, lr: float) -> "TrainRun":
@@ -92,6 +94,7 @@ class TrainRun:
             dtype=opts.dtype, resume=opts.resume, skip_bad=opts.skip_bad,
             trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
             report_to=getattr(opts, "report_to", "none"))  # a command without the flag reports to none
+        run.settings = training.run_settings({**vars(opts), "lr": run.hp.lr})
         run.check()
         return run
 
@@ -112,6 +115,8 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     training.quiet_libraries()
     checkpoint = training.prepare_out_dir(run.out, run.resume)
     with training.removed_if_failed_early(run.out):
+        if run.settings is not None:
+            training.check_run_settings(run.out, run.settings, resuming=checkpoint is not None)
         _train(recipe, run, checkpoint)
     if not training.is_main_process():
         return None

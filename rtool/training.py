@@ -20,10 +20,11 @@ files under OUT/runs) or Weights & Biases callbacks (`require_trackers` checks t
 loads); checkpoints are OUT/checkpoint-N; only rank 0 writes; the final model is safetensors with its tokenizer
 (a LoRA run: the adapter, plus OUT/merged with --merge-lora, in the base model's dtype); at the end OUT/curves.png
 is drawn from OUT/metrics.jsonl (`draw_curves`, `rtool.curves`). The same command line runs under `torchrun` /
-`accelerate launch`. With save steps > 0, transformers also writes a checkpoint at the last step, so a finished
-run can be extended with --resume and a larger --max-steps/--epochs. Also here: `dataset_from_rows` (rows ->
-datasets.Dataset) and the Masked Thought collator wrapper (`mask_thought`, `MaskThoughtCollator`), usable by any
-trainer whose batches carry labels.
+`accelerate launch`. --resume continues from the last complete checkpoint (`last_complete_checkpoint`: one cut
+short by a kill mid-save is skipped) with the settings the run started with (OUT/run_settings.json,
+`check_run_settings`: other ones are refused), and ends with the weights an uninterrupted run ends with. Also here: `dataset_from_rows` (rows ->
+datasets.Dataset) and Masked Thought (`mask_thought`, `apply_mask_thought`), usable by any trainer whose batches
+carry labels.
 """
 
 from __future__ import annotations
@@ -370,15 +371,19 @@ def prepare_out_dir(out: Path, resume: bool) -> str | None:
     """
     from transformers.trainer_utils import get_last_checkpoint
 
+    from rtool.atomic import check_writable
+
     if out.exists() and not out.is_dir():
         raise UserError("--out exists and is not a directory", path=out)
+    check_writable(out, kind="dir")  # a parent that is a file, no permission: refused before the model loads
     if not out.is_dir():
         return None
-    checkpoint = get_last_checkpoint(str(out))
     if resume:
+        checkpoint = last_complete_checkpoint(out)
         if checkpoint is None:
-            logger.warning("--resume: no checkpoint-N in %s, starting from the beginning", out)
+            logger.warning("--resume: no complete checkpoint-N in %s, starting from the beginning", out)
         return checkpoint
+    checkpoint = get_last_checkpoint(str(out))
     found = [name for name in _RUN_MARKERS if (out / name).exists()]
     if checkpoint is not None:
         found.append(Path(checkpoint).name)
@@ -386,6 +391,71 @@ def prepare_out_dir(out: Path, resume: bool) -> str | None:
         raise UserError(f"--out already holds a training run ({', '.join(found)})", path=out,
                         hint="pass --resume to continue it, or choose another --out")
     return None
+
+
+# A checkpoint's weights, one of these (full model, sharded, LoRA adapter).
+_CHECKPOINT_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """transformers writes a checkpoint's trainer_state.json last, after its weights, optimizer, scheduler and RNG
+    states: a checkpoint whose trainer_state.json reads whole and that has its weights was saved to the end. One
+    cut short by a kill -9 mid-save lacks it (or holds half of it)."""
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any((path / name).exists() for name in _CHECKPOINT_WEIGHTS)
+
+
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The complete OUT/checkpoint-N with the highest N, or None; each higher, incomplete one is named in a
+    warning (transformers' get_last_checkpoint takes the highest, complete or not, and the resume then fails)."""
+    found = sorted((path for path in Path(out).glob("checkpoint-*") if path.is_dir() and checkpoint_step(path)),
+                   key=checkpoint_step, reverse=True)
+    for path in found:
+        if is_complete_checkpoint(path):
+            return str(path)
+        if is_main_process():
+            logger.warning("--resume: skipping %s: incomplete (no readable trainer_state.json or no weights: its "
+                           "save was cut short)", path)
+    return None
+
+
+# Flags that change how a run is watched or stored, not what it trains: a resume may change them.
+_RUN_ONLY_SETTINGS = ("out", "config", "resume", "logging_steps", "save_steps", "report_to", "gradient_checkpointing",
+                      "trust_remote_code", "allow_pickle")
+SETTINGS_FILE = "run_settings.json"
+
+
+def run_settings(flags: dict) -> dict:
+    """The training settings of a run, from its command's merged flags, as JSON values: what a resume must keep."""
+    kept = {key: value for key, value in flags.items() if key not in _RUN_ONLY_SETTINGS}
+    return json.loads(json.dumps(kept, default=str, sort_keys=True))
+
+
+def check_run_settings(out: Path, settings: dict, *, resuming: bool) -> None:
+    """Refuse a resume whose training settings differ from those the run started with (OUT/run_settings.json),
+    naming each: the rest would train another objective into the same model and metrics.jsonl. A run that starts
+    (fresh, or --resume without a checkpoint) records its settings there (rank 0)."""
+    path = Path(out) / SETTINGS_FILE
+    if not resuming:
+        if is_main_process():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        return
+    try:
+        started = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return  # a run from an rtool that did not record its settings
+    except (OSError, ValueError) as error:
+        raise UserError(f"unreadable training settings: {error}", path=path) from None
+    differ = [key for key in sorted(set(settings) | set(started)) if settings.get(key) != started.get(key)]
+    if differ:
+        shown = ", ".join(f"--{key.replace('_', '-')} {started.get(key)!r} -> {settings.get(key)!r}"
+                          for key in differ)
+        raise UserError(f"--resume with other training settings than the run's: {shown}", path=path,
+                        hint="resume with the same flags, or train into another --out")
 
 
 @contextlib.contextmanager
@@ -655,23 +725,32 @@ def mask_thought(input_ids, labels, p: float, mask_id: int, generator=None):
 
     if p <= 0:
         return input_ids
-    noise = torch.rand(input_ids.shape, generator=generator)
+    noise = torch.rand(input_ids.shape, generator=generator).to(input_ids.device)  # a CPU generator: any device
     chosen = (labels != -100) & (noise < p)
     return input_ids.masked_fill(chosen, mask_id)
 
 
-class MaskThoughtCollator:
-    """Wraps a data collator whose batches carry `input_ids` and `labels`; applies `mask_thought` to each batch."""
+def apply_mask_thought(trainer, p: float, mask_id: int, seed: int = 0) -> None:
+    """Masked Thought (`mask_thought`) on every training micro-batch of `trainer` (one whose batches carry labels),
+    in its training_step. Each micro-batch's noise comes from (seed, process, optimizer step, micro-batch index), not
+    from a running generator: a resumed run then masks as the uninterrupted run did, with no state to save (a
+    collator's generator runs ahead of the steps, since the dataloader prefetches, so its state at a checkpoint is
+    not the state the next step needs)."""
+    import hashlib
 
-    def __init__(self, collator, p: float, mask_id: int, seed: int = 0):
-        import torch
+    import torch
 
-        self.collator = collator
-        self.p = p
-        self.mask_id = mask_id
-        self.generator = torch.Generator().manual_seed(seed + rank())
+    train_step = trainer.training_step
+    position = {"step": -1, "micro": 0}
 
-    def __call__(self, examples):
-        batch = self.collator(examples)
-        batch["input_ids"] = mask_thought(batch["input_ids"], batch["labels"], self.p, self.mask_id, self.generator)
-        return batch
+    def training_step(model, inputs, *args, **kwargs):
+        step = trainer.state.global_step
+        if step != position["step"]:
+            position.update(step=step, micro=0)
+        key = f"mask-thought:{seed}:{rank()}:{step}:{position['micro']}".encode()
+        generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+        position["micro"] += 1
+        inputs = {**inputs, "input_ids": mask_thought(inputs["input_ids"], inputs["labels"], p, mask_id, generator)}
+        return train_step(model, inputs, *args, **kwargs)
+
+    trainer.training_step = training_step

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtool.training import MaskThoughtCollator, mask_thought
+from rtool.training import apply_mask_thought, mask_thought
 
 # Two loaded cores: one intra-op thread avoids oversubscription (10-100x slower steps on this tiny model).
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -53,6 +53,11 @@ def write_rows(path, rows):
 
 def metrics(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_clock(rows):
+    """Metrics rows without what depends on the wall clock or counts from the process start (TRL's num_tokens)."""
+    return [{key: value for key, value in row.items() if key not in ("tokens_per_s", "num_tokens")} for row in rows]
 
 
 def weights(path):
@@ -140,23 +145,35 @@ def test_config_yaml_under_explicit_flags(capfd, tmp_path, tiny_model_dir, trace
     assert code == 2 and f"{config}:2: unknown key 'learning-rate'" in stderr
 
 
-def test_resume_continues_from_the_last_checkpoint(capfd, tmp_path, tiny_model_dir, traces):
+def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model_dir, traces):
+    """Masked Thought included (its noise must not depend on where the run restarted); a checkpoint whose save was
+    cut short is skipped; other training settings are refused."""
     out = tmp_path / "resumable"
-    common = ["--model", tiny_model_dir, "--data", traces, "--out", out, "--save-steps", "1"]
-    code, _, stderr = run_sft(capfd, *common, *fast(2))
+    common = ["--model", tiny_model_dir, "--data", traces, "--out", out, "--save-steps", "1", *fast(3),
+              "--mask-thought", "0.3"]
+    code, _, stderr = run_sft(capfd, *common)
     assert code == 0, stderr
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    uninterrupted, logged = weights(out), metrics(out)
 
-    code, _, stderr = run_sft(capfd, *common, *fast(2))  # same --out without --resume: refused, nothing overwritten
+    code, _, stderr = run_sft(capfd, *common)  # same --out without --resume: refused, nothing overwritten
     assert code == 2 and "already holds a training run" in stderr and "--resume" in stderr
 
-    shutil.rmtree(out / "checkpoint-2")  # as if killed after step 2's log but before its checkpoint
-    code, stdout, stderr = run_sft(capfd, *common, *fast(3), "--resume")
+    code, _, stderr = run_sft(capfd, *common, "--resume", "--lr", "0.02", "--batch-size", "2")
+    assert code == 2 and "--resume with other training settings than the run's" in stderr
+    assert "--lr 0.01 -> 0.02" in flat(stderr) and "--batch-size 4 -> 2" in flat(stderr)
+
+    (out / "checkpoint-3" / "trainer_state.json").unlink()  # as if killed while writing checkpoint-3
+    code, stdout, stderr = run_sft(capfd, *common, "--resume")
     assert code == 0, stderr
     assert stdout == f"{out}\n"
-    assert "resuming from" in stderr and "checkpoint-1" in stderr
+    assert "skipping" in stderr and "checkpoint-3: incomplete" in flat(stderr)
+    assert "resuming from" in stderr and "checkpoint-2" in stderr
     assert "step 1/3" not in stderr and "step 3/3" in stderr
-    assert [row["step"] for row in metrics(out)] == [1, 2, 3]  # step 2 logged once, not twice
+    resumed = weights(out)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
+    assert without_clock(metrics(out)) == without_clock(logged)  # step 3 logged once, as it was
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
 
@@ -258,16 +275,27 @@ def test_mask_thought_masks_about_p_of_completion_inputs_only():
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
-def test_mask_thought_collator_wraps_trl_collator(p):
+def test_mask_thought_in_the_training_step_is_keyed_by_step_and_micro_batch(p):
+    """The noise of a micro-batch depends on (seed, step, micro-batch), not on how many batches came before in this
+    process: a resumed run masks as the uninterrupted one did."""
+    from types import SimpleNamespace
+
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    inner = DataCollatorForLanguageModeling(pad_token_id=1)
     examples = [{"input_ids": list(range(10, 410)), "labels": [-100] * 100 + list(range(110, 410))},
                 {"input_ids": list(range(10, 210)), "labels": [-100] * 50 + list(range(60, 210))}]
-    plain = inner(examples)
-    batch = MaskThoughtCollator(inner, p, mask_id=7, seed=0)(examples)
-    assert torch.equal(batch["labels"], plain["labels"])
-    assert torch.equal(batch["attention_mask"], plain["attention_mask"])
-    changed = batch["input_ids"] != plain["input_ids"]
-    assert not (changed & (plain["labels"] == -100)).any()
-    assert changed.sum().item() / (plain["labels"] != -100).sum().item() == pytest.approx(p, abs=0.07)
+    plain = DataCollatorForLanguageModeling(pad_token_id=1)(examples)
+    seen = []
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=0),
+                              training_step=lambda model, inputs, *rest: seen.append(inputs["input_ids"]))
+    apply_mask_thought(trainer, p, mask_id=7, seed=0)
+    for step in (0, 0, 1, 0):  # two micro-batches of step 0, one of step 1, then step 0 again as a resumed run
+        trainer.state.global_step = step
+        trainer.training_step(None, dict(plain))
+    for masked in seen:
+        changed = masked != plain["input_ids"]
+        assert not (changed & (plain["labels"] == -100)).any()
+        assert (masked[changed] == 7).all()
+        assert changed.sum().item() / (plain["labels"] != -100).sum().item() == pytest.approx(p, abs=0.07)
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[0], seen[2])
+    assert torch.equal(seen[3], seen[0])  # step 0's first micro-batch, whatever ran before
