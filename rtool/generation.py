@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rtool.errors import UserError
+from rtool.log import logger
 
 
 @dataclass
@@ -154,3 +155,48 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]
         texts.append(tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True) + partial)
     # The template already writes any bos token it wants; don't add a second one.
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+THINK_OPEN = "<think>"
+# An assistant turn whose rendering shows whether a template keeps a reasoning block as written, and where its end of
+# turn starts (after the answer part, which every template keeps).
+_PROBE_ANSWER = "rtool-probe-answer"
+_PROBE = f"{THINK_OPEN}\nrtool-probe-reasoning\n</think>\n\n{_PROBE_ANSWER}"
+_REWRITING_TEMPLATES: set[str] = set()  # templates already reported as rewriting assistant turns
+
+
+def render_turn(tokenizer, messages: list[dict], completion: str) -> tuple[str, str, str]:
+    """The texts of one answered turn as the model reads and writes them: (the generation prompt, rendered as
+    `render_prompts` does; the completion as written; the template's end of turn).
+
+    Not `apply_chat_template(messages + [assistant])`: DeepSeek-R1-Distill's and QwQ's templates keep only the text
+    after the last `</think>` of an assistant message, Qwen3's reformats it, so that rendering would cut the
+    reasoning out of what a student trains on. The completion loses an opening `<think>` the generation prompt
+    already wrote (R1-Distill's newer template and QwQ's end with "<think>\\n"; a completion recorded from an
+    endpoint's reasoning field starts with one). The end of turn is what the template writes after an assistant
+    message (e.g. "<|im_end|>\\n"), or the eos token when it cannot be found.
+    """
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt, _without_open_think(prompt, completion), _end_of_turn(tokenizer, messages)
+
+
+def _without_open_think(prompt: str, completion: str) -> str:
+    head = prompt.rstrip()
+    body = completion.lstrip()
+    if not head.endswith(THINK_OPEN) or not body.startswith(THINK_OPEN):
+        return completion
+    body = body[len(THINK_OPEN):]
+    gap = prompt[len(head):]  # what the prompt writes after its <think> ("\n"): not a second time
+    return body[len(gap):] if gap and body.startswith(gap) else body
+
+
+def _end_of_turn(tokenizer, messages: list[dict]) -> str:
+    text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": _PROBE}], tokenize=False)
+    template = str(tokenizer.chat_template)
+    if _PROBE not in text and template not in _REWRITING_TEMPLATES:
+        _REWRITING_TEMPLATES.add(template)
+        logger.info("the chat template rewrites assistant turns (it drops or moves a <think> block): the completion "
+                    "is taken as written, after the generation prompt, as the model writes it")
+    at = text.rfind(_PROBE_ANSWER)
+    end = text[at + len(_PROBE_ANSWER):] if at >= 0 else ""
+    return end or tokenizer.eos_token or ""

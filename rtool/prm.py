@@ -279,22 +279,25 @@ class PRMScorer:
         return Encoded(ids, positions, len(steps))
 
     def _chat_ids(self, messages: list[dict], content: str) -> list[int]:
-        text = self._render(messages, content)
+        text, _ = self._render(messages, content)
         # The template writes any bos token itself.
         return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
-    def _render(self, messages: list[dict], content: str) -> str:
-        return self.tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": content}],
-                                                  tokenize=False)
+    def _render(self, messages: list[dict], content: str) -> tuple[str, int]:
+        """The conversation's text and where the assistant's content ends in it: the generation prompt, the content
+        as written, the end of turn (`rtool.generation.render_turn`, as prm-train and sft tokenize: a template that
+        drops a <think> block from assistant turns does not drop it here)."""
+        from rtool.generation import render_turn
+
+        prompt, body, end = render_turn(self.tokenizer, messages, content)
+        return prompt + body + end, len(prompt) + len(body)
 
     def _encode_qwen(self, messages: list[dict], steps: list[str]) -> tuple[list[int], list[int]]:
         content = "".join(step + QWEN_SEPARATOR for step in steps)
-        text = self._render(messages, content)
-        start = text.rfind(content)
-        if start < 0:
-            raise UserError("the chat template changes the assistant's text (does it drop a <think> block?), so "
-                            f"the '{QWEN_SEPARATOR}' separators cannot be placed")
-        ends, at = [], start
+        text, content_end = self._render(messages, content)
+        # Counted from the content's end: only an opening <think> the generation prompt already wrote is cut off
+        # its start.
+        ends, at = [], content_end - len(content)
         for step in steps:
             at += len(step) + len(QWEN_SEPARATOR)
             ends.append(at)

@@ -146,7 +146,6 @@ class PairCounts:
     no_completion: int = 0  # keep-start: a side with no completion token left, dropped
     kept: int = 0  # pairs trained on
     recorded: int = 0  # kept pairs trained on a recorded prompt_messages
-    template_differs: int = 0  # kept pairs whose template renders the prompt differently before a completion
 
     @property
     def pairs(self) -> int:
@@ -341,11 +340,10 @@ class RediPairs:
         counts = self.counts
         for pair in build_pairs(rows, self.fields, self.system, pairs=self.pairs,
                                 max_pairs_per_prompt=self.max_pairs_per_prompt, counts=counts):
-            sides, same, long = [], True, False
+            sides, long = [], False
             for text in (pair.chosen, pair.rejected):
-                ids, mask, prompt_same = tokenize_completion(tokenizer, pair.messages, text)
+                ids, mask = tokenize_completion(tokenizer, pair.messages, text)
                 long |= len(ids) > self.max_length
-                same &= prompt_same
                 sides.append(fit_length(ids, mask, self.max_length, self.truncation))
             counts.too_long += long
             if None in sides:
@@ -353,7 +351,6 @@ class RediPairs:
                 continue
             counts.kept += 1
             counts.recorded += pair.recorded
-            counts.template_differs += not same
             (chosen_ids, chosen_mask), (rejected_ids, rejected_mask) = sides
             yield {"chosen_input_ids": chosen_ids, "chosen_completion_mask": chosen_mask,
                    "rejected_input_ids": rejected_ids, "rejected_completion_mask": rejected_mask}
@@ -393,10 +390,6 @@ class RediPairs:
                 logger.warning("%s: cut %d pairs %s to their first %d tokens%s", name, c.too_long, limit,
                                self.max_length, f"; {c.no_completion} had a side with no completion token left and "
                                "were dropped" if c.no_completion else "")
-        if c.template_differs:
-            logger.warning("%s: for %d pairs the chat template renders the prompt differently when a completion "
-                           "follows: they train on a context that differs from the one the model sees when asked",
-                           name, c.template_differs)
         if c.kept:
             system = f"the system prompt {self.system!r}" if self.system else "no system prompt"
             if c.recorded == c.kept:

@@ -68,27 +68,25 @@ def completion_text(row, fields: FieldMap) -> str:
     return text
 
 
-def tokenize_completion(tokenizer, messages: list[dict], completion: str) -> tuple[list[int], list[int], bool]:
-    """Token ids of `messages` + the assistant's `completion` through the chat template, the completion mask
-    (1 from the first completion token through the end of its turn), and whether the prompt tokens are exactly those
-    a generation backend sends for `messages` (`rtool.generation.render_prompts`, what the teacher was given).
-
-    The completion starts where the prompt rendered alone (with the generation prompt) and the whole conversation
-    diverge, as in TRL; a template that renders the prompt differently in the two cases makes this False.
+def tokenize_completion(tokenizer, messages: list[dict], completion: str) -> tuple[list[int], list[int]]:
+    """Token ids of `messages` + the assistant's `completion` and the completion mask (1 from the first completion
+    token through the end of its turn): the prompt as a generation backend sends it for `messages`
+    (`rtool.generation.render_prompts`, what the teacher was given), then the completion exactly as written, then
+    the template's end of turn (`rtool.generation.render_turn`: a template that drops the reasoning from assistant
+    turns, as DeepSeek-R1-Distill's and QwQ's do, does not drop it here).
     """
-    from rtool.generation import render_prompts
+    from rtool.generation import render_turn
 
-    prompt_ids = render_prompts(tokenizer, [messages])[0]
-    text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": completion}], tokenize=False)
+    prompt, body, end = render_turn(tokenizer, messages, completion)
     # The template writes any bos token itself; verbose=False: no warning for rows longer than model_max_length,
-    # which the length policy reports.
-    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-    start = 0
-    for a, b in zip(prompt_ids, ids):
-        if a != b:
-            break
-        start += 1
-    return ids, [0] * start + [1] * (len(ids) - start), start == len(prompt_ids)
+    # which the length policy reports. The whole text is tokenized at once (a SentencePiece tokenizer marks a word
+    # start differently in a text alone), unless a token then spans the boundary ("\n" + "\n..."): the prompt
+    # stays the one the model is given.
+    prompt_ids = tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"]
+    ids = tokenizer(prompt + body + end, add_special_tokens=False, verbose=False)["input_ids"]
+    if ids[:len(prompt_ids)] != prompt_ids:
+        ids = prompt_ids + tokenizer(body + end, add_special_tokens=False, verbose=False)["input_ids"]
+    return ids, [0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids))
 
 
 def fit_length(ids: list[int], mask: list[int], max_length: int, truncation: str):
@@ -110,7 +108,6 @@ class ExampleCounts:
     recorded: int = 0  # kept rows trained on their recorded prompt_messages
     too_long: int = 0  # rows longer than max_length (dropped, or cut under keep-start)
     no_completion: int = 0  # keep-start: the prompt alone fills max_length, dropped
-    prompt_differs: int = 0  # the template renders the prompt differently before a completion
 
 
 @dataclass
@@ -142,7 +139,7 @@ class SFTExamples:
                 counts.incorrect += 1
                 continue
             messages, recorded = prompt_messages(row, self.fields, self.system)
-            ids, mask, prompt_same = tokenize_completion(tokenizer, messages, completion_text(row, self.fields))
+            ids, mask = tokenize_completion(tokenizer, messages, completion_text(row, self.fields))
             fitted = fit_length(ids, mask, self.max_length, self.truncation)
             if len(ids) > self.max_length:
                 counts.too_long += 1
@@ -152,7 +149,6 @@ class SFTExamples:
                 continue
             counts.kept += 1
             counts.recorded += recorded
-            counts.prompt_differs += not prompt_same
             yield {"input_ids": fitted[0], "completion_mask": fitted[1]}
 
     @staticmethod
@@ -186,10 +182,6 @@ class SFTExamples:
                                "are not trained on%s", name, c.too_long, limit, self.max_length,
                                f"; {c.no_completion} had no completion token left and were dropped"
                                if c.no_completion else "")
-        if c.prompt_differs:
-            logger.warning("%s: for %d rows the chat template renders the prompt differently when a completion "
-                           "follows: they train on a context that differs from the one the model sees when asked",
-                           name, c.prompt_differs)
 
     def empty_hint(self) -> str:
         c = self.counts

@@ -256,7 +256,7 @@ def test_examples_tokenize_both_sides_and_drop_pairs_too_long(tokenizer):
     [example] = list(examples(rows_of(records), tokenizer))
     messages = [{"role": "user", "content": "question a"}]
     for side, text in (("chosen", "short right"), ("rejected", "short wrong")):
-        ids, mask, _ = tokenize_completion(tokenizer, messages, text)
+        ids, mask = tokenize_completion(tokenizer, messages, text)
         assert (example[f"{side}_input_ids"], example[f"{side}_completion_mask"]) == (ids, mask)
     assert (examples.counts.too_long, examples.counts.kept) == (1, 1)
 
