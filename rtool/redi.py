@@ -66,10 +66,16 @@ def redi_loss(chosen_logps: torch.Tensor, chosen_mask: torch.Tensor, rejected_lo
     """The REDI loss of a batch of pairs, from per-token log-probs [B, T] and completion masks [B, T]:
     (loss, chosen_logp, rejected_logp), all batch means, where chosen_logp / rejected_logp are the mean over pairs of
     each sequence's mean token log-prob. So loss == -chosen_logp + alpha * rejected_logp."""
+    losses, chosen, rejected = pair_losses(chosen_logps, chosen_mask, rejected_logps, rejected_mask, alpha)
+    return losses.mean(), chosen.mean(), rejected.mean()
+
+
+def pair_losses(chosen_logps: torch.Tensor, chosen_mask: torch.Tensor, rejected_logps: torch.Tensor,
+                rejected_mask: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`redi_loss` per pair: (loss, chosen_logp, rejected_logp), each [B]."""
     chosen = sequence_logp(chosen_logps, chosen_mask)
     rejected = sequence_logp(rejected_logps, rejected_mask)
-    loss = (-chosen + alpha * rejected).mean()
-    return loss, chosen.mean(), rejected.mean()
+    return -chosen + alpha * rejected, chosen, rejected
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -443,23 +449,33 @@ class PairCollator:
 
 class RediTrainer(Trainer):
     """transformers' Trainer with the REDI loss: one forward pass over a batch's chosen and rejected sequences, no
-    reference model. Logs, per logging step, `chosen_logp`, `rejected_logp` and `margin` (their difference) next to
-    the Trainer's `loss`, averaged over the step's micro-batches and processes exactly as the Trainer averages the
-    loss (so loss == -chosen_logp + alpha * rejected_logp), and the cumulative `num_tokens` of every process
-    (MetricsCallback turns it into tokens/s). Warns once when `collapse_warning` fires."""
+    reference model. An optimizer step's loss is the mean over its pairs, all micro-batches and processes together
+    (a short last micro-batch weighs each of its pairs as much as a full one's). Logs, per logging step,
+    `chosen_logp`, `rejected_logp` and `margin` (their difference) next to the Trainer's `loss`, averaged as the
+    Trainer averages the loss (so loss == -chosen_logp + alpha * rejected_logp), and the cumulative `num_tokens` of
+    every process (MetricsCallback turns it into tokens/s). Warns once when `collapse_warning` fires."""
 
-    # compute_loss returns the micro-batch mean: the Trainer divides it by the accumulation steps (transformers
-    # >= 5.2x reads this attribute; earlier ones decide from model_accepts_loss_kwargs, set False below).
-    loss_is_scaled_for_ga = False
+    # compute_loss returns its micro-batch's share of the step's per-pair mean (num_items_in_batch: the step's pairs,
+    # `get_batch_samples`), so the Trainer must not divide it by the accumulation steps again (transformers >= 5.2x
+    # reads this attribute; earlier ones decide from model_accepts_loss_kwargs, set True below).
+    loss_is_scaled_for_ga = True
 
     def __init__(self, *args, alpha: float = 0.8, **kwargs):
         super().__init__(*args, **kwargs)
         self.alpha = check_alpha(alpha)
-        self.model_accepts_loss_kwargs = False
-        self._sums = torch.zeros(3, dtype=torch.float64)  # weighted loss, chosen_logp, rejected_logp
+        self.model_accepts_loss_kwargs = True
+        self._sums = torch.zeros(3, dtype=torch.float64)  # loss, chosen_logp, rejected_logp: per-pair step means
         self._weight = 0.0  # optimizer steps those sums cover
         self._tokens = 0
         self._warned = False
+
+    def get_batch_samples(self, epoch_iterator, num_batches, *args, **kwargs):
+        """The micro-batches of an optimizer step, and as num_items_in_batch their number of pairs, all processes."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, *args, **kwargs)
+        pairs = torch.tensor([float(sum(len(batch["input_ids"]) // 2 for batch in batches))], device=self.args.device)
+        if self.accelerator.num_processes > 1:
+            pairs = self.accelerator.gather(pairs)
+        return batches, pairs.sum()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
@@ -468,20 +484,24 @@ class RediTrainer(Trainer):
         logps = token_logps(outputs.logits[:, :-1], input_ids[:, 1:])
         mask = inputs["completion_mask"][:, 1:]
         half = input_ids.shape[0] // 2
-        loss, chosen, rejected = redi_loss(logps[:half], mask[:half], logps[half:], mask[half:], self.alpha)
-        if model.training:
-            self._record(loss, chosen, rejected, attention_mask)
+        losses, chosen, rejected = pair_losses(logps[:half], mask[:half], logps[half:], mask[half:], self.alpha)
+        if num_items_in_batch is None:  # evaluation: this batch's mean
+            loss = losses.mean()
+        else:  # this micro-batch's share of the step's per-pair mean; DDP averages the processes' gradients
+            loss = losses.sum() * self.accelerator.num_processes / num_items_in_batch
+        if model.training and num_items_in_batch is not None:
+            self._record(losses, chosen, rejected, attention_mask, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
-    def _record(self, loss, chosen, rejected, attention_mask) -> None:
-        local = torch.stack([loss.detach().float(), chosen.detach().float(), rejected.detach().float(),
+    def _record(self, losses, chosen, rejected, attention_mask, step_pairs) -> None:
+        local = torch.stack([losses.detach().float().sum(), chosen.detach().float().sum(),
+                             rejected.detach().float().sum(), torch.tensor(float(len(losses)), device=losses.device),
                              attention_mask.sum().float()])
-        gathered = self.accelerator.gather(local.unsqueeze(0)).double().cpu()  # [processes, 4]
-        # A micro-batch counts 1/steps of its optimizer step, as the Trainer scales its loss.
-        steps = getattr(self, "current_gradient_accumulation_steps", None) or self.args.gradient_accumulation_steps
-        self._sums += gathered[:, :3].mean(0) / steps
-        self._weight += 1 / steps
-        self._tokens += int(gathered[:, 3].sum().item())
+        gathered = self.accelerator.gather(local.unsqueeze(0)).double().cpu().sum(0)  # over processes
+        step_pairs = float(step_pairs)
+        self._sums += gathered[:3] / step_pairs  # this micro-batch's share of the step's per-pair means
+        self._weight += gathered[3].item() / step_pairs  # the step's micro-batches add up to 1
+        self._tokens += int(gathered[4].item())
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs and self._weight > 0:

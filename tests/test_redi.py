@@ -296,6 +296,11 @@ def metrics(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
+def without_clock(rows):
+    """Metrics rows without what depends on the wall clock or counts from the process start (num_tokens)."""
+    return [{key: value for key, value in row.items() if key not in ("tokens_per_s", "num_tokens")} for row in rows]
+
+
 def weights(path):
     from safetensors.torch import load_file
 
@@ -367,20 +372,68 @@ def test_a_collapsing_run_warns_once(capfd, tmp_path, tiny_model_dir, traces):
     assert [mark.step for mark in collapse_marks(rows)] == [3]
 
 
-def test_resume_continues_from_the_last_checkpoint(capfd, tmp_path, tiny_model_dir, traces):
+def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model_dir, traces):
     out = tmp_path / "resumable"
-    common = ["--model", tiny_model_dir, "--data", traces, "--out", out]
-    code, _, stderr = run_redi(capfd, *common, *fast(2), "--save-steps", "1")
+    common = ["--model", tiny_model_dir, "--data", traces, "--out", out, *fast(3), "--save-steps", "1"]
+    code, _, stderr = run_redi(capfd, *common)
     assert code == 0, stderr
-    shutil.rmtree(out / "checkpoint-2")  # as if killed after step 2's log but before its checkpoint
-    code, stdout, stderr = run_redi(capfd, *common, *fast(3), "--save-steps", "1", "--resume")
+    uninterrupted, logged = weights(out), metrics(out)
+    shutil.rmtree(out / "checkpoint-3")  # as if killed after step 3's log but before its checkpoint
+    code, stdout, stderr = run_redi(capfd, *common, "--resume")
     assert code == 0, stderr
     assert stdout == f"{out}\n"
-    assert "resuming from" in stderr and "checkpoint-1" in stderr
-    rows = metrics(out)
-    assert [row["step"] for row in rows] == [1, 2, 3]  # step 2 logged once
-    assert_loss_identity(rows, alpha=0.8)
-    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+    assert "resuming from" in stderr and "checkpoint-2" in stderr
+    resumed = weights(out)
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
+    assert without_clock(metrics(out)) == without_clock(logged)  # step 3 logged once, as it was
+    assert_loss_identity(metrics(out), alpha=0.8)
+
+    code, _, stderr = run_redi(capfd, *common, "--resume", "--alpha", "0.5")
+    assert code == 2 and "--alpha 0.8 -> 0.5" in flat(stderr)
+
+
+def test_logged_loss_is_the_per_pair_mean_computed_by_hand_from_the_checkpoints(capfd, tmp_path, tiny_model_dir,
+                                                                                 tiny_task_rows):
+    """3 pairs, micro-batches of 2 and 1: each step's loss is the mean over its 3 pairs (the lone pair weighs no
+    more than the others), as a fresh model loaded from the weights the step started from computes it by hand."""
+    from transformers import AutoModelForCausalLM
+
+    from rtool.models import load_tokenizer
+    from rtool.traces import choose_system_prompt
+
+    rows = [{"id": task["id"], "problem": task["problem"], "sample": index, "correct": index == 0,
+             "completion": task["solution"] if index == 0 else NEGATIVE}
+            for task in tiny_task_rows[:3] for index in range(2)]
+    data = write_rows(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "run"
+    code, _, stderr = run_redi(capfd, "--model", tiny_model_dir, "--data", data, "--out", out, *fast(2),
+                               "--save-steps", "1", "--alpha", "0.5")
+    assert code == 0, stderr
+    logged = metrics(out)
+    assert [row["step"] for row in logged] == [1, 2] and [row["epoch"] for row in logged] == [1, 2]
+
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="right")
+    pairs = list(RediPairs(FieldMap(), system=choose_system_prompt(None, False))(
+        [Row(row, "pairs.jsonl", n) for n, row in enumerate(rows, 1)], tokenizer))
+    assert len(pairs) == 3
+    for row, start in zip(logged, (tiny_model_dir, out / "checkpoint-1")):
+        model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32).eval()
+
+        def mean_logp(ids, mask):
+            with torch.no_grad():
+                logits = model(torch.tensor([ids])).logits[0, :-1].double()
+            picked = torch.log_softmax(logits, -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+            scored = torch.tensor(mask[1:], dtype=torch.bool)
+            return picked[scored].mean().item()
+
+        chosen = [mean_logp(p["chosen_input_ids"], p["chosen_completion_mask"]) for p in pairs]
+        rejected = [mean_logp(p["rejected_input_ids"], p["rejected_completion_mask"]) for p in pairs]
+        by_hand = sum(-c + 0.5 * r for c, r in zip(chosen, rejected)) / 3
+        # The trainer runs bf16 autocast on a GPU; on the CPU it is float32 throughout.
+        tolerance = 2e-2 if torch.cuda.is_available() else 1e-5
+        assert row["loss"] == pytest.approx(by_hand, rel=tolerance)
+        assert row["chosen_logp"] == pytest.approx(sum(chosen) / 3, rel=tolerance)
+        assert row["rejected_logp"] == pytest.approx(sum(rejected) / 3, rel=tolerance)
 
 
 def test_lora_with_config_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, traces):
