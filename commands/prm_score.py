@@ -7,7 +7,10 @@
 
 Each output row is its input row plus `step_scores` (one float in [0, 1] per step: P(step correct)), `score`
 (--agg of the step scores; with --lam < 1, Fin-PRM's lam * aggregate + (1 - lam) * trajectory score, the trajectory
-score being --orm's or the last step's), `orm_score` with --orm, and `prm_scoring` (the settings). Rows come out in
+score being --orm's or the last step's), `orm_score` with --orm, and `prm_scoring` (the settings). With --agg prod
+(and --lam 1) also `log_score`, the product's log summed in log space: the product of a long trace's steps is 0.0
+in floats (0.5 a step over ~1,100 steps), its log still ranks it (`rtool bon --method naive --score-field
+log_score`). Rows come out in
 input order, each as soon as it and the rows before it are scored.
 
 Steps: the completion, as given (a <think> block included), split on --step-sep (a blank line), stripped, empty
@@ -161,6 +164,8 @@ class _Run:
         self.steps += len(step_scores)
         self.score_sum += score
         extra = {"orm_score": trajectory} if self.orm_scorer is not None else {}
+        if self.agg == "prod" and self.lam == 1.0:
+            extra["log_score"] = _log_score(step_scores)
         return {**row, "step_scores": step_scores, "score": score, **extra, "prm_scoring": self.settings}
 
     def report(self) -> None:
@@ -176,6 +181,17 @@ class _Run:
             if model is not None and model.too_long:
                 logger.warning("prm-score: %d rows were longer than the %d positions %s was trained for",
                                model.too_long, model.max_length, model.name)
+
+
+def _log_score(step_scores: list[float]) -> float | None:
+    """The log of a product score, summed in log space: a long trace's product is 0.0 in floats, its log still ranks
+    it. None without steps or for a step scored exactly 0 (JSON has no -Infinity)."""
+    import math
+
+    from rtool.prm import log_aggregate
+
+    value = log_aggregate(step_scores, "prod") if step_scores else -math.inf
+    return value if math.isfinite(value) else None
 
 
 def _encode(scorer, row, messages, completion):

@@ -68,4 +68,4 @@ TrainDtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (CPU: float32;
 ReportToOpt = Annotated[str, typer.Option("--report-to", help="Also send training metrics to: none | tensorboard (event files under OUT/runs; pip install 'rtool[tensorboard]') | wandb (settings and key from WANDB_* environment variables; pip install 'rtool[wandb]'). OUT/metrics.jsonl and OUT/curves.png are written either way.")]
 
 # Process rewards (prm-score; prm-label will split steps the same way).
-StepSepOpt = Annotated[str, typer.Option("--step-sep", help="What separates a completion's steps; backslash escapes work ('\\n\\n', the default, is a blank line). Steps are stripped, empty ones dropped.")]
+StepSepOpt = Annotated[str, typer.Option("--step-sep", help="What separates a completion's steps; the escapes \\n \\r \\t \\\\ work ('\\n\\n', the default, is a blank line; '\\r\\n\\r\\n' a Windows one), others are refused. Steps are stripped, empty ones dropped.")]

@@ -74,18 +74,34 @@ def split_steps(text: str, sep: str = DEFAULT_STEP_SEP) -> list[str]:
 
 
 def aggregate(step_scores: Sequence[float], agg: str = "min") -> float:
-    """One score from a completion's step scores: min (the weakest step; Qwen's and Lightman et al.'s choice),
-    prod (all steps correct, if independent), last (the final step's), mean."""
+    """One score from a completion's step scores: min (the weakest step; Qwen's choice), prod (every step correct,
+    if independent: Lightman et al. 2023, "Let's Verify Step by Step", rank by the product), last (the final
+    step's), mean. prod is exp(log_aggregate): below ~1e-308 (0.5 per step over ~1,100 steps) it is 0.0, so rank
+    long traces by `log_aggregate`."""
+    if agg == "prod":
+        return math.exp(log_aggregate(step_scores, agg))
     one_of("--agg", agg, AGGREGATIONS)
     if not step_scores:
         raise ValueError("no step scores to aggregate")
     if agg == "min":
         return float(min(step_scores))
-    if agg == "prod":
-        return float(math.prod(step_scores))
     if agg == "last":
         return float(step_scores[-1])
     return float(sum(step_scores) / len(step_scores))
+
+
+def log_aggregate(step_scores: Sequence[float], agg: str = "min") -> float:
+    """The natural log of `aggregate` (-inf for 0), computed in log space for prod (a sum of logs, which never
+    underflows): what ranks traces whose products are all 0.0 in floats."""
+    one_of("--agg", agg, AGGREGATIONS)
+    if not step_scores:
+        raise ValueError("no step scores to aggregate")
+    if agg == "prod":
+        if any(score <= 0.0 for score in step_scores):
+            return -math.inf
+        return math.fsum(math.log(score) for score in step_scores)
+    value = aggregate(step_scores, agg)
+    return math.log(value) if value > 0.0 else -math.inf
 
 
 def check_lam(lam: float) -> float:
@@ -485,11 +501,24 @@ def _load_weights(src, fmt: str, arch: str | None, dtype, device: str, trust_rem
 
 
 
+_STEP_SEP_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
+
+
 def parse_step_sep(text: str) -> str:
-    """A --step-sep as typed: the escapes \\n, \\t and \\\\ become their characters ('\\n\\n' is a blank line)."""
+    """A --step-sep as typed: the escapes \\n, \\r, \\t and \\\\ become their characters ('\\n\\n' is a blank line,
+    '\\r\\n\\r\\n' a Windows one). Any other backslash escape is refused: kept as typed, it would silently never
+    split."""
     import re
 
-    sep = re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}.get(m.group(1), m.group(0)), text)
+    def unescape(match: re.Match) -> str:
+        escaped = match.group(1)
+        if escaped not in _STEP_SEP_ESCAPES:
+            shown = "a lone \\ at the end" if not escaped else f"\\{escaped}"
+            raise UserError(f"--step-sep {text!r}: unknown escape {shown}",
+                            hint="escapes: \\n (newline), \\r (carriage return), \\t (tab), \\\\ (a backslash)")
+        return _STEP_SEP_ESCAPES[escaped]
+
+    sep = re.sub(r"\\(.?)", unescape, text, flags=re.DOTALL)
     if not sep:
         raise UserError("--step-sep must not be empty", hint="e.g. --step-sep '\\n\\n' (a blank line)")
     return sep

@@ -15,8 +15,8 @@ import pytest
 from helpers import jsonl, last_error_line, run_rtool
 from prm_models import build_prm
 from rtool.errors import UserError
-from rtool.prm import (AGGREGATIONS, PRMScorer, aggregate, check_lam, detect_format, final_score, parse_step_sep,
-                       split_steps)
+from rtool.prm import (AGGREGATIONS, PRMScorer, aggregate, check_lam, detect_format, final_score, log_aggregate,
+                       parse_step_sep, split_steps)
 
 TOL = 1e-5  # float32 on the CPU: the same math in another batch shape differs by rounding only
 
@@ -117,9 +117,27 @@ def test_lam_outside_0_1_is_refused(lam):
 
 
 @pytest.mark.parametrize("typed, sep", [("\\n\\n", "\n\n"), ("\\n", "\n"), ("\\t|", "\t|"), ("ки", "ки"),
-                                        ("a\\\\nb", "a\\nb"), ("\n\n", "\n\n")])
+                                        ("a\\\\nb", "a\\nb"), ("\n\n", "\n\n"), ("\\r\\n\\r\\n", "\r\n\r\n")])
 def test_parse_step_sep(typed, sep):
     assert parse_step_sep(typed) == sep
+
+
+def test_windows_blank_lines_split_and_unknown_escapes_are_refused():
+    assert split_steps("x = 1\r\n\r\ny = 2\r\n\r\n", parse_step_sep("\\r\\n\\r\\n")) == ["x = 1", "y = 2"]
+    for typed in ("\\x0a", "a\\", "\\N", "\\s"):
+        with pytest.raises(UserError, match=r"--step-sep .*: unknown escape"):
+            parse_step_sep(typed)
+
+
+def test_prod_of_a_long_trace_ranks_in_log_space():
+    # 0.4 ** 1100 and 0.5 ** 1100 are below the smallest float: both products are 0.0, their logs still order them.
+    low, high = [0.4] * 1100, [0.5] * 1100
+    assert aggregate(low, "prod") == aggregate(high, "prod") == 0.0
+    assert log_aggregate(high, "prod") == pytest.approx(1100 * math.log(0.5))
+    assert log_aggregate(low, "prod") < log_aggregate(high, "prod")
+    assert log_aggregate([0.9, 0.0], "prod") == -math.inf
+    for agg in ("min", "last", "mean"):
+        assert log_aggregate([0.9, 0.2, 0.5], agg) == pytest.approx(math.log(aggregate([0.9, 0.2, 0.5], agg)))
 
 
 # Conventions: what each model card computes, step by step
@@ -366,6 +384,17 @@ def test_cli_orm_lam_agg_and_step_sep(prm_dirs, tmp_path):
         assert row["orm_score"] == pytest.approx(orm.score([messages], [row["completion"]])[0][0], abs=TOL)
         mean = sum(row["step_scores"]) / len(row["step_scores"])
         assert row["score"] == pytest.approx(0.25 * mean + 0.75 * row["orm_score"], abs=1e-12)
+
+
+def test_cli_prod_writes_the_log_score(prm_dirs):
+    # A long trace's product is tiny (0.0 past ~1,100 steps of 0.5, see above); log_score keeps the ranking.
+    rows = [{"id": "long", "problem": QUESTION, "completion": "\n\n".join(["a"] * 200)},
+            {"id": "short", "problem": QUESTION, "completion": "x = 12\n\ny = 14"}]
+    result = prm_score(prm_dirs["qwen-prm"], "--agg", "prod", input=rows_text(rows))
+    assert result.returncode == 0, result.stderr.decode()
+    for row in jsonl(result.stdout):
+        assert row["log_score"] == pytest.approx(math.fsum(math.log(s) for s in row["step_scores"]), rel=1e-12)
+        assert row["score"] == pytest.approx(math.exp(row["log_score"]), rel=1e-9, abs=1e-300)
 
 
 def assert_clean_error(result, *fragments):
