@@ -51,7 +51,7 @@ LrSchedulerOpt = Annotated[str, typer.Option("--lr-scheduler", help="linear | co
 WarmupRatioOpt = Annotated[float, typer.Option("--warmup-ratio", help="Fraction of the steps spent warming the learning rate up from 0, in [0, 1).")]
 TrainBatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per device per step; the global batch is batch-size x grad-accum x processes.")]
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps per optimizer step.")]
-LoggingStepsOpt = Annotated[int, typer.Option("--logging-steps", help="Write a metrics.jsonl row and a progress line every N optimizer steps.")]
+LoggingStepsOpt = Annotated[int, typer.Option("--logging-steps", help="Write a metrics.jsonl row and a progress line every N optimizer steps, and at each checkpoint.")]
 SaveStepsOpt = Annotated[int, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps in OUT/checkpoint-N (the last 2 are kept); 0 saves none.")]
 ResumeTrainOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last complete OUT/checkpoint-N (starts fresh, with a warning, when there is none), with the flags the run started with: other training settings are refused.")]
 GradientCheckpointingOpt = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, about 20-30% slower.")]

@@ -500,7 +500,7 @@ def trim_metrics(path: Path, max_step: int) -> None:
 
 
 class MetricsCallback(TrainerCallback):
-    """Append one JSON row per logging step to `path` and log a progress line (rank 0 only).
+    """Append one JSON row per logging step (and checkpoint step) to `path` and log a progress line (rank 0 only).
 
     A row holds step, loss, learning_rate, tokens_per_s (from the trainer's cumulative `num_tokens`, all ranks),
     epoch, then whatever else the trainer logged (grad_norm, mean_token_accuracy, rewards, ...), and `flags` (a list
@@ -511,6 +511,13 @@ class MetricsCallback(TrainerCallback):
         self.path = Path(path)
         self._time = 0.0
         self._tokens: float | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # A checkpoint step is a logging step too: each logging window then starts at a checkpoint, so a run resumed
+        # from one logs the rows the uninterrupted run logs (else its first row would average part of a window).
+        if control.should_save:
+            control.should_log = True
+        return control
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._time = time.perf_counter()

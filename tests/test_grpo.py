@@ -211,17 +211,22 @@ def test_each_row_averages_a_whole_logging_window(capfd, tmp_path, tiny_model_di
     assert [row["step"] for row in metrics(out)] == [2, 4]  # no row of step 1 alone
 
 
-def test_resume_continues_and_keeps_watching(capfd, tmp_path, tiny_model_dir, tiny_task_file):
+def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model_dir, tiny_task_file):
     out = tmp_path / "resumable"
-    common = ["--model", tiny_model_dir, "--data", tiny_task_file, "--out", out]
-    code, _, stderr = run_grpo(capfd, *common, *fast(2), "--save-steps", "1")
+    common = ["--model", tiny_model_dir, "--data", tiny_task_file, "--out", out, *fast(3), "--save-steps", "1"]
+    code, _, stderr = run_grpo(capfd, *common)
     assert code == 0, stderr
-    shutil.rmtree(out / "checkpoint-2")  # as if killed after step 2's log but before its checkpoint
-    code, stdout, stderr = run_grpo(capfd, *common, *fast(3), "--save-steps", "1", "--resume")
+    uninterrupted, logged = weights(out), metrics(out)
+    shutil.rmtree(out / "checkpoint-3")  # as if killed after step 3's log but before its checkpoint
+    code, stdout, stderr = run_grpo(capfd, *common, "--resume")
     assert code == 0, stderr
-    assert stdout == f"{out}\n" and "checkpoint-1" in stderr
-    assert [row["step"] for row in metrics(out)] == [1, 2, 3]
-    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+    assert stdout == f"{out}\n" and "checkpoint-2" in stderr
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    # The same completions sampled and rewarded again (the RNG states come back with the checkpoint).
+    assert [row["reward"] for row in rows] == [row["reward"] for row in logged]
+    resumed = weights(out)
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
 
 
 def test_lora_with_config_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, tiny_task_file):

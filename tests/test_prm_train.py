@@ -376,20 +376,28 @@ def test_lora_with_config_saves_adapter_and_a_merged_prm(capfd, tmp_path, tiny_m
     assert all(len(r["step_scores"]) == len(r["steps"]) for r in scored)
 
 
-def test_resume_continues_from_the_last_checkpoint(capfd, tmp_path, tiny_model_dir, steps_file):
+def test_resume_logs_and_ends_as_an_uninterrupted_run(capfd, tmp_path, tiny_model_dir, steps_file):
+    """Checkpoints every 3 steps, rows every 2: the resumed run's rows (each a whole logging window) and final
+    weights are the uninterrupted run's."""
     out = tmp_path / "resumable"
-    common = ["--model", tiny_model_dir, "--data", steps_file, "--out", out, "--eval-split", "0.1"]
-    code, _, stderr = run_train(capfd, *common, *fast(2), "--save-steps", "1")
+    common = ["--model", tiny_model_dir, "--data", steps_file, "--out", out, "--eval-split", "0.1", *fast(4),
+              "--save-steps", "3", "--logging-steps", "2"]
+    code, _, stderr = run_train(capfd, *common)
     assert code == 0, stderr
-    shutil.rmtree(out / "checkpoint-2")  # as if killed after step 2's log but before its checkpoint
-    code, stdout, stderr = run_train(capfd, *common, *fast(3), "--save-steps", "1", "--resume")
+    uninterrupted, logged = weights(out), metrics(out)
+    shutil.rmtree(out / "checkpoint-4")  # as if killed after step 4's log but before its checkpoint
+    code, stdout, stderr = run_train(capfd, *common, "--resume")
     assert code == 0, stderr
     assert stdout == f"{out}\n"
-    assert "resuming from" in stderr and "checkpoint-1" in stderr
+    assert "resuming from" in stderr and "checkpoint-3" in stderr
     rows = metrics(out)
-    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # step 2 logged once
-    assert [r["step"] for r in rows if "eval_loss" in r] == [3]  # the first run's end evaluation trimmed too
-    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]  # step 3: a checkpoint ends a window
+    assert [r["step"] for r in rows if "eval_loss" in r] == [4]  # the first run's end evaluation trimmed too
+    clock = ("tokens_per_s", "num_tokens")
+    assert [{k: v for k, v in r.items() if k not in clock} for r in rows] \
+        == [{k: v for k, v in r.items() if k not in clock} for r in logged]
+    resumed = weights(out)
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
 
 
 def test_two_process_torchrun_writes_one_model(tmp_path, tiny_model_dir, steps_file):
