@@ -21,7 +21,8 @@ answers with equal `answer_key`s are equal, and two plain numbers (`12`, `0.5`, 
 Everything else runs in a math-verify worker process with a hard deadline (`rtool.verifier`): sympy can spend
 minutes on an answer like `8^{8^{8^{8}}}`. A worker past the deadline is killed and replaced, and the answer is
 graded False (see `verify`). Verdicts are cached, since a gold answer meets n samples and wrong answers recur.
-Voting (`AnswerGroups`, `same_answer`) groups answers by the same equivalence, checked both ways.
+Voting (`AnswerGroups`, `same_answer`) groups answers by the same equivalence, checked both ways, and its union
+(one rule for eval's maj@n and bon, whatever the order of the samples).
 
 Neither math-verify nor sympy is imported into this process (the workers import them): `import rtool.answers`
 stays cheap.
