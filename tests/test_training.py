@@ -185,11 +185,16 @@ def test_prepare_out_dir_refuses_an_earlier_run_unless_resuming(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     assert prepare_out_dir(out, resume=False) is None  # unrelated files are fine
-    (out / "checkpoint-2").mkdir()
-    (out / "checkpoint-10").mkdir()
+    for step in (2, 10, 12):
+        (out / f"checkpoint-{step}").mkdir()
+        (out / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     with pytest.raises(UserError, match="already holds a training run"):
         prepare_out_dir(out, resume=False)
+    (out / "checkpoint-12" / "trainer_state.json").write_text('{"global_st')  # a kill -9 while it was written
     assert prepare_out_dir(out, resume=True).endswith("checkpoint-10")
+    (out / "checkpoint-10" / "model.safetensors").unlink()
+    assert prepare_out_dir(out, resume=True).endswith("checkpoint-2")
     assert checkpoint_step(str(out / "checkpoint-10")) == 10 and checkpoint_step(None) == 0
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="not a directory"):
