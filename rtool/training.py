@@ -422,9 +422,11 @@ def last_complete_checkpoint(out: Path) -> str | None:
     return None
 
 
-# Flags that change how a run is watched or stored, not what it trains: a resume may change them.
+# Flags that change how a run is watched or stored, not what it trains: a resume may change them (grpo's failure-curve
+# watch and prm-train's evaluation among them).
 _RUN_ONLY_SETTINGS = ("out", "config", "resume", "logging_steps", "save_steps", "report_to", "gradient_checkpointing",
-                      "trust_remote_code", "allow_pickle")
+                      "trust_remote_code", "allow_pickle", "merge_lora", "watch_window", "collapse_fraction",
+                      "drop_fraction", "eval_steps")
 SETTINGS_FILE = "run_settings.json"
 
 
