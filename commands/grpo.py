@@ -19,8 +19,8 @@ OUT receives the model (as sft), checkpoint-N dirs, metrics.jsonl (per logging s
 and reward/NAME_std per function, accuracy, completion_length mean/median/min/max, truncated_share, zero_std_share,
 kl when --beta > 0, entropy, clip_ratio, learning_rate, tokens_per_s, completion_tokens_per_s) and curves.png.
 BAI's failure curves are watched live (rtool/failure_curves.py): a Sequence Length Collapse (completion length below
---collapse-fraction of its first steps') or a Reward Hockey Stick (reward down by --drop-fraction of its scale, then
-back) is a warning on stderr, a `flags` entry in the metrics rows from then on, and a mark on curves.png.
+--collapse-fraction of its first step's) or a Reward Hockey Stick (reward down by --drop-fraction of its scale, then
+back), each also beyond 4 standard errors of batch noise, is a warning on stderr, a `flags` entry in the metrics rows from then on, and a mark on curves.png.
 stdout gets the output directory, only that.
 """
 
@@ -65,8 +65,8 @@ def grpo_cmd(
     num_iterations: Annotated[int, typer.Option("--num-iterations", help="Optimizer passes over each generated batch (mu).")] = 1,
     mask_truncated: Annotated[bool, typer.Option("--mask-truncated", help="Leave completions cut at --max-completion-length out of the loss (DAPO).")] = False,
     use_vllm: Annotated[bool, typer.Option("--use-vllm", help="Generate with vLLM in the training process (colocate); needs vllm and a CUDA GPU.")] = False,
-    collapse_fraction: Annotated[float, typer.Option("--collapse-fraction", help="Sequence Length Collapse: mean completion length below this share of its first steps' mean.")] = 0.5,
-    drop_fraction: Annotated[float, typer.Option("--drop-fraction", help="Reward Hockey Stick: mean reward falls this share of its scale below its first steps' mean (then climbs back).")] = 0.3,
+    collapse_fraction: Annotated[float, typer.Option("--collapse-fraction", help="Sequence Length Collapse: mean completion length below this share of its first logged step's (and beyond batch noise).")] = 0.5,
+    drop_fraction: Annotated[float, typer.Option("--drop-fraction", help="Reward Hockey Stick: mean reward falls this share of its scale below its first steps' mean, and beyond batch noise (then climbs back).")] = 0.3,
     watch_window: Annotated[int, typer.Option("--watch-window", help="Logged steps averaged for the failure curves' start and current values.")] = 3,
     system: SystemOpt = None,
     no_system: NoSystemOpt = False,

@@ -6,12 +6,19 @@
 
 One small panel per metric (loss and learning_rate first, then every other numeric series the runs logged, e.g.
 redi's chosen_logp, rejected_logp and margin), one line per run, labelled with the run dir's name. A RUN_DIR may
-also be a metrics.jsonl file. Every training command already draws its own OUT/curves.png; this overlays runs.
-stdout gets the written path, only that.
+also be a metrics.jsonl file, or a transformers/TRL run's trainer_state.json (or a dir holding one). Every training
+command already draws its own OUT/curves.png; this overlays runs. stdout gets the written path, only that.
+
+    rtool plot runs/grpo trl-out/checkpoint-500 --check
+
+`--check` draws nothing: it prints one JSON line per run, `{"run": RUN, "flags": [{"name": ..., "step": ...,
+"message": ...}, ...]}`, BAI's failure curves found in its reward and completion length (rtool/failure_curves.py,
+default thresholds), and exits 0 whether or not any showed.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,18 +26,26 @@ import typer
 
 
 def plot_cmd(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", show_default=False, help="Training output dirs (the --out of sft, redi, grpo) or their metrics.jsonl files.")],
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", show_default=False, help="Training output dirs (the --out of sft, redi, grpo) or their metrics.jsonl files; a transformers/TRL run's trainer_state.json (or its dir) too.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write (replaced atomically).")] = Path("curves.png"),
     metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated metric names to draw, in order (default: every numeric series in the runs' metrics.jsonl).")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Title above the panels (default: the run names).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Draw nothing: print each run's failure curves (reward drop or hockey stick, sequence length collapse) as a JSON line.")] = False,
 ) -> None:
     """Overlay the training curves of runs: one panel per metric, one line per run."""
     from rtool.curves import plot_curves, read_metrics, run_labels
     from rtool.errors import UserError
 
-    if out.is_dir():
+    if out.is_dir() and not check:
         raise UserError("--out is a directory", path=out, hint="pass a file name, e.g. -o curves.png")
     loaded = [read_metrics(run) for run in runs]  # a bad RUN_DIR fails before anything is drawn
+    if check:
+        from rtool.failure_curves import CurveWatch
+
+        for run, rows in zip(runs, loaded):
+            flags = [event.as_dict() for event in CurveWatch().events(rows)]
+            typer.echo(json.dumps({"run": str(run), "flags": flags}, ensure_ascii=False))
+        return
     names = None
     if metrics is not None:
         names = [name.strip() for name in metrics.split(",") if name.strip()]

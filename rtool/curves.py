@@ -25,6 +25,11 @@ from typing import Callable, Iterable, Mapping, Sequence
 from rtool.errors import UserError, one_of
 
 METRICS_FILE = "metrics.jsonl"
+# A transformers/TRL run's log (OUT/trainer_state.json, OUT/checkpoint-N/trainer_state.json), read where a run has no
+# metrics.jsonl.
+TRAINER_STATE_FILE = "trainer_state.json"
+# TRL's GRPO metric names the failure curves read -> rtool's (reward and reward_std are the same in both).
+TRL_NAMES = {"completions/mean_length": "completion_length"}
 CURVES_FILE = "curves.png"
 # Drawn first, in this order, when logged; the rest follow in the order the run first logged them.
 FIRST = ("loss", "learning_rate")
@@ -51,19 +56,27 @@ class Mark:
 
 
 def metrics_path(source: str | Path) -> Path:
-    """The metrics file of `source`: a run dir (its metrics.jsonl) or a .jsonl file itself."""
+    """The metrics file of `source`: a run dir (its metrics.jsonl, else its trainer_state.json) or the file itself."""
     path = Path(source)
-    return path if path.is_file() else path / METRICS_FILE
+    if path.is_file():
+        return path
+    if not (path / METRICS_FILE).is_file() and (path / TRAINER_STATE_FILE).is_file():
+        return path / TRAINER_STATE_FILE
+    return path / METRICS_FILE
 
 
 def read_metrics(source: str | Path) -> list[dict]:
     """The rows of a run's metrics.jsonl (`source`: the run dir or the file). A line that does not parse (the
-    half-written last line of a killed run) is skipped. UserError when there is no such file or no row."""
+    half-written last line of a killed run) is skipped. A transformers/TRL trainer_state.json is read too
+    (`read_trainer_state`). UserError when there is no such file or no row."""
     path = metrics_path(source)
     if not path.is_file():
         where = Path(source)
-        raise UserError(f"no {METRICS_FILE} here" if where.is_dir() else "no such run dir or metrics file",
-                        path=where, hint="pass the --out dir of a training command (sft, redi, grpo)")
+        raise UserError(f"no {METRICS_FILE} or {TRAINER_STATE_FILE} here" if where.is_dir()
+                        else "no such run dir or metrics file", path=where,
+                        hint="pass the --out dir of a training command (sft, redi, grpo)")
+    if path.suffix == ".json":
+        return read_trainer_state(path)
     rows = []
     with open(path, encoding="utf-8") as handle:
         for line in handle:
@@ -75,6 +88,35 @@ def read_metrics(source: str | Path) -> list[dict]:
                 rows.append(row)
     if not rows:
         raise UserError("no metrics rows (each line: a JSON object with a 'step')", path=path)
+    return rows
+
+
+def read_trainer_state(path: str | Path) -> list[dict]:
+    """The training rows of a transformers/TRL trainer_state.json's `log_history` (not its eval rows or end-of-run
+    summary), with TRL's `completions/mean_length` as `completion_length` and, beside a `reward`, the `completions`
+    the row averages: `train_batch_size` x the steps since the previous row. That is the per-device batch: with
+    several processes or gradient accumulation a step holds more, so the failure curves' standard errors err large."""
+    path = Path(path)
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"not a trainer_state.json: {error}", path=path) from None
+    history = state.get("log_history") if isinstance(state, dict) else None
+    if not isinstance(history, list):
+        raise UserError("no log_history list: not a transformers trainer_state.json", path=path)
+    batch = _number(state.get("train_batch_size"))
+    rows, last_step = [], 0.0
+    for entry in history:
+        step = _number(entry.get("step")) if isinstance(entry, dict) else None
+        if step is None or "train_runtime" in entry or any(key.startswith("eval_") for key in entry):
+            continue
+        row = {TRL_NAMES.get(key, key): value for key, value in entry.items()}
+        if batch and "reward" in row and step > last_step:
+            row["completions"] = batch * (step - last_step)
+        rows.append(row)
+        last_step = step
+    if not rows:
+        raise UserError("no training rows in its log_history", path=path)
     return rows
 
 

@@ -12,8 +12,11 @@ with TRL's loss types, clipping (epsilon) and KL (beta) to the starting model. r
   prompt (rtool.train_data's rule), one example per prompt id (a traces file with n samples per prompt is read as
   its prompts), the gold answer and multiple-choice options beside it for the accuracy reward;
 - metrics under plain names (`GRPO_METRIC_NAMES`): reward and reward_std, reward/NAME per reward function,
-  accuracy, completion_length (mean, median, min, max), truncated_share, zero_std_share (groups whose completions
-  all got one reward: no signal), kl, entropy, clip_ratio, completion_tokens_per_s;
+  accuracy, completions (how many the row averages, every process's), completion_length (mean, std, median, min,
+  max, over every process's), truncated_share, zero_std_share (groups whose completions all got one reward: no
+  signal; counted per group whatever --scale-rewards is), kl, entropy, clip_ratio, completion_tokens_per_s (from
+  the first step: setup is not generation); num_tokens counts this process run's tokens (a resumed run's from its
+  checkpoint, as sft's), so tokens_per_s is this run's;
 - BAI's failure curves watched live (rtool.failure_curves): a warning when one shows, and from then on a `flags`
   list in every metrics row (so in the final one).
 """
@@ -208,6 +211,21 @@ def renamed_metrics(metrics: dict, reward_labels: Iterable[str]) -> defaultdict:
     return out
 
 
+def no_signal_share(rewards_per_func, weights, group_size: int) -> float:
+    """The share of groups (`group_size` consecutive completions, one prompt) whose weighted reward sums are all
+    equal, or that no reward scored: their advantages are all 0 (TRL's per-group zero-std rule, whatever
+    --scale-rewards is)."""
+    import torch
+
+    rewards = (rewards_per_func * weights.to(rewards_per_func.device)).nansum(dim=1)
+    unscored = torch.isnan(rewards_per_func).all(dim=1)
+    groups = rewards.view(-1, group_size)
+    unscored = unscored.view(-1, group_size)
+    high = torch.where(unscored, -torch.inf, groups).max(dim=1).values
+    low = torch.where(unscored, torch.inf, groups).min(dim=1).values
+    return (~(high - low > 1e-8)).float().mean().item()
+
+
 def _nan_mean(values) -> float | None:
     valid = [v for v in values if v is not None and not math.isnan(v)]
     return sum(valid) / len(valid) if valid else None
@@ -225,27 +243,47 @@ def trainer_class():
             super().__init__(*args, **kwargs)
             self.watch = watch
             self.reward_labels = reward_labels
-            self._lengths: list[int] = []  # this process's completion lengths since the last log
+            self._lengths: list[int] = []  # every process's completion lengths since the last log
+            self._no_signal: list[float] = []  # each generation batch's share of groups with one reward
             self._history: list[dict] | None = None  # the logged rows the watch reads (a resumed run's too)
             self._seen: set[str] = set()
-            self._last_log = time.perf_counter()
+            # The throughput clocks and token count start at this process run's first step, not at setup (model
+            # load, dataset), and a resumed run counts from its checkpoint's tokens, not step 0's.
+            self._last_log: float | None = None
+            self._tokens_before: float | None = None
+
+        def training_step(self, *args, **kwargs):
+            if self._last_log is None:
+                self._last_log, self._tokens_before = time.perf_counter(), self.state.num_input_tokens_seen
+            return super().training_step(*args, **kwargs)
 
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            self._lengths.extend(len(ids) for ids in completion_ids_list)
-            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            from accelerate.utils import gather_object
+
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            if self.model.training:
+                # Every process's lengths (gather_object is collective: each rank calls it here), for the median.
+                self._lengths.extend(gather_object([len(ids) for ids in completion_ids_list]))
+                self._no_signal.append(no_signal_share(rewards_per_func, self.reward_weights, self.num_generations))
+            return rewards_per_func
 
         def log(self, logs: dict, start_time: float | None = None) -> None:
             mode = "train" if self.model.training else "eval"
             if mode == "train" and self._metrics[mode]:
-                generated = sum(self._metrics[mode].get("completions/mean_length", [])) * \
-                    self.args.generation_batch_size
                 metrics = renamed_metrics(self._metrics[mode], self.reward_labels)
+                if self._no_signal:  # TRL's frac_reward_zero_std is the whole batch's under --scale-rewards batch
+                    metrics["zero_std_share"] = [sum(self._no_signal) / len(self._no_signal)]
                 if self._lengths:
+                    metrics["completions"] = [len(self._lengths)]
                     metrics["completion_length_median"] = [float(statistics.median(self._lengths))]
+                    if len(self._lengths) > 1:
+                        metrics["completion_length_std"] = [statistics.stdev(self._lengths)]
                 now = time.perf_counter()
-                if generated and now > self._last_log:
-                    metrics["completion_tokens_per_s"] = [round(generated / (now - self._last_log), 1)]
-                self._last_log, self._lengths = now, []
+                if self._lengths and self._last_log is not None and now > self._last_log:
+                    metrics["completion_tokens_per_s"] = [round(sum(self._lengths) / (now - self._last_log), 1)]
+                if self._tokens_before is not None and "num_tokens" in metrics:
+                    metrics["num_tokens"] = [self.state.num_input_tokens_seen - self._tokens_before]
+                self._last_log, self._lengths, self._no_signal = now, [], []
                 self._metrics[mode] = metrics
                 flags = self._watch_step(metrics)
                 if flags:
@@ -256,7 +294,7 @@ def trainer_class():
             if self._history is None:
                 self._history = _earlier_rows(Path(self.args.output_dir), self.state.global_step)
             row = {"step": self.state.global_step}
-            for key in ("reward", "reward_std", "completion_length"):
+            for key in ("reward", "reward_std", "completion_length", "completion_length_std", "completions"):
                 value = _nan_mean(metrics.get(key, []))
                 if value is not None:
                     row[key] = value

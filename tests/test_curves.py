@@ -158,7 +158,8 @@ def test_plot_cli_overlays_runs_and_selects_metrics(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["{empty}"], "rtool: error: {empty}: no metrics.jsonl here (pass the --out dir of a training command"),
+    (["{empty}"], "rtool: error: {empty}: no metrics.jsonl or trainer_state.json here (pass the --out dir of a "
+                  "training command"),
     (["{sft}", "{tmp}/nope"], "rtool: error: {tmp}/nope: no such run dir or metrics file"),
     (["{sft}", "--metrics", "loss,bogus"],
      "rtool: error: unknown metric 'bogus' (valid: loss, learning_rate, tokens_per_s, grad_norm)"),
@@ -173,6 +174,56 @@ def test_plot_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert result.returncode == 2
     assert last_error_line(result).startswith(message.format(**places)), result.stderr.decode()
     assert result.stdout == b"" and not (tmp_path / "out.png").exists()
+
+
+def trl_state(rewards, lengths, batch=16, logging_steps=2):
+    """A TRL GRPOTrainer's trainer_state.json as transformers writes it: a row per logging window under TRL's names,
+    an eval row and the end-of-run summary."""
+    history = [{"step": logging_steps * (i + 1), "epoch": 0.01 * (i + 1), "loss": 0.01, "learning_rate": 1e-6,
+                "reward": r, "reward_std": 0.45, "rewards/accuracy/mean": r, "completions/mean_length": n,
+                "frac_reward_zero_std": 0.1} for i, (r, n) in enumerate(zip(rewards, lengths))]
+    history.insert(3, {"step": history[2]["step"], "eval_loss": 9.0})
+    history.append({"step": history[-1]["step"], "train_runtime": 100.0, "train_loss": 0.01})
+    return {"global_step": history[-1]["step"], "logging_steps": logging_steps, "train_batch_size": batch,
+            "log_history": history}
+
+
+def test_plot_check_prints_each_runs_failure_curves_as_json(tmp_path, capfd):
+    from helpers import run_in_process
+
+    healthy = tmp_path / "trl-healthy" / "checkpoint-60"
+    healthy.mkdir(parents=True)
+    (healthy / "trainer_state.json").write_text(json.dumps(trl_state([0.5, 0.45, 0.55] * 10, [400.0] * 30)))
+    # 32 completions a row (16 a step, 2 steps): the reward falls from 0.5 to 0.1 at row 11 (step 22), flagged when
+    # the 3-row mean is 0.15 below (row 12); the length from 400 to 150 at row 21 (step 42), flagged when the 3-row
+    # mean is below half (row 23).
+    failing = tmp_path / "trl-failing.json"
+    failing.write_text(json.dumps(trl_state([0.5] * 10 + [0.1] * 20, [400.0] * 20 + [150.0] * 10)))
+    sft = write_run(tmp_path / "sft", sft_like())
+    code, stdout, stderr = run_in_process(capfd, "plot", healthy, failing, sft, "--check")
+    assert code == 0, stderr
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert [line["run"] for line in lines] == [str(healthy), str(failing), str(sft)]
+    assert lines[0]["flags"] == [] and lines[2]["flags"] == []
+    assert [(f["name"], f["step"]) for f in lines[1]["flags"]] == [("reward_drop", 24),
+                                                                   ("sequence_length_collapse", 46)]
+    assert lines[1]["flags"][1]["message"].startswith("sequence length collapse: mean completion length 150.0")
+    assert not (tmp_path / "curves.png").exists() and not list(tmp_path.rglob("*.png"))
+    # The same trainer_state.json plots as rtool's metrics do, under rtool's name for the length.
+    code, stdout, stderr = run_in_process(capfd, "plot", healthy, "-o", tmp_path / "trl.png",
+                                          "--metrics", "reward,completion_length")
+    assert (code, stdout) == (0, f"{tmp_path / 'trl.png'}\n"), stderr
+
+
+def test_trainer_state_rows_count_the_completions_they_average(tmp_path):
+    path = tmp_path / "trainer_state.json"
+    path.write_text(json.dumps(trl_state([0.5, 0.6, 0.7, 0.8], [10.0] * 4, batch=8, logging_steps=5)))
+    rows = read_metrics(tmp_path)
+    assert [(row["step"], row["completions"], row["completion_length"]) for row in rows] == [
+        (5, 40, 10.0), (10, 40, 10.0), (15, 40, 10.0), (20, 40, 10.0)]  # no eval row, no summary
+    path.write_text('{"log_history": 3}')
+    with pytest.raises(UserError, match="no log_history list"):
+        read_metrics(path)
 
 
 def test_plot_needs_a_run_dir():

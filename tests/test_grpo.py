@@ -121,7 +121,6 @@ def test_training_logs_rewards_by_name_and_their_weighted_sum(capfd, tmp_path, t
         # The reward is the weighted sum of the functions' means (no reward gave None here).
         assert row["reward"] == pytest.approx(row["reward/accuracy"] + 0.5 * row["reward/format"]
                                               + 0.25 * row["reward/length"], abs=1e-5)
-        assert row["accuracy"] == row["reward/accuracy"]
         assert -1 <= row["reward/length"] <= 0 and 0 <= row["truncated_share"] <= 1
         assert 1 <= row["completion_length_min"] <= row["completion_length_median"] <= row[
             "completion_length_max"] <= 24
@@ -135,6 +134,82 @@ def test_training_logs_rewards_by_name_and_their_weighted_sum(capfd, tmp_path, t
 
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.generate(torch.tensor([[1, 2, 3]], device=model.device), max_new_tokens=3).shape[1] >= 4
+
+
+@pytest.fixture(scope="module")
+def letters_model_dir(tmp_path_factory):
+    """A tiny Llama whose vocabulary is A, B and the special tokens: a completion of a token or two is often a lone
+    letter, a multiple-choice answer, so accuracy is neither always 0 nor always 1."""
+    from rtool.tiny import char_tokenizer, save_tiny, tiny_llama
+
+    tokenizer = char_tokenizer(["AB"])
+    model = tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=4, seed=0)
+    return save_tiny(model, tokenizer, tmp_path_factory.mktemp("letters") / "model")
+
+
+SPY = """import json
+def record(prompts, completions, completion_ids, answer, trainer_state, **kwargs):
+    with open({path!r}, "a") as handle:
+        for completion, ids, gold in zip(completions, completion_ids, answer):
+            text = completion[0]["content"] if isinstance(completion, list) else completion
+            handle.write(json.dumps({{"step": trainer_state.global_step, "text": text, "gold": gold,
+                                      "length": len(ids)}}) + "\\n")
+    return [0.0] * len(completions)
+"""
+
+
+def test_metrics_match_the_completions_counted_independently(capfd, tmp_path, monkeypatch, letters_model_dir):
+    """A reward that records every completion: accuracy (a lone letter equal to the gold), the share of groups with
+    one reward under --scale-rewards batch, the count, median and std of lengths, recomputed from the record. The
+    trainer is slow to set up (2 s after it is built): completion tokens/s counts the steps only."""
+    import statistics
+    import time
+
+    import rtool.grpo
+
+    data = tmp_path / "choices.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "question": f"Pick {i}", "options": {"A": "yes", "B": "no"},
+                                        "answer": "AB"[i % 2]}) + "\n" for i in range(16)))
+    record = tmp_path / "record.jsonl"
+    (tmp_path / "spy.py").write_text(SPY.format(path=str(record)))
+    monkeypatch.chdir(tmp_path)
+    built = rtool.grpo.trainer_class
+
+    def slow_to_set_up():
+        class SlowSetup(built()):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                time.sleep(2)  # as a large dataset or checkpoint would, after the trainer is built
+
+        return SlowSetup
+
+    monkeypatch.setattr(rtool.grpo, "trainer_class", slow_to_set_up)
+    out = tmp_path / "run"
+    code, _, stderr = run_grpo(capfd, "--model", letters_model_dir, "--data", data, "--out", out, "--max-steps", "4",
+                               "--lr", "1e-3", "--num-generations", "4", "--batch-size", "8", "--grad-accum", "1",
+                               "--max-completion-length", "2", "--logging-steps", "1", "--save-steps", "0",
+                               "--no-system", "--reward", "accuracy=1,python:spy:record=1",
+                               "--scale-rewards", "batch")
+    assert code == 0, stderr
+    recorded = [json.loads(line) for line in record.read_text().splitlines()]
+    rows = metrics(out)
+    for row in rows:
+        mine = [r for r in recorded if r["step"] == row["step"] - 1]  # generated before the step counted
+        right = [r["text"].strip() == r["gold"] for r in mine]
+        groups = [right[i:i + 4] for i in range(0, len(right), 4)]  # TRL's groups: 4 in a row, one prompt
+        lengths = [r["length"] for r in mine]
+        assert row["completions"] == len(mine) == 8
+        assert row["accuracy"] == pytest.approx(sum(right) / len(right))
+        assert row["zero_std_share"] == pytest.approx(sum(len(set(g)) == 1 for g in groups) / len(groups))
+        assert row["completion_length_median"] == statistics.median(lengths)
+        assert row["completion_length_std"] == pytest.approx(statistics.stdev(lengths))
+    # Not vacuous: some rows with right and wrong answers, some with a group of one reward beside one of two (TRL's
+    # whole-batch flag under --scale-rewards batch could only say 0 or 1).
+    assert any(0 < row["accuracy"] < 1 for row in rows)
+    assert any(0 < row["zero_std_share"] < 1 for row in rows)
+    first = rows[0]
+    seconds = first["completions"] * first["completion_length"] / first["completion_tokens_per_s"]
+    assert seconds < 1.5, seconds  # one step's time, not the 2 s of setup before it
 
 
 def test_a_python_reward_is_imported_weighted_and_logged_under_its_name(capfd, tmp_path, monkeypatch,
@@ -201,6 +276,11 @@ def test_a_length_collapse_warns_once_flags_the_rows_and_marks_the_curves(capfd,
     marks = event_marks(CurveWatch(window=2).events(rows))
     assert [(m.step, m.metric) for m in marks if m.label == "sequence length collapse"] == [
         (flagged[0], "completion_length")]
+    # `rtool plot --check` finds it in the run's metrics.jsonl (at the default 3-step window: the same step or later).
+    code, stdout, _ = run_in_process(capfd, "plot", out, "--check")
+    checked = json.loads(stdout)
+    assert code == 0 and checked["run"] == str(out)
+    assert [flag["step"] for flag in checked["flags"] if flag["name"] == "sequence_length_collapse"][0] >= flagged[0]
 
 
 def test_each_row_averages_a_whole_logging_window(capfd, tmp_path, tiny_model_dir, tiny_task_file):
@@ -225,6 +305,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model
     assert [row["step"] for row in rows] == [1, 2, 3]
     # The same completions sampled and rewarded again (the RNG states come back with the checkpoint).
     assert [row["reward"] for row in rows] == [row["reward"] for row in logged]
+    # Tokens (so tokens/s) count from the resume point: step 3 again is step 3's tokens alone, not steps 1-3's.
+    assert rows[2]["num_tokens"] == logged[2]["num_tokens"] - logged[1]["num_tokens"]
     resumed = weights(out)
     assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
 
@@ -260,6 +342,8 @@ def test_two_process_torchrun_writes_one_model(tmp_path, tiny_model_dir, tiny_ta
     assert result.stderr.count("grpo: 50 prompts of 50 rows read") == 1  # one report
     assert len(list(out.rglob("model.safetensors"))) == 1
     assert [row["step"] for row in metrics(out)] == [1, 2]  # one writer
+    # Both processes' completions (4 each) in the length statistics, not rank 0's alone.
+    assert [row["completions"] for row in metrics(out)] == [8, 8]
     assert any(not torch.equal(a, b) for a, b in zip(weights(tiny_model_dir).values(), weights(out).values()))
 
 
