@@ -11,7 +11,10 @@ majority (most frequent answer; ties by total score, then first seen), naive (th
 `--n 1,2,4,8` writes one row per (prompt, N) over the prompt's first N candidates by `sample`; a prompt with fewer
 than N candidates gets no row for that N (counted on stderr). `--sorted` asserts that each prompt's candidates are
 adjacent (distill writes them so) and writes each prompt as soon as its id changes. Rows are written per prompt as
-decided: an input error stops the run after the rows already written (the output is then incomplete; exit 2).
+decided: an input error stops the run after the rows already written to stdout (the output is then incomplete;
+exit 2). `-o FILE` is written whole or not at all: it appears (or replaces the file, with --overwrite) when the run
+ends without an error; a failed run leaves no file, or the old one as it was.
+A candidate without an answer (an empty completion; prm-score's `score: null`) gets no vote and no weight.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from rtool.options import InputOpt, OutOpt, PromptFieldOpt, SkipBadOpt
+from rtool.options import InputOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt
 
 
 def bon_cmd(
     input: InputOpt = "-",
     out: OutOpt = "-",
+    overwrite: OverwriteOpt = False,
     method: Annotated[str, typer.Option("--method", help="majority (self-consistency) | naive (highest score) | weighted (largest score sum per answer).")] = "majority",
     score_field: Annotated[str, typer.Option("--score-field", help="Field holding each candidate's score (naive and weighted need it; majority breaks ties by it when every candidate has one).")] = "score",
     n: Annotated[Optional[str], typer.Option("--n", help="Use each prompt's first N candidates (by sample); a list such as 1,2,4,8 writes one row per (prompt, N). Default: all.")] = None,
@@ -42,20 +46,21 @@ def bon_cmd(
 
     one_of("--method", method, METHODS)
     ns = parse_ns(n)
+    writer = RecordWriter(out, atomic=True, overwrite=overwrite)
     stats, read_stats = BonStats(), ReadStats()
     rows = first_rows(read_records(input, skip_bad=skip_bad, stats=read_stats), input)
     chosen = best_of_n(rows, method, ns, fields=FieldMap(prompt_field), score_field=score_field,
                        grouped=sorted_input, stats=stats)
     finished = False
     try:
-        with RecordWriter(out, append=False) as writer:
+        with writer:
             for row in chosen:
                 writer.write(row)
         finished = True
     finally:
         if not finished and stats.rows:
-            logger.warning("bon stopped after writing %d rows for %d prompts: the output is incomplete",
-                           stats.rows, stats.prompts)
+            outcome = "the output is incomplete" if out == "-" else f"{out} is not written"
+            logger.warning("bon stopped after %d rows for %d prompts: %s", stats.rows, stats.prompts, outcome)
         if read_stats.skipped:
             logger.warning("skipped %d bad input lines (first: %s)", read_stats.skipped, read_stats.skipped_where[0])
     for size, count in sorted(stats.short.items()):

@@ -76,14 +76,16 @@ def distill_cmd(
     warn_identical_samples(params)
     system_prompt = choose_system_prompt(system, no_system)
     fields = FieldMap(prompt_field, answer_field)
+    # --overwrite never reads the old file: starting again must work whatever it holds.
     existing = read_written(Path(out), key=lambda row: (str(row["id"]), int(row["sample"])), settings_field="sampling",
-                            command="distill", needs="id and sample") if out != "-" else Written()
+                            command="distill", needs="id and sample") if out != "-" and not overwrite else Written()
     if existing.done and not (resume or overwrite):
         raise UserError(f"already holds {len(existing.done)} samples", path=out,
                         hint="--resume adds the missing ones, --overwrite starts again; appending would double them")
     done = existing.done if resume else set()
     if done:
         logger.info("resuming: %d samples already in %s", len(done), out)
+    writer = RecordWriter(out, append=not overwrite)  # an unwritable --out is refused before the teacher loads
 
     from rtool.backends import open_backend
     from rtool.traces import sample_traces, sampling_record
@@ -102,7 +104,7 @@ def distill_cmd(
                                "--resume uses the same settings", out)
             # A backend's name (hf vs vllm) counts as a setting: their numerics differ.
             existing.check_same_settings(sampling, out, what="sampling")
-        with RecordWriter(out, append=not overwrite) as writer:
+        with writer:
             # A fleet has --batch-size requests in flight per endpoint: chunks as many times wider keep all busy.
             for trace in sample_traces(generator, rows, fields, params, system=system_prompt,
                                        chunk_prompts=batch_size * generator.servers, done=done):

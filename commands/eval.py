@@ -5,7 +5,8 @@
 
 stdout: one JSON summary: prompts, samples per prompt, pass@1 (mean over samples), unbiased pass@k for k = 1, 2,
 4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable count. stderr: a table.
-`--records FILE` writes the graded per-sample rows.
+`--records FILE` writes the graded per-sample rows, whole when the run ends without an error (a file that holds rows
+already is refused unless --overwrite).
 Rows from `rtool bon` (with `bon_n`) are one chosen row per (id, bon_n): the summary then has `bon_method` and
 `bon: {"1": {"prompts", "accuracy", "ungradable"}, "2": ...}` (accuracy per N, the best-of-N curve) in place of
 samples_per_prompt, pass@k and maj@n.
@@ -29,7 +30,8 @@ def eval_cmd(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to generate with (dir, hub id, .gguf, adapter dir, or endpoint URL). Without it, completions are read from --input and graded.")] = None,
     bench: Annotated[Optional[str], typer.Option("--bench", "-b", help="Benchmark rows with prompts and gold answers (with --model).")] = None,
     input: InputOpt = "-",
-    records: Annotated[Optional[str], typer.Option("--records", help="Write the graded per-sample rows to this JSONL file.")] = None,
+    records: Annotated[Optional[str], typer.Option("--records", help="Write the graded per-sample rows to this JSONL file (when the run ends whole).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --records FILE when it already holds rows (default: refuse).")] = False,
     num_samples: NumSamplesOpt = 1,
     temperature: TemperatureOpt = 0.0,
     top_p: TopPOpt = 1.0,
@@ -79,10 +81,11 @@ def eval_cmd(
         if batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
         warn_identical_samples(params)
+    writer = RecordWriter(records, atomic=True, overwrite=overwrite) if records else None
     source = bench if model is not None else input
     rows = first_rows(read_records(source, skip_bad=skip_bad, stats=stats), source)
-    writer = RecordWriter(records, append=False) if records else None
     generator = None
+    finished = False
     try:
         if model is not None:
             from rtool.backends import open_backend
@@ -100,11 +103,14 @@ def eval_cmd(
                       bon_method=row.get("bon_method"))
             if writer is not None:
                 writer.write(row)
+        finished = True
     finally:
         if generator is not None:
             generator.close()
-        if writer is not None:
+        if writer is not None and finished:
             writer.close()
+        elif writer is not None:
+            writer.abort()  # --records FILE stays as it was
     summary = {"model": model, "bench": source if source != "-" else None, **tally.summary()}
     if stats.skipped:
         summary["skipped_lines"] = stats.skipped

@@ -1,5 +1,5 @@
 """prm-label: Math-Shepherd step labels without annotators. Reads graded trace rows (distill's output); writes each
-row plus `steps`, `step_labels`, `step_values`, `step_rollouts` and `prm_labeling`.
+row plus `steps`, `step_labels`, `step_values`, `step_rollouts`, `step_truncated` and `prm_labeling`.
 
     rtool distill --teacher S -n 4 < train.jsonl | rtool prm-label --policy S -k 8 > steps.jsonl
     rtool prm-label --policy http://localhost:8000/v1 -k 8 -i traces.jsonl -o steps.jsonl --resume
@@ -11,10 +11,15 @@ against the row's gold answer (options for multiple choice). `step_labels[i]` is
 (Math-Shepherd's hard estimation); `step_values[i]` the share of correct rollouts (soft estimation);
 `step_rollouts[i]` how many rollouts that took. The last step needs none: its label and value are the trace's own
 correctness. After a step labelled 0 the later steps are 0 without rollouts (--label-all rolls out every step).
+A rollout cut by --max-new-tokens (finish_reason length) decides no label: the step's label and value come from its
+other rollouts, `step_truncated[i]` counts the cut ones, and a step whose every rollout was cut is labelled null
+(unknown; prm-train does not train on it). The share cut goes to stderr; --count-truncated grades them as they are.
 Rollouts of many traces and steps go to the policy in one batch (see rtool/prm_label.py for the seeds).
 
 `--out FILE` refuses a file that already holds rows unless `--resume` (label only the traces not in it, with the same
-settings) or `--overwrite`. Rows without a gold answer are an error, or with --skip-ungraded dropped and counted.
+settings; a trace is keyed by its id, or for a row without one by its prompt, as distill keys it, and its sample)
+or `--overwrite` (which never reads the old file); the file is made at the first labelled row. Rows without a gold
+answer are an error, or with --skip-ungraded dropped and counted.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def prm_label_cmd(
     k: Annotated[int, typer.Option("--rollouts", "-k", help="Rollouts per step prefix. The last step gets none: its label is the trace's own correctness (the completion is already whole).")] = 8,
     step_sep: StepSepOpt = "\\n\\n",
     label_all: Annotated[bool, typer.Option("--label-all", help="Roll out every step. Default: once a step is labelled 0 (no rollout correct), the later steps, the last one too, are 0 without rollouts.")] = False,
+    count_truncated: Annotated[bool, typer.Option("--count-truncated", help="Grade rollouts cut by --max-new-tokens as they are (Math-Shepherd's rule: a cut rollout mostly counts as wrong). Default: they decide no label; a step whose every rollout was cut is labelled null.")] = False,
     skip_ungraded: Annotated[bool, typer.Option("--skip-ungraded", help="Drop rows without a gold answer (counted on stderr) instead of stopping with an error.")] = False,
     temperature: TemperatureOpt = 0.8,
     top_p: TopPOpt = 0.95,
@@ -88,13 +94,15 @@ def prm_label_cmd(
                        "are 0 or 1; sample with --temperature > 0", k)
     system_prompt = choose_system_prompt(system, no_system)
     fields = FieldMap(prompt_field, answer_field)
-    existing = read_existing(Path(out)) if out != "-" else None
+    # --overwrite never reads the old file: starting again must work whatever it holds.
+    existing = read_existing(Path(out), fields) if out != "-" and not overwrite else None
     if existing is not None and existing.done and not (resume or overwrite):
         raise UserError(f"already holds {len(existing.done)} labelled traces", path=out,
                         hint="--resume adds the missing ones, --overwrite starts again; appending would double them")
     done = existing.done if resume else set()
     if done:
         logger.info("resuming: %d traces already in %s", len(done), out)
+    writer = RecordWriter(out, append=not overwrite)  # an unwritable --out is refused before the policy loads
 
     from rtool.backends import open_backend
     from rtool.prm_label import labeling_record
@@ -104,28 +112,29 @@ def prm_label_cmd(
     generator = open_backend(policy, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                              dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                              allow_pickle=allow_pickle, request_timeout=request_timeout)
-    run = _Run(fields, system_prompt, sep, label_all, skip_ungraded, done)
+    run = _Run(fields, system_prompt, sep, label_all, skip_ungraded, done, count_truncated)
     try:
-        settings = labeling_record(generator, params, sep, label_all, system_prompt)
+        settings = labeling_record(generator, params, sep, label_all, system_prompt, count_truncated)
         if resume:
             existing.check_same_settings(settings, out, what="labeling")
-        with RecordWriter(out, append=not overwrite) as writer:
+        with writer:
             # A fleet has --batch-size requests in flight per endpoint: chunks as many times wider keep all busy.
             run.label(generator, rows, params, settings, writer, chunk=batch_size * generator.servers)
     finally:
         generator.close()
         if stats.skipped:
             logger.warning("skipped %d bad input lines (first: %s)", stats.skipped, stats.skipped_where[0])
-    run.report(k)
+    run.report(k, max_new_tokens)
 
 
 class _Run:
-    def __init__(self, fields, system, sep, label_all, skip_ungraded, done) -> None:
+    def __init__(self, fields, system, sep, label_all, skip_ungraded, done, count_truncated) -> None:
         self.fields, self.system, self.sep, self.label_all = fields, system, sep, label_all
-        self.skip_ungraded, self.done = skip_ungraded, done
+        self.skip_ungraded, self.done, self.count_truncated = skip_ungraded, done, count_truncated
         self.seen: dict = {}  # key -> where it was read, to refuse a trace given twice
         self.ungraded: list[str] = []
         self.rows = self.steps = self.good = self.rollouts = self.unrolled = 0
+        self.truncated = self.unknown = 0  # rollouts cut by --max-new-tokens; steps labelled null
 
     def label(self, generator, rows, params, settings, writer, chunk: int) -> None:
         """Label `chunk` traces at a time (rows validated before their chunk is rolled out)."""
@@ -147,8 +156,11 @@ class _Run:
                 writer.write(row)
                 self.rows += 1
                 self.steps += len(row["step_labels"])
-                self.good += sum(row["step_labels"])
-                self.unrolled += sum(r == 0 for r in row["step_rollouts"][:-1])
+                self.good += sum(label == 1 for label in row["step_labels"])
+                self.unknown += sum(label is None for label in row["step_labels"])
+                self.truncated += sum(row["step_truncated"])
+                self.unrolled += sum(r == 0 and t == 0 for r, t in zip(row["step_rollouts"][:-1],
+                                                                       row["step_truncated"]))
 
     def prepare(self, row, params):
         """The row's Job, or None (already labelled, or dropped for lack of a gold answer); UserError naming the
@@ -186,14 +198,21 @@ class _Run:
             raise row.error(f"the completion has no steps: field {field!r} {what}", field=field)
         choices = self.fields.choices(row)
         _, correct = grade(gold, completion, choices)
-        labeling = Labeling(steps, prefixes, final_correct=bool(correct), label_all=self.label_all)
+        labeling = Labeling(steps, prefixes, final_correct=bool(correct), label_all=self.label_all,
+                            count_truncated=self.count_truncated)
         return Job(row, key, messages, gold, choices, labeling)
 
-    def report(self, k: int) -> None:
+    def report(self, k: int, max_new_tokens: int) -> None:
         from rtool.log import logger
 
         if self.ungraded:
             logger.warning("dropped %d rows without a gold answer (first: %s)", len(self.ungraded), self.ungraded[0])
+        if self.truncated:
+            rule = ("graded as they are (--count-truncated)" if self.count_truncated else
+                    f"they decided no label; {self.unknown} steps had only cut rollouts and are labelled null")
+            logger.warning("prm-label: %d of %d rollouts (%.1f%%) were cut by --max-new-tokens %d: %s. Raise "
+                           "--max-new-tokens", self.truncated, self.rollouts, 100 * self.truncated / self.rollouts,
+                           max_new_tokens, rule)
         if not self.rows:
             logger.info("prm-label: no new rows written")
             return

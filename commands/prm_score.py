@@ -11,7 +11,10 @@ score being --orm's or the last step's), `orm_score` with --orm, and `prm_scorin
 (and --lam 1) also `log_score`, the product's log summed in log space: the product of a long trace's steps is 0.0
 in floats (0.5 a step over ~1,100 steps), its log still ranks it (`rtool bon --method naive --score-field
 log_score`). Rows come out in
-input order, each as soon as it and the rows before it are scored.
+input order, each as soon as it and the rows before it are scored. A completion without steps (empty, or only
+separators) is no error: its row has `step_scores: []` and `score: null` (and `orm_score: null`), which rtool bon
+counts as a candidate without an answer; how many there were goes to stderr. `-o FILE` is written whole or not at
+all: it appears (or replaces the file, with --overwrite) when the run ends without an error.
 
 Steps: the completion, as given (a <think> block included), split on --step-sep (a blank line), stripped, empty
 steps dropped. The conversation a completion answered: the row's `prompt_messages` (what distill sent) when it has
@@ -28,8 +31,8 @@ from typing import Annotated, Optional
 import typer
 
 from rtool.errors import UserError
-from rtool.options import (AllowPickleOpt, DeviceOpt, DtypeOpt, InputOpt, NoSystemOpt, OutOpt, PromptFieldOpt,
-                           SkipBadOpt, StepSepOpt, SystemOpt, TrustRemoteCodeOpt)
+from rtool.options import (AllowPickleOpt, DeviceOpt, DtypeOpt, InputOpt, NoSystemOpt, OutOpt, OverwriteOpt,
+                           PromptFieldOpt, SkipBadOpt, StepSepOpt, SystemOpt, TrustRemoteCodeOpt)
 
 # Rows read ahead of scoring, in batches: enough to sort into batches of similar length.
 WINDOW_BATCHES = 8
@@ -39,6 +42,7 @@ def prm_score_cmd(
     prm: Annotated[str, typer.Option("--prm", "-m", help="Process reward model: a local HF dir or hub id (*.safetensors).")],
     input: InputOpt = "-",
     out: OutOpt = "-",
+    overwrite: OverwriteOpt = False,
     format: Annotated[str, typer.Option("--format", help="auto | qwen-prm (token classification, <extra_0> after each step) | math-shepherd (causal LM, 'ки' tag, '+'/'-' logits) | orm (sequence classification, one score per completion).")] = "auto",
     step_sep: StepSepOpt = "\\n\\n",
     agg: Annotated[str, typer.Option("--agg", help="Step scores -> score: min | prod | last | mean.")] = "min",
@@ -59,7 +63,7 @@ def prm_score_cmd(
     from rtool.fields import FieldMap
     from rtool.log import logger
     from rtool.prm import AGGREGATIONS, FORMATS, PRMScorer, check_lam, parse_step_sep
-    from rtool.records import ReadStats, first_rows, read_records
+    from rtool.records import ReadStats, RecordWriter, first_rows, read_records
     from rtool.traces import choose_system_prompt
 
     one_of("--format", format, FORMATS)
@@ -72,6 +76,7 @@ def prm_score_cmd(
         logger.warning("--orm with --lam 1: the ORM's score is written (orm_score) but not mixed into score")
     fields = FieldMap(prompt_field, None)
     system_prompt = choose_system_prompt(system, no_system)
+    writer = RecordWriter(out, atomic=True, overwrite=overwrite)  # refused now, not after loading the model
     stats = ReadStats()
     rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
 
@@ -87,7 +92,7 @@ def prm_score_cmd(
     settings = {"prm": prm, "format": scorer.format, "step_sep": sep, "agg": agg, "lam": lam, "orm": orm}
     run = _Run(scorer, orm_scorer, fields, system_prompt, agg, lam, settings)
     try:
-        run.stream(rows, out, window=batch_size * WINDOW_BATCHES)
+        run.stream(rows, writer, window=batch_size * WINDOW_BATCHES)
     finally:
         if stats.skipped:
             logger.warning("skipped %d bad input lines (first: %s)", stats.skipped, stats.skipped_where[0])
@@ -98,15 +103,13 @@ class _Run:
     def __init__(self, scorer, orm_scorer, fields, system, agg, lam, settings) -> None:
         self.scorer, self.orm_scorer = scorer, orm_scorer
         self.fields, self.system, self.agg, self.lam, self.settings = fields, system, agg, lam, settings
-        self.rows = self.steps = 0
+        self.rows = self.steps = self.stepless = 0
         self.score_sum = 0.0
 
-    def stream(self, rows, out, window: int) -> None:
+    def stream(self, rows, writer, window: int) -> None:
         """Read rows a window at a time; a bad row stops the run once the rows before it are written."""
-        from rtool.records import RecordWriter
-
         pending: list[tuple] = []
-        with RecordWriter(out, append=False) as writer:
+        with writer:
             iterator = iter(rows)
             while True:
                 try:
@@ -122,17 +125,11 @@ class _Run:
             self.flush(pending, writer)
 
     def prepare(self, row) -> tuple:
-        """(row, PRM input, ORM input or None); UserError naming the row's file:line."""
-        from rtool.fields import COMPLETION_FIELDS
-        from rtool.prm import split_steps
+        """(row, PRM input, ORM input or None); UserError naming the row's file:line. A completion without steps
+        encodes to nothing and scores [] (see output)."""
         from rtool.train_data import prompt_messages
 
         completion = self.fields.completion(row)
-        if not split_steps(completion, self.scorer.step_sep):
-            key = next((k for k in COMPLETION_FIELDS if row.get(k) is not None), "completion")
-            sep = self.settings["step_sep"]
-            what = "is empty" if not completion.strip() else f"holds only step separators ({sep!r})"
-            raise row.error(f"the completion has no steps: field {key!r} {what}", field=key)
         messages, _ = prompt_messages(row, self.fields, self.system)
         prm_input = _encode(self.scorer, row, messages, completion)
         orm_input = _encode(self.orm_scorer, row, messages, completion) if self.orm_scorer else None
@@ -159,10 +156,14 @@ class _Run:
         from rtool.prm import final_score
 
         trajectory = orm_score[0] if orm_score else None
-        score = final_score(step_scores, self.agg, self.lam, trajectory)
         self.rows += 1
         self.steps += len(step_scores)
-        self.score_sum += score
+        if step_scores:
+            score = final_score(step_scores, self.agg, self.lam, trajectory)
+            self.score_sum += score
+        else:
+            score = None  # nothing to score: a candidate without an answer, not a 0 that a vote could weigh
+            self.stepless += 1
         extra = {"orm_score": trajectory} if self.orm_scorer is not None else {}
         if self.agg == "prod" and self.lam == 1.0:
             extra["log_score"] = _log_score(step_scores)
@@ -174,9 +175,14 @@ class _Run:
         if not self.rows:
             logger.info("prm-score: no rows scored")
             return
-        logger.info("prm-score: %d rows, %d steps (%.1f per row), mean score %.3f (%s, --agg %s, --lam %g)",
-                    self.rows, self.steps, self.steps / self.rows, self.score_sum / self.rows,
-                    self.settings["format"], self.agg, self.lam)
+        scored = self.rows - self.stepless
+        logger.info("prm-score: %d rows, %d steps (%.1f per row), mean score %s (%s, --agg %s, --lam %g)",
+                    self.rows, self.steps, self.steps / self.rows,
+                    f"{self.score_sum / scored:.3f}" if scored else "n/a", self.settings["format"], self.agg,
+                    self.lam)
+        if self.stepless:
+            logger.warning("prm-score: %d rows had a completion without steps (empty, or only --step-sep): written "
+                           "with step_scores [] and score null", self.stepless)
         for model in (self.scorer, self.orm_scorer):
             if model is not None and model.too_long:
                 logger.warning("prm-score: %d rows were longer than the %d positions %s was trained for",

@@ -11,6 +11,10 @@
     except FileExistsError:
         ...                                                 # another writer got there first; its dir is intact
 
+    check_writable("runs/x/out.jsonl", kind="file")          # before any work: UserError naming the path as given
+    with output_errors("runs/x/out.jsonl"):                  # an OSError in the block -> the same one-line error
+        ...
+
 The block writes into a fresh dir on the same filesystem as `out`, so the final step is a rename. Before it, every
 file and dir inside is fsynced (a rename can reach the disk before the data it names: after a crash the dir would
 exist with empty files), and after it the parent is, so the rename itself survives a crash. A crash at any point
@@ -131,3 +135,39 @@ def _fsync_path(path, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_writable(path, *, kind: str) -> None:
+    """Refuse, before any work is done, an output `path` (kind "file" or "dir") that cannot be written: a directory
+    where a file goes or the reverse, a parent that is a file, no write permission. UserError naming `path` as the
+    user gave it, never a temporary name or a parent alone. Nothing is created."""
+    path = Path(path)
+    if os.path.exists(path):  # (a dangling symlink: checked as the file it will create)
+        if kind == "file" and path.is_dir():
+            raise UserError("is a directory", path=path, hint="pass a file name")
+        if kind == "dir" and not path.is_dir():
+            raise UserError("exists and is not a directory", path=path, hint="pass a directory path")
+        if not os.access(path, os.W_OK):
+            raise UserError("not writable (permission denied)", path=path)
+        return
+    ancestor = Path(os.path.realpath(path)).parent if path.is_symlink() else path.parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot be created: {ancestor} is not a directory", path=path)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot be created: no write permission in {ancestor}", path=path)
+
+
+@contextmanager
+def output_errors(path) -> Iterator[None]:
+    """Turn an OSError raised while creating, writing or renaming the output `path` (or a temporary file beside
+    it) into one UserError naming `path` as the user gave it: "permission denied", not a traceback about
+    `.out.jsonl.1234.rtool-tmp`."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise  # a closed stdout ends quietly (rtool.cli)
+        reason = os.strerror(error.errno).lower() if error.errno else type(error).__name__
+        raise UserError(f"cannot write: {reason}", path=path) from error

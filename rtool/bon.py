@@ -271,6 +271,8 @@ class _CandidateReader:
                             hint="bon reads candidate rows, e.g. from rtool distill or rtool prm-score")
         completion = self.fields.completion(row)  # raises "no completion field" naming file:line
         answer = candidate_answer(completion, self.fields.choices(row))
+        if answer is None and row.get(self.score_field, 0) is None:
+            return None, 0.0  # prm-score's null score (a completion without steps): no answer, no vote, no weight
         # interned: a prompt's candidates mostly repeat a few answers, and this mode may hold them all
         return (None if answer is None else sys.intern(answer)), self._score(row)
 

@@ -58,6 +58,10 @@ class _StdoutClosed(Exception):
     """A BrokenPipeError from a command, renamed so that click does not turn it into exit code 1."""
 
 
+class _Interrupted(Exception):
+    """A KeyboardInterrupt from a command, renamed so that typer does not turn it into a silent Exit(130)."""
+
+
 def _closed_stdout_ends_quietly(command):
     @functools.wraps(command)  # typer reads the wrapped signature for the flags
     def run(*args, **kwargs):
@@ -65,6 +69,8 @@ def _closed_stdout_ends_quietly(command):
             return command(*args, **kwargs)
         except BrokenPipeError as error:
             raise _StdoutClosed() from error
+        except KeyboardInterrupt as error:
+            raise _Interrupted() from error
 
     return run
 
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         _exit_with(f"rtool: error: {error.render()}", error.exit_code, debug)
     except (BrokenPipeError, _StdoutClosed):
         _exit_quietly_on_closed_stdout()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         _exit_with("rtool: interrupted", 130, debug)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)

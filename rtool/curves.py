@@ -78,10 +78,17 @@ def read_metrics(source: str | Path) -> list[dict]:
     if path.suffix == ".json":
         return read_trainer_state(path)
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
             try:
-                row = json.loads(line)
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                if not line.endswith(b"\n"):
+                    continue  # a killed run's torn last line can end inside a character
+                raise UserError(f"not UTF-8 text (byte {error.start})", path=path, line=number,
+                                hint="is this a metrics.jsonl written by rtool or transformers?") from None
+            try:
+                row = json.loads(text)
             except ValueError:
                 continue
             if isinstance(row, dict) and _number(row.get("step")) is not None:

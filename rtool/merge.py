@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtool.atomic import atomic_dir
+from rtool.atomic import atomic_dir, check_writable
 from rtool.errors import UserError, one_of
 from rtool.log import logger
 from rtool.merge_math import METHODS, Scratch, bai_stage1, bai_stage2
@@ -349,10 +349,11 @@ def staged_output(out: Path, *, force: bool = False, inputs: tuple[Path, ...] = 
             raise UserError("the output dir would replace an input", path=out, hint=f"input: {path}")
     # Checked here, before minutes of merging, so the error can name --force; atomic_dir checks again at the end.
     if os.path.lexists(out):
-        if not force:
-            raise UserError("output dir exists", path=out, hint="pass --force to replace it")
         if not out.is_dir() or out.is_symlink():
             raise UserError("output path exists and is not a directory", path=out)
+        if not force:
+            raise UserError("output dir exists", path=out, hint="pass --force to replace it")
+    check_writable(out, kind="dir")
     try:
         with atomic_dir(out, replace=force) as tmp:
             yield tmp

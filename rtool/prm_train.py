@@ -23,7 +23,8 @@ followed by `<extra_0>`. The loss is read at the separators only (Qwen2.5-Math-P
 `--labels hard`: the usual cross-entropy) or the share of rollouts from it that reached a correct answer
 (`--labels soft`, Math-Shepherd's soft estimate; Wang et al. 2024, arXiv:2312.08935).
 
-Rows: rtool prm-label's (a trace plus `steps`, `step_labels` 0/1 and/or `step_values` in [0, 1]), or TRL's
+Rows: rtool prm-label's (a trace plus `steps`, `step_labels` 0/1 and/or `step_values` in [0, 1]; a null label, a
+step whose every rollout was truncated, is not trained on), or TRL's
 stepwise supervision (`prompt`, `completions`: the steps, `labels`: booleans), so PRM800K and Math-Shepherd in TRL's
 form train as they are. Accuracy and AUC are read against 0/1 labels: `step_labels` (or `labels`) when the row
 has them, else v >= 0.5.
@@ -121,7 +122,8 @@ def row_steps(row, labels: str = "hard") -> tuple[list[str], list[float], list[i
                 else "estimate them with rtool prm-label, or drop the row")
         raise row.error(f"no field {soft_key!r} for its {len(steps)} steps (--labels soft)", field=soft_key,
                         hint=hint)
-    return steps, soft, hard if hard is not None else [int(value >= 0.5) for value in soft]
+    return steps, soft, hard if hard is not None else [IGNORE if value == IGNORE else int(value >= 0.5)
+                                                       for value in soft]
 
 
 def _steps(row, key: str) -> list[str]:
@@ -154,7 +156,9 @@ def _label_list(row, key: str, count: int) -> list:
 def _hard_labels(row, key: str, count: int) -> list[int]:
     out = []
     for index, label in enumerate(_label_list(row, key, count)):
-        if isinstance(label, bool) or (isinstance(label, (int, float)) and label in (0, 1)):
+        if label is None:
+            out.append(IGNORE)  # prm-label's unknown label (every rollout truncated): the step is not trained on
+        elif isinstance(label, bool) or (isinstance(label, (int, float)) and label in (0, 1)):
             out.append(int(label))
         else:
             raise row.error(f"{key}[{index}] must be 0 or 1 (or false/true), got {label!r}", field=key,
@@ -165,7 +169,9 @@ def _hard_labels(row, key: str, count: int) -> list[int]:
 def _soft_values(row, key: str, count: int) -> list[float]:
     out = []
     for index, value in enumerate(_label_list(row, key, count)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        if value is None:
+            value = IGNORE  # an unknown value (see _hard_labels)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise row.error(f"{key}[{index}] must be a number in [0, 1], got {value!r}", field=key)
         out.append(float(value))
     return out
@@ -269,7 +275,7 @@ class PRMExamples:
             c.trl += row.get("steps") is None
             c.recorded += recorded
             c.steps += kept
-            c.correct += sum(labels[:kept])
+            c.correct += sum(label == 1 for label in labels[:kept])
             c.cut_steps += len(steps) - kept
             yield {"input_ids": ids, "positions": positions, "targets": targets[:kept], "labels": labels[:kept],
                    "prompt_id": _prompt_key(row, messages)}

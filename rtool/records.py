@@ -2,7 +2,7 @@
 
     for row in read_records("traces.jsonl"):      # rows are dicts that know where they came from
         row.path, row.line                         # for error messages: traces.jsonl:7
-    with RecordWriter("-") as out:                 # "-" is stdout; a path is appended to
+    with RecordWriter("-") as out:                 # "-" is stdout; a path is appended to (see RecordWriter)
         out.write({**row, "score": 0.5})           # one JSON line, flushed at once
 
 Reading streams: memory holds one line (JSONL), one row group (parquet) or one row (datasets), never the file,
@@ -98,7 +98,7 @@ def _read_jsonl(handle: IO[bytes], name: str, skip_bad: bool, stats: ReadStats, 
         try:
             value = json.loads(text)
         except json.JSONDecodeError as error:
-            _bad_line(UserError(f"malformed JSON: {error.msg} at column {error.colno}", path=name, line=line_number),
+            _bad_line(UserError(f"malformed JSON: {_json_problem(error)}", path=name, line=line_number),
                       skip_bad, stats)
             continue
         if not isinstance(value, dict):
@@ -107,6 +107,11 @@ def _read_jsonl(handle: IO[bytes], name: str, skip_bad: bool, stats: ReadStats, 
             continue
         stats.rows += 1
         yield Row(value, name, line_number)
+
+
+def _json_problem(error: json.JSONDecodeError) -> str:
+    # Some of json's messages end in "at" ("Unterminated string starting at"): do not write "at at column 18".
+    return f"{error.msg.removesuffix(' at')} at column {error.colno}"
 
 
 def _drain_line(handle: IO[bytes], chunk: int) -> None:
@@ -176,22 +181,46 @@ def _read_datasets_dir(source: Path, stats: ReadStats) -> Iterator[Row]:
 
 
 class RecordWriter:
-    """Writes rows as JSONL to stdout ("-") or appends to a file, flushing each row so pipelines stream and a
-    killed process leaves only whole lines behind (a row is written with one write call)."""
+    """Writes rows as JSONL to stdout ("-") or to a file, flushing each row so pipelines stream and a killed process
+    leaves only whole lines behind (a row is written with one write call). Use it as a context manager: how the
+    block ends decides what the file holds.
 
-    def __init__(self, path: str | Path = "-", *, append: bool = True):
+        RecordWriter(path)                        # append (resumable outputs: distill, prm-label)
+        RecordWriter(path, append=False)          # start the file again, at its first row
+        RecordWriter(path, atomic=True, overwrite=flag)   # a whole-file output (bon, prm-score, eval --records)
+
+    Append and start-again writers create or truncate the file only when the first row comes, so a run that
+    writes nothing leaves no file (and an old one untouched). An atomic writer refuses a file that already holds
+    rows unless `overwrite`, writes into a temporary file beside it and renames that over the file when the block
+    ends without an error (even with no rows: the file then says the run found none); a failed or interrupted run
+    leaves the old file as it was and no new one. A path that cannot be written is refused when the writer is
+    made, before any work (UserError naming it), and an OSError later is one naming it too (rtool.atomic).
+    """
+
+    def __init__(self, path: str | Path = "-", *, append: bool = True, atomic: bool = False,
+                 overwrite: bool = False):
+        from rtool.atomic import check_writable
+
         self.path = str(path)
-        if self.path == "-":
-            self._handle: IO[str] = sys.stdout
-            self._owned = False
-        else:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            _repair_partial_last_line(Path(self.path))
-            self._handle = open(self.path, "a" if append else "w", encoding="utf-8")
-            self._owned = True
+        self.append, self.atomic = append and not atomic, atomic
         self.count = 0
+        self._handle: IO[str] | None = sys.stdout if self.path == "-" else None
+        self._temporary: Path | None = None
+        if self.path == "-":
+            return
+        check_writable(self.path, kind="file")
+        self._target = Path(self.path)
+        if self._target.is_symlink() and (self._target.is_file() or not self._target.exists()):
+            self._target = Path(os.path.realpath(self.path))  # rename over the file it points to, not the link
+        if atomic and not overwrite and self._target.is_file() and self._target.stat().st_size > 0:
+            raise UserError("already holds rows", path=self.path,
+                            hint="pass --overwrite to replace it, or write to another file")
+        if atomic and os.path.exists(self._target) and not self._target.is_file():
+            self.atomic = False  # /dev/null, a FIFO: written in place, nothing to rename over
 
     def write(self, row: dict) -> None:
+        if self._handle is None:
+            self._open()
         self._handle.write(json_line(row))
         self._handle.flush()
         self.count += 1
@@ -200,18 +229,59 @@ class RecordWriter:
         for row in rows:
             self.write(row)
 
+    def _open(self) -> None:
+        from rtool.atomic import output_errors
+
+        with output_errors(self.path):
+            self._target.parent.mkdir(parents=True, exist_ok=True)
+            if self.atomic:
+                self._temporary = self._target.with_name(f".{self._target.name[:200]}.{os.getpid()}.rtool-tmp")
+                self._handle = open(self._temporary, "w", encoding="utf-8")
+                return
+            if self.append:
+                _repair_partial_last_line(self._target)
+            self._handle = open(self._target, "a" if self.append else "w", encoding="utf-8")
+
     def close(self) -> None:
-        if self._owned:
+        """The run ended whole: an atomic writer's rows replace the file; a start-again writer with no rows
+        empties it."""
+        from rtool.atomic import output_errors
+
+        if self.path == "-":
+            return
+        if self._handle is None and (self.atomic or (not self.append and self._target.is_file())):
+            self._open()  # no rows: the output says so, not an old run's rows
+        if self._handle is None:
+            return
+        with output_errors(self.path):
             self._handle.flush()
-            if Path(self.path).is_file():
+            if Path(self._handle.name).is_file():
                 os.fsync(self._handle.fileno())
             self._handle.close()
+            if self._temporary is not None:
+                os.replace(self._temporary, self._target)
+                self._temporary = None
+
+    def abort(self) -> None:
+        """The run failed: an atomic writer's temporary file goes, the old file stays; rows already appended
+        stay (whole lines: a resume continues after them)."""
+        if self._handle is not None and self._handle is not sys.stdout:
+            try:
+                self._handle.close()
+            except OSError:
+                pass
+        if self._temporary is not None:
+            self._temporary.unlink(missing_ok=True)
+            self._temporary = None
 
     def __enter__(self) -> "RecordWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _repair_partial_last_line(path: Path) -> None:
@@ -263,13 +333,23 @@ def write_json(data: dict, path: str | Path = "-") -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """`path` holds `text` whole, or is as it was (a failure removes the temporary file); an unwritable path is
+    a UserError naming it."""
+    from rtool.atomic import check_writable, output_errors
+
+    check_writable(path, kind="file")
+    temporary = path.with_name(f".{path.name[:200]}.{os.getpid()}.rtool-tmp")
+    try:
+        with output_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def first_rows(rows: Iterator[Row], path: str | Path) -> Iterator[Row]:

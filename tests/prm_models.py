@@ -17,7 +17,7 @@ SAMPLE = [string.ascii_letters + string.digits + string.punctuation + " \n"]
 
 
 def build_prm(kind: str, out_dir, *, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4,
-              labels: int = 1, seed: int = 0, extra_tokens=None):
+              labels: int = 1, seed: int = 0, extra_tokens=None, max_position_embeddings: int = 2048):
     import torch
     import transformers
 
@@ -29,7 +29,7 @@ def build_prm(kind: str, out_dir, *, hidden_size: int = 32, num_layers: int = 2,
     config = transformers.LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        max_position_embeddings=2048, tie_word_embeddings=True, dtype="float32",
+        max_position_embeddings=max_position_embeddings, tie_word_embeddings=True, dtype="float32",
         bos_token_id=tokenizer.convert_tokens_to_ids(IM_START), eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, **({"num_labels": num_labels} if num_labels else {}))
     torch.manual_seed(seed)

@@ -1,6 +1,7 @@
 """The `rtool` app itself: help without heavy imports, version, error rendering, --debug, broken pipes."""
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -63,3 +64,19 @@ def test_broken_pipe_ends_quietly(tmp_path):
     assert json.loads(lines[0])["id"] == "0"
     assert lines[-1] == "rc=0"
     assert "Error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_exits_130_saying_so():
+    # bon --sorted writes prompt "a" once "b" comes: a row on stdout proves the command is running, then Ctrl-C
+    # while it waits on a stdin that stays open.
+    child = subprocess.Popen([RTOOL, "bon", "--sorted"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    for row_id in ("a", "b"):
+        child.stdin.write((json.dumps({"id": row_id, "problem": "x", "completion": "\\boxed{1}"}) + "\n").encode())
+    child.stdin.flush()
+    assert json.loads(child.stdout.readline())["id"] == "a"
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert stderr.decode().strip().splitlines()[-1] == "rtool: interrupted"
+    assert "Traceback" not in stderr.decode()

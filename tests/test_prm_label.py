@@ -41,6 +41,9 @@ T, F = True, False
     ([[T, F], [F, F], [F, T]], True, True, [1, 0, 1, 1], [0.5, 0.0, 0.5, 1.0], [2, 2, 2, 0]),
     ([], False, False, [0], [0.0], [0]),  # one step: no rollouts at all
     ([[None, T, None]], True, False, [1, 1], [1 / 3, 1.0], [3, 0]),  # an ungradable rollout is not a correct one
+    # a step whose every rollout was truncated (no verdict counts): unknown, and no early stop after it
+    ([[], [T, F]], True, False, [None, 1, 1], [None, 0.5, 1.0], [0, 2, 0]),
+    ([[], [F]], True, False, [None, 0, 0], [None, 0.0, 0.0], [0, 1, 0]),
 ])
 def test_labels_from_verdicts(verdicts, final, label_all, labels, values, rollouts):
     assert label_steps(verdicts, final, label_all) == (labels, pytest.approx(values), rollouts)
@@ -192,7 +195,7 @@ def test_scripted_policy_gives_exact_labels(label_all):
     assert first["prm_labeling"] == {
         "backend": "openai", "policy": "scripted-policy", "k": 2, "temperature": 0.7, "top_p": 0.95, "top_k": 0,
         "min_p": 0.0, "repetition_penalty": 1.0, "max_new_tokens": 1024, "seed": 0, "step_sep": "\n\n",
-        "label_all": label_all,
+        "label_all": label_all, "count_truncated": False,
         "system": "Please reason step by step, and put your final answer within \\boxed{}."}
     bodies = [body for _, _, _, body in server.chat_requests()]
     assert len(bodies) == 6  # 2 rollouts of 3 prefixes; the last steps need none
@@ -200,6 +203,60 @@ def test_scripted_policy_gives_exact_labels(label_all):
         assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
         assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant"]
     assert len({body["seed"] for body in bodies}) == 6
+
+
+def test_truncated_rollouts_decide_no_label_and_are_counted(tmp_path):
+    from rtool.generation import Completion
+    from rtool.prm_train import IGNORE, row_steps
+    from rtool.records import Row
+
+    # A correct trace whose first step's rollouts were all cut by --max-new-tokens, and one of the second's: counted
+    # as wrong they made it [0, 0, 0].
+    trace = {"id": "t", "problem": "What is 2 + 2?", "answer": "4",
+             "completion": "Two and two.\n\nThat is four.\n\nSo \\boxed{4}"}
+    cut = Completion(" Let me think about this very", "length", 8)
+    script = {"Two and two.": [cut, cut], "Two and two.\n\nThat is four.": [cut, " \\boxed{4}"]}
+    outcomes = {}
+    for flags in ([], ["--count-truncated"]):
+        with scripted_endpoint(script, name="scripted-policy") as server:
+            result = run_rtool("prm-label", "--policy", server.url, "-k", 2, "--batch-size", 1, "--max-new-tokens", 8,
+                               *flags, input=_lines([trace]))
+        assert result.returncode == 0, result.stderr.decode()
+        (row,) = jsonl(result.stdout)
+        outcomes[tuple(flags)] = row
+        assert row["prm_labeling"]["count_truncated"] == bool(flags)
+    default, counted = outcomes[()], outcomes[("--count-truncated",)]
+    assert (default["step_labels"], default["step_values"]) == ([None, 1, 1], [None, 1.0, 1.0])
+    assert (default["step_rollouts"], default["step_truncated"]) == ([0, 1, 0], [2, 1, 0])
+    assert (counted["step_labels"], counted["step_rollouts"], counted["step_truncated"]) == ([0, 0, 0], [2, 0, 0],
+                                                                                            [2, 0, 0])
+    stderr = result.stderr.decode()  # the --count-truncated run: 2 of its 2 rollouts cut
+    assert "2 of 2 rollouts (100.0%) were cut by --max-new-tokens 8" in stderr
+    # prm-train reads the unknown label as a step not trained on.
+    steps, targets, labels = row_steps(Row(default), "hard")
+    assert (targets, labels) == ([float(IGNORE), 1.0, 1.0], [IGNORE, 1, 1])
+    steps, targets, labels = row_steps(Row(default), "soft")
+    assert (targets, labels) == ([float(IGNORE), 1.0, 1.0], [IGNORE, 1, 1])
+
+
+def test_rows_without_id_resume_and_overwrite(tmp_path):
+    # Keyed as the run keys them: a prompt's hash for the id, as distill makes one.
+    rows = [{"problem": "What is 2 + 2?", "answer": "4", "sample": s, "completion": f"Add them.\n\n\\boxed{{{a}}}"}
+            for s, a in enumerate(["4", "5"])]
+    out = tmp_path / "steps.jsonl"
+    script = {"Add them.": [" 2 + 2 = \\boxed{4}"]}
+    with scripted_endpoint(script, name="scripted-policy") as server:
+        label = ["prm-label", "--policy", server.url, "-k", 1, "--batch-size", 1, "-o", out]
+        first = run_rtool(*label, input=_lines(rows[:1]))
+        assert first.returncode == 0, first.stderr.decode()
+        resumed = run_rtool(*label, "--resume", input=_lines(rows))
+        assert resumed.returncode == 0, resumed.stderr.decode()
+        assert "resuming: 1 traces" in resumed.stderr.decode()
+        assert [(row["sample"], row["step_labels"]) for row in jsonl(out.read_text())] == [(0, [1, 1]), (1, [1, 0])]
+        out.write_text("not what prm-label writes\n")  # --overwrite never reads the old file
+        again = run_rtool(*label, "--overwrite", input=_lines(rows))
+        assert again.returncode == 0, again.stderr.decode()
+        assert [row["sample"] for row in jsonl(out.read_text())] == [0, 1]
 
 
 def _trace_rows(task_rows, count):
@@ -213,8 +270,9 @@ def _trace_rows(task_rows, count):
 
 def test_tiny_policy_run_writes_labels_of_the_right_lengths(tmp_path, tiny_model_dir, tiny_task_rows):
     traces = _trace_rows(tiny_task_rows, 4)
+    # 6 new tokens: most rollouts are cut; --count-truncated grades them all, so every step has 3 verdicts.
     result = run_rtool("prm-label", "--policy", tiny_model_dir, "--backend", "hf", "-k", 3, "--max-new-tokens", 6,
-                       "--label-all", "--temperature", 1.0, input=_lines(traces))
+                       "--label-all", "--temperature", 1.0, "--count-truncated", input=_lines(traces))
     assert result.returncode == 0, result.stderr.decode()
     rows = jsonl(result.stdout)
     assert len(rows) == 4
@@ -223,6 +281,7 @@ def test_tiny_policy_run_writes_labels_of_the_right_lengths(tmp_path, tiny_model
         assert row["steps"] == ["First, read it.", "Then work.", row["completion"].split("\n\n")[-1]]
         assert len(row["step_labels"]) == len(row["step_values"]) == len(row["step_rollouts"]) == 3
         assert row["step_rollouts"] == [3, 3, 0]
+        assert all(0 <= cut <= 3 for cut in row["step_truncated"]) and row["step_truncated"][-1] == 0
         assert all(v * 3 == round(v * 3) and label == int(v > 0)
                    for label, v in zip(row["step_labels"], row["step_values"]))
         assert row["step_labels"][-1] == (1 if i % 2 == 0 else 0)  # the trace's own correctness

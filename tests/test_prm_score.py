@@ -278,20 +278,38 @@ def test_rewards_mix_in_an_orm_with_lam(prm_dirs):
     assert got == pytest.approx(expected, abs=TOL)
 
 
-def test_sequences_longer_than_the_model_takes_are_scored_and_counted(prm_dirs):
-    prm = PRMScorer.load(prm_dirs["qwen-prm"], device="cpu", dtype="float32")
-    prm.max_length = 60
-    assert prm.score([MESSAGES] * 2, COMPLETIONS[:2]) == scorer(prm_dirs, "qwen-prm").score([MESSAGES] * 2,
-                                                                                             COMPLETIONS[:2])
+def test_sequences_longer_than_the_model_takes_are_scored_whole_and_counted(tmp_path):
+    # A PRM trained for 48 positions, and completions of ~100-200 tokens: every step is scored, past position 48
+    # too, in one pass over the whole sequence as the card scores it (nothing cut), and each such row is counted.
+    short = build_prm("qwen-prm", tmp_path / "short", max_position_embeddings=48)
+    prm = PRMScorer.load(short, device="cpu", dtype="float32")
+    assert prm.max_length == 48
+    got = prm.score([MESSAGES] * 2, COMPLETIONS[:2])
     assert prm.too_long == 2
+    for completion, scores in zip(COMPLETIONS[:2], got):
+        assert len(prm.encode(MESSAGES, completion).ids) > 2 * 48
+        assert len(scores) == 3
+        assert scores == pytest.approx(card_qwen_prm(short, MESSAGES, split_steps(completion)), abs=TOL)
 
 
-def test_default_device_and_dtype_agree_with_fp32_cpu_within_bf16_tolerance(prm_dirs):
-    prm = PRMScorer.load(prm_dirs["qwen-prm"])  # auto: bf16 on a GPU, fp32 on the CPU
+def test_default_device_and_dtype_follow_the_documented_policy(prm_dirs):
+    import torch
+
+    prm = PRMScorer.load(prm_dirs["qwen-prm"])  # --device auto --dtype auto
+    parameter = next(prm.model.parameters())
+    # The documented table (--dtype help): bf16 on GPUs that support it, fp16 on older ones, fp32 on the CPU.
+    if torch.cuda.is_available():
+        expected = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), "cuda"
+    else:
+        expected = torch.float32, "cpu"
+    assert (parameter.dtype, parameter.device.type) == expected
+    if parameter.dtype == torch.float32:
+        return  # the CPU: the fp32 reference below would be compared with itself
     reference = scorer(prm_dirs, "qwen-prm").score([MESSAGES] * 2, COMPLETIONS[:2])
     got = prm.score([MESSAGES] * 2, COMPLETIONS[:2])
     for a, b in zip(got, reference):
         assert a == pytest.approx(b, abs=2e-2)
+        assert a != pytest.approx(b, abs=1e-7)  # half precision really ran
 
 
 # Which convention a model follows
@@ -411,16 +429,53 @@ GOOD = {"id": "g", "problem": QUESTION, "completion": COMPLETIONS[0]}
 
 
 @pytest.mark.parametrize("bad_row, fragments", [
-    ({"id": "b", "problem": QUESTION, "completion": "\n\n \n\n"}, ["<stdin>:2:", "no steps", "'completion'"]),
-    ({"id": "b", "problem": QUESTION, "completion": ""}, ["<stdin>:2:", "no steps", "is empty"]),
     ({"id": "b", "problem": QUESTION}, ["<stdin>:2:", "no completion field", "found: id, problem"]),
     ({"id": "b", "text": "?", "completion": "a"}, ["<stdin>:2:", "no prompt field"]),
 ])
 def test_a_bad_row_stops_the_run_after_the_rows_before_it(prm_dirs, tmp_path, bad_row, fragments):
-    out = tmp_path / "out.jsonl"
-    result = prm_score(prm_dirs["qwen-prm"], "-o", out, input=rows_text([GOOD, bad_row, GOOD]))
+    result = prm_score(prm_dirs["qwen-prm"], input=rows_text([GOOD, bad_row, GOOD]))
     assert_clean_error(result, *fragments)
-    assert [row["id"] for row in jsonl(out.read_text())] == ["g"]
+    assert [row["id"] for row in jsonl(result.stdout)] == ["g"]  # stdout streams the rows before it
+    # -o FILE: an old file stays whole (32 scored rows once became 2), a new one is not made.
+    old = tmp_path / "scored.jsonl"
+    old.write_text(rows_text([{**GOOD, "id": f"old{i}", "score": 0.5} for i in range(32)]))
+    before = old.read_bytes()
+    result = prm_score(prm_dirs["qwen-prm"], "-o", old, "--overwrite", input=rows_text([GOOD, bad_row, GOOD]))
+    assert_clean_error(result, *fragments)
+    assert old.read_bytes() == before
+    result = prm_score(prm_dirs["qwen-prm"], "-o", tmp_path / "new.jsonl", input=rows_text([GOOD, bad_row]))
+    assert_clean_error(result, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.jsonl"]
+
+
+def test_an_out_file_with_rows_is_refused_before_the_model_loads(prm_dirs, tmp_path):
+    old = tmp_path / "scored.jsonl"
+    old.write_text(rows_text([GOOD]))
+    result = prm_score(str(tmp_path / "no-such-model"), "-o", old, input=rows_text([GOOD]))
+    assert_clean_error(result, f"{old}: already holds rows", "--overwrite")
+    result = prm_score(prm_dirs["qwen-prm"], "-o", old, "--overwrite", input=rows_text([{**GOOD, "id": "new"}]))
+    assert result.returncode == 0, result.stderr.decode()
+    assert [row["id"] for row in jsonl(old.read_text())] == ["new"]
+
+
+def test_completions_without_steps_are_written_with_a_null_score_and_bon_skips_them(prm_dirs):
+    # distill keeps every sample, empty ones too: prm-score | bon must run on the whole candidate set.
+    rows = [{"id": "q", "sample": 0, "problem": QUESTION, "answer": "14", "completion": ""},
+            {"id": "q", "sample": 1, "problem": QUESTION, "answer": "14", "completion": "\n\n \n\n"},
+            {"id": "q", "sample": 2, "problem": QUESTION, "answer": "14", "completion": COMPLETIONS[1]},
+            {"id": "q", "sample": 3, "problem": QUESTION, "answer": "14", "completion": COMPLETIONS[0]}]
+    result = prm_score(prm_dirs["qwen-prm"], "--orm", prm_dirs["orm"], "--lam", "0.5", input=rows_text(rows))
+    assert result.returncode == 0, result.stderr.decode()
+    scored = jsonl(result.stdout)
+    assert [(row["step_scores"], row["score"], row["orm_score"]) for row in scored[:2]] == [([], None, None)] * 2
+    assert all(len(row["step_scores"]) == 3 and 0 < row["score"] < 1 for row in scored[2:])
+    assert "2 rows had a completion without steps" in result.stderr.decode()
+    for method in ("naive", "weighted", "majority"):
+        chosen = run_rtool("bon", "--method", method, input=result.stdout)
+        assert chosen.returncode == 0, chosen.stderr.decode()
+        (best,) = jsonl(chosen.stdout)
+        assert best["sample"] in (2, 3), method  # a candidate with an answer, never an empty one
+        assert best["votes"] == 1 and best["weight"] == pytest.approx(scored[best["sample"]]["score"])
 
 
 @pytest.mark.parametrize("model, extra, fragments", [

@@ -60,5 +60,5 @@ rtool sft --model "$gguf" --data "$work/traces.jsonl" --out "$work/adapter" $inc
 
 # 4. Eval: the adapter dir loads onto its base (the GGUF) and answers the same prompts greedily; one JSON summary.
 rtool eval --model "$work/adapter" --bench "$work/prompts.jsonl" --max-new-tokens "$max_new_tokens" \
-    --batch-size 8 --records "$work/eval_records.jsonl" > "$work/summary.json"
+    --batch-size 8 --records "$work/eval_records.jsonl" --overwrite > "$work/summary.json"
 cat "$work/summary.json"
