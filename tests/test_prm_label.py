@@ -337,9 +337,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_model_dir, tiny_task_rows):
         assert result.returncode == 2 and message in last_error_line(result), result.stderr.decode()
         assert len(result.stderr.decode().strip().splitlines()) == 1 and not out.exists()
     ungraded = {"id": "u", "prompt": "Say hi", "completion": "Hi.\n\nThere."}
-    result = run("--policy", tiny_model_dir, "--backend", "hf", "-k", 1, rows=[good, ungraded])
+    result = run("--policy", tiny_model_dir, "--backend", "hf", "-k", 1, "-o", out, rows=[good, ungraded])
     assert result.returncode == 2
     assert last_error_line(result).startswith("rtool: error: <stdin>:2: no gold answer")
+    assert not out.exists()  # a run that wrote nothing leaves no (empty) file
     skipped = run("--policy", tiny_model_dir, "--backend", "hf", "-k", 1, "--skip-ungraded", rows=[ungraded, good])
     assert skipped.returncode == 0 and [r["id"] for r in jsonl(skipped.stdout)] == [good["id"]]
     assert "dropped 1 rows without a gold answer (first: <stdin>:1)" in skipped.stderr.decode()
