@@ -11,7 +11,7 @@
 #
 #   examples/bon/run.sh [WORK_DIR]          # default examples/bon/work; rtool must be on PATH
 #   BON_SEED=1 examples/bon/run.sh          # another draw of problems, weights and samples
-#   BON_PROMPTS=100 BON_PRM_STEPS=200 ...   # smaller (CI): held-out prompts sampled, PRM training steps
+#   BON_PROMPTS=100 BON_PRM_STEPS=100 ...   # smaller (CI): held-out prompts sampled, PRM training steps
 #   BON_REUSE=examples/quickstart/work ...  # step 1 (task, models, teacher, traces) from a finished quickstart run
 #                                           # of the same seed: ~2-3 minutes less (CI, right after make quickstart)
 #
@@ -28,23 +28,22 @@ student_steps="${BON_STUDENT_STEPS:-550}"
 prm_steps="${BON_PRM_STEPS:-400}"
 rm -rf "$work"
 mkdir -p "$work"
-source "$quickstart/common.sh"  # step (timed into timings.tsv) and teacher_and_traces (step 1)
+source "$quickstart/common.sh"  # step (timed into timings.tsv), teacher_and_traces (step 1), weak_student, cached
 
 started=$(date +%s.%N)
 teacher_and_traces "$seed" "${BON_REUSE:-}"
 head -n "$prompts" "$work/data/test.jsonl" > "$work/data/bon.jsonl"
 
 # The student stops early on purpose: a student near 100% leaves best-of-N nothing to pick from.
-step "sft weak student" rtool sft --model "$work/student-init" --data "$work/traces.jsonl" --out "$work/student" \
-    --config "$quickstart/student.yaml" --max-steps "$student_steps" --seed "$seed" > /dev/null
+step "sft weak student" weak_student "$seed" "$student_steps" "$work/student"
 step "train prm" python "$here/train_prm.py" --traces "$work/traces.jsonl" --init "$work/teacher" \
     --out "$work/prm" --steps "$prm_steps" --seed "$seed" >&2
 
 step "eval student greedy" rtool eval --model "$work/student" --bench "$work/data/bon.jsonl" --no-system \
     --max-new-tokens 120 --batch-size 200 > "$work/eval-greedy.json"
-step "sample student x16" rtool distill --teacher "$work/student" -n 16 --temperature 0.8 --top-p 1.0 \
-    --max-new-tokens 120 --no-system --batch-size 256 --seed "$seed" -i "$work/data/bon.jsonl" \
-    -o "$work/candidates.jsonl"
+step "sample student x16" cached "$work/candidates.jsonl" rtool distill --teacher "$work/student" -n 16 \
+    --temperature 0.8 --top-p 1.0 --max-new-tokens 120 --no-system --batch-size 256 --seed "$seed" \
+    -i "$work/data/bon.jsonl" -o "$work/candidates.jsonl"
 # One step per line, so the steps are split on a newline (prm-score's default is a blank line).
 step "prm-score" rtool prm-score --prm "$work/prm" --format qwen-prm --step-sep '\n' --batch-size 64 \
     -i "$work/candidates.jsonl" -o "$work/scored.jsonl"

@@ -17,7 +17,7 @@ sys.path.insert(0, str(HERE.parent / "quickstart"))
 import arms  # noqa: E402 - examples/quickstart/arms.py: what the arm-comparing examples' reports share
 from arms import last_step, mean_spread, metrics, read_json  # noqa: E402
 
-# A stage-1 student that learned something is above 0% (20-60% at stage1.yaml's steps), one that did not stays at it.
+# A stage-1 student that learned something is above 0% (20-60% at run.sh's 500 steps), one that did not stays at it.
 STAGE1_ABOVE_UNTRAINED = 0.05
 ARMS = ("stage1", "grpo", "sft-more")
 # The first and last logged GRPO rows averaged for "start" and "end" (rtool grpo's default --watch-window).

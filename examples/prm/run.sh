@@ -15,7 +15,7 @@
 #
 #   examples/prm/run.sh [WORK_DIR]           # default examples/prm/work; rtool must be on PATH
 #   PRM_SEED=1 examples/prm/run.sh           # another draw of problems, weights and samples
-#   PRM_PROMPTS=100 PRM_TRAIN_PROMPTS=200 PRM_K=4 PRM_REF_PROMPTS=25 PRM_REF_K=16 ...   # smaller (CI)
+#   PRM_PROMPTS=100 PRM_TRAIN_PROMPTS=200 PRM_K=4 PRM_STEPS=150 PRM_REF_PROMPTS=10 PRM_REF_K=8 ...   # smaller (CI)
 #   PRM_REUSE=examples/quickstart/work ...   # step 1 from a finished quickstart run of the same seed (~3 min less)
 #
 # stdout: the results tables. stderr: each command's logs. WORK_DIR/prm.png: accuracy against N.
@@ -36,7 +36,7 @@ student_steps="${PRM_STUDENT_STEPS:-550}"  # examples/bon's weak student
 prm_steps="${PRM_STEPS:-300}"
 rm -rf "$work"
 mkdir -p "$work"
-source "$quickstart/common.sh"  # step (timed into timings.tsv) and teacher_and_traces (step 1)
+source "$quickstart/common.sh"  # step (timed into timings.tsv), teacher_and_traces (step 1), weak_student, cached
 
 # The student samples, rolls out and is sampled again with the same settings as the examples' teacher.
 sampling=(--temperature 0.8 --top-p 1.0 --max-new-tokens 120 --no-system --batch-size 256 --seed "$seed")
@@ -48,8 +48,7 @@ head -n "$train_prompts" "$work/data/train.jsonl" > "$work/data/prm-train.jsonl"
 head -n "$prompts" "$work/data/test.jsonl" > "$work/data/bon.jsonl"
 
 # The student stops early on purpose: its samples must be both right and wrong, and best-of-N needs room to pick.
-step "sft weak student" rtool sft --model "$work/student-init" --data "$work/traces.jsonl" --out "$work/student" \
-    --config "$quickstart/student.yaml" --max-steps "$student_steps" --seed "$seed" > /dev/null
+step "sft weak student" weak_student "$seed" "$student_steps" "$work/student"
 step "sample student (train)" rtool distill --teacher "$work/student" -n "$samples" "${sampling[@]}" \
     -i "$work/data/prm-train.jsonl" -o "$work/student-traces.jsonl"
 # One step per line: the solutions are column additions, "7+8+0=15, write 5 carry 1".
@@ -61,8 +60,8 @@ step "prm-train" rtool prm-train -m "$work/teacher" -d "$work/labelled.jsonl" -o
 
 step "eval student greedy" rtool eval --model "$work/student" --bench "$work/data/bon.jsonl" --no-system \
     --max-new-tokens 120 --batch-size 200 > "$work/eval-greedy.json"
-step "sample student x16" rtool distill --teacher "$work/student" -n 16 "${sampling[@]}" \
-    -i "$work/data/bon.jsonl" -o "$work/candidates.jsonl"
+step "sample student x16" cached "$work/candidates.jsonl" rtool distill --teacher "$work/student" -n 16 \
+    "${sampling[@]}" -i "$work/data/bon.jsonl" -o "$work/candidates.jsonl"
 step "prm-score" rtool prm-score --prm "$work/prm" --format qwen-prm --step-sep '\n' --batch-size 64 \
     -i "$work/candidates.jsonl" -o "$work/scored.jsonl"
 step "eval samples" rtool eval -i "$work/scored.jsonl" > "$work/eval-samples.json"
