@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from helpers import RTOOL, jsonl, run_rtool
+from helpers import RTOOL, jsonl, run_in_process, run_rtool
 from rtool.answers import grade
 from rtool.generation import Completion
 from scripted import scripted_endpoint, tokens
@@ -107,19 +107,20 @@ def test_no_gold_means_correct_null(tmp_path, tiny_model_dir):
     assert "n/a (no gold answers)" in result.stderr.decode()
 
 
-def test_resume_skips_finished_samples(tmp_path, tiny_model_dir, tiny_task_rows):
+def test_resume_skips_finished_samples(tmp_path, capfd, tiny_model_dir, tiny_task_rows):
+    # In this process: a resume across processes, after a kill -9, is the test below.
     out = tmp_path / "traces.jsonl"
     first = prompts_file(tmp_path, tiny_task_rows[:3], "first.jsonl")
     everything = prompts_file(tmp_path, tiny_task_rows[:6], "all.jsonl")
-    common = ["distill", "-t", tiny_model_dir, "-n", 2, "--max-new-tokens", 6, "--out", out, "--resume"]
-    assert run_rtool(*common, "-i", first).returncode == 0
+    common = ["-t", tiny_model_dir, "-n", 2, "--max-new-tokens", 6, "--out", out, "--resume"]
+    assert run_in_process(capfd, "distill", *common, "-i", first)[0] == 0
     before = out.read_text()
-    result = run_rtool(*common, "-i", everything)
-    assert result.returncode == 0, result.stderr.decode()
+    code, _, stderr = run_in_process(capfd, "distill", *common, "-i", everything)
+    assert code == 0, stderr
     assert out.read_text().startswith(before)  # earlier rows untouched
     keys = [(r["id"], r["sample"]) for r in jsonl(out.read_text())]
     assert len(keys) == len(set(keys)) == 12
-    assert "resuming: 6 samples" in result.stderr.decode()
+    assert "resuming: 6 samples" in stderr
 
 
 def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tmp_path, tiny_model_dir, tiny_task_rows):

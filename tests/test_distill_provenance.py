@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import jsonl, last_error_line, run_rtool
+from helpers import jsonl, run_in_process, run_rtool
 from openai_server import serve
 from rtool.traces import REASONING_SYSTEM_PROMPT
 
@@ -47,11 +47,13 @@ def test_rows_record_the_conversation_sent_and_the_sampling_settings(endpoint):
                              "max_new_tokens": 5, "seed": 3, "system": REASONING_SYSTEM_PROMPT}
 
 
-def test_a_resumed_run_draws_what_an_uninterrupted_one_would(tmp_path, tiny_model_dir, tiny_task_rows):
+def test_a_resumed_run_draws_what_an_uninterrupted_one_would(tmp_path, capfd, tiny_model_dir, tiny_task_rows):
     rows = tiny_task_rows[:6]
     common = ["distill", "-t", tiny_model_dir, "-n", 2, "--max-new-tokens", 10, "--temperature", 1.0]
-    whole = tmp_path / "whole.jsonl"
-    assert run_rtool(*common, "-o", whole, input=rows_text(rows)).returncode == 0
+    whole, prompts = tmp_path / "whole.jsonl", tmp_path / "prompts.jsonl"
+    prompts.write_text(rows_text(rows))
+    # The uninterrupted run in this process; the cut one and its resume in their own, as a user runs them.
+    assert run_in_process(capfd, *common, "-i", prompts, "-o", whole)[0] == 0
     cut = tmp_path / "cut.jsonl"
     assert run_rtool(*common, "-o", cut, input=rows_text(rows[:2])).returncode == 0
     result = run_rtool(*common, "-o", cut, "--resume", input=rows_text(rows))
@@ -71,32 +73,43 @@ def test_prompts_in_separate_chunks_do_not_share_a_seed(tiny_model_dir):
     assert texts["x"] != texts["y"]
 
 
-def test_out_with_samples_is_refused_unless_resume_or_overwrite(tmp_path, tiny_model_dir, tiny_task_rows):
-    out = tmp_path / "traces.jsonl"
-    common = ["distill", "-t", tiny_model_dir, "-n", 2, "--max-new-tokens", 4, "-o", out]
-    text = rows_text(tiny_task_rows[:2])
-    assert run_rtool(*common, input=text).returncode == 0
+def test_out_with_samples_is_refused_unless_resume_or_overwrite(tmp_path, capfd, tiny_model_dir, tiny_task_rows):
+    out, prompts = tmp_path / "traces.jsonl", tmp_path / "prompts.jsonl"
+    prompts.write_text(rows_text(tiny_task_rows[:2]))
+    common = ["-t", tiny_model_dir, "-n", 2, "--max-new-tokens", 4, "-i", prompts, "-o", out]
+    assert run_in_process(capfd, "distill", *common)[0] == 0
     before = out.read_text()
-    again = run_rtool(*common, input=text)
-    assert again.returncode == 2 and "already holds 4 samples" in last_error_line(again)
+    code, _, stderr = run_in_process(capfd, "distill", *common)
+    assert code == 2 and "already holds 4 samples" in stderr.strip().splitlines()[-1]
     assert out.read_text() == before  # nothing appended: a rerun once doubled samples_per_prompt
-    replaced = run_rtool(*common, "--overwrite", "--seed", 5, input=text)
-    assert replaced.returncode == 0, replaced.stderr.decode()
+    code, _, stderr = run_in_process(capfd, "distill", *common, "--overwrite", "--seed", 5)
+    assert code == 0, stderr
     rows = jsonl(out.read_text())
     assert len(rows) == 4 and {r["sampling"]["seed"] for r in rows} == {5}
 
 
+@pytest.fixture(scope="module")
+def one_sample_run(tmp_path_factory, tiny_model_dir, tiny_task_rows):
+    """A finished `distill --resume -o` run of one prompt, its flags, and the input of a longer run."""
+    work = tmp_path_factory.mktemp("resume-settings")
+    out, prompts = work / "traces.jsonl", work / "prompts.jsonl"
+    prompts.write_text(rows_text(tiny_task_rows[:3]))
+    common = ["-t", tiny_model_dir, "-n", 1, "--max-new-tokens", 4, "-o", out, "--resume"]
+    assert run_rtool("distill", *common, input=rows_text(tiny_task_rows[:1])).returncode == 0
+    return out, prompts, common
+
+
+# The refusal is a flag check before any sampling: in this process (a subprocess per case cost ~4 s of imports).
 @pytest.mark.parametrize("changed, key", [(["--temperature", "0.5"], "temperature"), (["--top-p", "0.5"], "top_p"),
                                           (["--no-system"], "system"), (["--seed", "1"], "seed")])
-def test_resume_with_other_sampling_settings_is_an_error(tmp_path, tiny_model_dir, tiny_task_rows, changed, key):
-    out = tmp_path / "traces.jsonl"
-    common = ["distill", "-t", tiny_model_dir, "-n", 1, "--max-new-tokens", 4, "-o", out, "--resume"]
-    assert run_rtool(*common, input=rows_text(tiny_task_rows[:1])).returncode == 0
-    result = run_rtool(*common, *changed, input=rows_text(tiny_task_rows[:3]))
-    assert result.returncode == 2
-    line = last_error_line(result)
+def test_resume_with_other_sampling_settings_is_an_error(capfd, one_sample_run, changed, key):
+    out, prompts, common = one_sample_run
+    before = out.read_text()
+    code, _, stderr = run_in_process(capfd, "distill", *common, *changed, "-i", prompts)
+    assert code == 2
+    line = stderr.strip().splitlines()[-1]
     assert "--resume with other sampling settings" in line and f"{key} " in line and f"{out}:1:" in line
-    assert len(jsonl(out.read_text())) == 1
+    assert out.read_text() == before and len(jsonl(before)) == 1
 
 
 def test_several_greedy_samples_warn(tiny_model_dir):
