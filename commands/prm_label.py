@@ -112,7 +112,8 @@ def prm_label_cmd(
     generator = open_backend(policy, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                              dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                              allow_pickle=allow_pickle, request_timeout=request_timeout)
-    run = _Run(fields, system_prompt, sep, label_all, skip_ungraded, done, count_truncated)
+    run = _Run(fields, system_prompt, sep, label_all, skip_ungraded, done, count_truncated,
+               system_explicit=system is not None or no_system)
     try:
         settings = labeling_record(generator, params, sep, label_all, system_prompt, count_truncated)
         if resume:
@@ -128,8 +129,10 @@ def prm_label_cmd(
 
 
 class _Run:
-    def __init__(self, fields, system, sep, label_all, skip_ungraded, done, count_truncated) -> None:
+    def __init__(self, fields, system, sep, label_all, skip_ungraded, done, count_truncated,
+                 system_explicit: bool = False) -> None:
         self.fields, self.system, self.sep, self.label_all = fields, system, sep, label_all
+        self.system_explicit, self.recorded = system_explicit, 0  # rows whose prompt_messages won over --system
         self.skip_ungraded, self.done, self.count_truncated = skip_ungraded, done, count_truncated
         self.seen: dict = {}  # key -> where it was read, to refuse a trace given twice
         self.ungraded: list[str] = []
@@ -189,7 +192,8 @@ class _Run:
             return None
         if key in self.done:
             return None
-        messages, _ = prompt_messages(row, self.fields, self.system)
+        messages, recorded = prompt_messages(row, self.fields, self.system)
+        self.recorded += recorded
         completion = self.fields.completion(row)
         steps, prefixes = step_prefixes(completion, self.sep)
         if not steps:
@@ -204,7 +208,10 @@ class _Run:
 
     def report(self, k: int, max_new_tokens: int) -> None:
         from rtool.log import logger
+        from rtool.train_data import warn_recorded_wins
 
+        if self.system_explicit:
+            warn_recorded_wins("prm-label", self.recorded, self.system)
         if self.ungraded:
             logger.warning("dropped %d rows without a gold answer (first: %s)", len(self.ungraded), self.ungraded[0])
         if self.truncated:

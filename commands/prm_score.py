@@ -21,7 +21,9 @@ steps dropped. The conversation a completion answered: the row's `prompt_message
 one, else its prompt field with the system prompt distill sends by default (--system, --no-system); the same prompt
 as Qwen2.5-Math-PRM's card. A math-shepherd PRM reads only the question (the last user turn), as its card does.
 --format auto tells the convention from the model's config and tokenizer (see rtool/prm.py for which models each
-serves). Every step score of a completion comes from one forward pass; rows are batched by length.
+serves). A model rtool prm-train wrote is read as it was trained: its rtool_prm.json gives the format, the step
+separator and the system prompt for the flags not given (stderr says which). Every step score of a completion comes
+from one forward pass; rows are batched by length.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ WINDOW_BATCHES = 8
 
 
 def prm_score_cmd(
+    ctx: typer.Context,
     prm: Annotated[str, typer.Option("--prm", "-m", help="Process reward model: a local HF dir or hub id (*.safetensors).")],
     input: InputOpt = "-",
     out: OutOpt = "-",
@@ -75,7 +78,9 @@ def prm_score_cmd(
     if orm is not None and lam == 1.0:
         logger.warning("--orm with --lam 1: the ORM's score is written (orm_score) but not mixed into score")
     fields = FieldMap(prompt_field, None)
+    system_given = system is not None or no_system
     system_prompt = choose_system_prompt(system, no_system)
+    format, sep, system_prompt = _as_trained(ctx, prm, format, sep, system_prompt, system_given)
     writer = RecordWriter(out, atomic=True, overwrite=overwrite)  # refused now, not after loading the model
     stats = ReadStats()
     rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
@@ -90,7 +95,7 @@ def prm_score_cmd(
         except UserError as error:
             raise UserError(f"--orm: {error.message}", path=error.path, hint=error.hint) from None
     settings = {"prm": prm, "format": scorer.format, "step_sep": sep, "agg": agg, "lam": lam, "orm": orm}
-    run = _Run(scorer, orm_scorer, fields, system_prompt, agg, lam, settings)
+    run = _Run(scorer, orm_scorer, fields, system_prompt, agg, lam, settings, system_explicit=system_given)
     try:
         run.stream(rows, writer, window=batch_size * WINDOW_BATCHES)
     finally:
@@ -100,8 +105,9 @@ def prm_score_cmd(
 
 
 class _Run:
-    def __init__(self, scorer, orm_scorer, fields, system, agg, lam, settings) -> None:
+    def __init__(self, scorer, orm_scorer, fields, system, agg, lam, settings, system_explicit=False) -> None:
         self.scorer, self.orm_scorer = scorer, orm_scorer
+        self.system_explicit, self.recorded = system_explicit, 0  # rows whose prompt_messages won over --system
         self.fields, self.system, self.agg, self.lam, self.settings = fields, system, agg, lam, settings
         self.rows = self.steps = self.stepless = 0
         self.score_sum = 0.0
@@ -130,7 +136,8 @@ class _Run:
         from rtool.train_data import prompt_messages
 
         completion = self.fields.completion(row)
-        messages, _ = prompt_messages(row, self.fields, self.system)
+        messages, recorded = prompt_messages(row, self.fields, self.system)
+        self.recorded += recorded
         prm_input = _encode(self.scorer, row, messages, completion)
         orm_input = _encode(self.orm_scorer, row, messages, completion) if self.orm_scorer else None
         return row, prm_input, orm_input
@@ -171,7 +178,10 @@ class _Run:
 
     def report(self) -> None:
         from rtool.log import logger
+        from rtool.train_data import warn_recorded_wins
 
+        if self.system_explicit:
+            warn_recorded_wins("prm-score", self.recorded, self.system)
         if not self.rows:
             logger.info("prm-score: no rows scored")
             return
@@ -207,3 +217,27 @@ def _encode(scorer, row, messages, completion):
         if error.path is not None:
             raise
         raise row.error(f"{scorer.name}: {error.message}", hint=error.hint) from None
+
+
+def _as_trained(ctx, prm, format, sep, system, system_given):
+    """(format, step separator, system prompt): those prm-train saved with `prm` (rtool.prm.trained_settings) in
+    place of the flags not given, so that a model is read as it was trained; the flags given win."""
+    from rtool.config import given
+    from rtool.log import logger
+    from rtool.prm import TRAINED_SETTINGS_FILE, trained_settings
+
+    saved = trained_settings(prm)
+    taken = []
+    if saved.get("format") is not None and not given(ctx, "format"):
+        format = saved["format"]
+        taken.append(f"--format {format}")
+    if saved.get("step_sep") is not None and not given(ctx, "step_sep"):
+        sep = saved["step_sep"]
+        taken.append(f"--step-sep {sep!r}")
+    if saved and not system_given:  # a saved None is prm-train's --no-system
+        system = saved["system"]
+        taken.append("--no-system" if system is None else f"--system {system!r}")
+    if taken:
+        logger.info("prm-score: %s as %s was trained (its %s); flags given win", ", ".join(taken), prm,
+                    TRAINED_SETTINGS_FILE)
+    return format, sep, system

@@ -9,8 +9,10 @@ Reads rtool prm-label rows (or TRL stepwise-supervision rows); writes a model di
 The model: a causal LM (the student, say) lends its backbone to a fresh 2-label token-classification head; a
 token-classification model (an earlier prm-train output) is trained further. `<extra_0>` is added to the
 tokenizer when missing. Each row is encoded as prm-score encodes it (rtool.prm.PRMScorer): the conversation (the
-row's `prompt_messages`, else its prompt with the system prompt prm-score gives it: --system, --no-system), the
-assistant turn being the steps each followed by `<extra_0>`; the loss is read at the separators only.
+row's `prompt_messages`, else its prompt with the reasoning system prompt: --system, --no-system), the assistant
+turn being the steps each followed by `<extra_0>`; the loss is read at the separators only. The model dir (and each
+checkpoint, and OUT/merged) holds rtool_prm.json: the format, that system prompt and the step separator prm-label
+split the rows on, which prm-score uses unless its flags say otherwise.
 --labels hard: cross-entropy against `step_labels` (0/1; TRL rows: `labels`); --labels soft: cross-entropy against
 (1 - v, v), v the row's `step_values` (the share of rollouts from the step that reached a correct answer).
 --eval-split 0.1 holds out a tenth of the prompts (by id, chosen by --seed), scored every --eval-steps and at the
@@ -85,6 +87,7 @@ def prm_train_cmd(
     """
     from rtool.config import merge_config
     from rtool.fields import FieldMap
+    from rtool.prm import write_trained_settings
     from rtool.prm_train import PRMExamples
     from rtool.recipes import prm_recipe
     from rtool.traces import choose_system_prompt
@@ -93,8 +96,11 @@ def prm_train_cmd(
     o = merge_config(ctx, config)
     run = TrainRun.from_flags(o, lr=LORA_LR if o.lora else FULL_LR)
     examples = PRMExamples(FieldMap(o.prompt_field, None), system=choose_system_prompt(o.system, o.no_system),
+                           system_explicit=o.system is not None or o.no_system,
                            labels=o.labels, max_length=o.max_length, truncation=o.truncation)
     recipe = prm_recipe(examples, eval_split=o.eval_split, eval_steps=o.eval_steps, seed=o.seed)
     written = run_training(recipe, run)
+    if written is not None and o.lora and o.merge_lora:  # OUT/merged: what prm-score loads
+        write_trained_settings(written / "merged", **examples.conversation())
     if written is not None:
         typer.echo(str(written))

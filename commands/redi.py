@@ -92,6 +92,7 @@ def redi_cmd(
     o = merge_config(ctx, config)
     run = TrainRun.from_flags(o, lr=LORA_LR if o.lora else FULL_LR)
     examples = RediPairs(FieldMap(o.prompt_field, None), system=choose_system_prompt(o.system, o.no_system),
+                         system_explicit=o.system is not None or o.no_system,
                          pairs=o.pairs, max_pairs_per_prompt=o.max_pairs_per_prompt, max_length=o.max_length,
                          truncation=o.truncation)
     written = run_training(redi_recipe(examples, alpha=o.alpha), run)

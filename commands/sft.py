@@ -84,6 +84,7 @@ def sft_cmd(
     o = merge_config(ctx, config)
     run = TrainRun.from_flags(o, lr=LORA_LR if o.lora else FULL_LR)
     examples = SFTExamples(FieldMap(o.prompt_field, None), system=choose_system_prompt(o.system, o.no_system),
+                           system_explicit=o.system is not None or o.no_system,
                            include_incorrect=o.include_incorrect, max_length=o.max_length, truncation=o.truncation)
     written = run_training(sft_recipe(examples, packing=o.packing, mask_thought=o.mask_thought, seed=o.seed), run)
     if written is not None:

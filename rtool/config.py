@@ -20,6 +20,12 @@ from rtool.errors import UserError
 _EXPLICIT = ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
 
 
+def given(ctx, name: str) -> bool:
+    """Whether the flag whose parameter is `name` was given explicitly, not left at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in _EXPLICIT
+
+
 def merge_config(ctx, config_path: Path | str | None) -> SimpleNamespace:
     """The command's parameter values (`ctx.params`) with the YAML file's values applied under explicit flags."""
     values = dict(ctx.params)
@@ -32,8 +38,7 @@ def merge_config(ctx, config_path: Path | str | None) -> SimpleNamespace:
         if name not in params:
             raise UserError(f"unknown key {key!r}", path=config_path, line=line,
                             hint="valid: " + ", ".join(sorted(n.replace("_", "-") for n in params)))
-        source = ctx.get_parameter_source(name)
-        if source is not None and source.name in _EXPLICIT:
+        if given(ctx, name):
             continue
         values[name] = _convert(ctx, params[name], value, config_path, line, key)
     return SimpleNamespace(**values)

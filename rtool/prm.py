@@ -522,3 +522,43 @@ def parse_step_sep(text: str) -> str:
     if not sep:
         raise UserError("--step-sep must not be empty", hint="e.g. --step-sep '\\n\\n' (a blank line)")
     return sep
+
+
+# What prm-train trained a model with, saved beside its weights; prm-score reads a model the same way by default.
+TRAINED_SETTINGS_FILE = "rtool_prm.json"
+_TRAINED_KEYS = ("format", "system", "step_sep")
+
+
+def write_trained_settings(out_dir, *, system: str | None, step_sep: str | None) -> None:
+    """Save the conversation a PRM was trained in to `out_dir`/rtool_prm.json: its format (qwen-prm), the system
+    prompt of rows that recorded no conversation (None: none), the separator its steps were split on (None: not
+    known, e.g. TRL rows that come split)."""
+    import json
+    from pathlib import Path
+
+    settings = {"format": "qwen-prm", "system": system, "step_sep": step_sep}
+    path = Path(out_dir) / TRAINED_SETTINGS_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(settings, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def trained_settings(spec) -> dict:
+    """The settings prm-train saved with the model `spec` (`write_trained_settings`), or {} when it has none (a
+    hub id, a model rtool did not train). UserError naming the file when it cannot be read."""
+    import json
+    from pathlib import Path
+
+    path = Path(str(spec)) / TRAINED_SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    hint = ("delete it to score with prm-score's own defaults, or pass --format, --step-sep and --system")
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"cannot read prm-train's settings: {error}", path=path, hint=hint) from None
+    if (not isinstance(settings, dict) or settings.get("format") not in FORMATS
+            or not all(isinstance(settings.get(key), (str, type(None))) for key in _TRAINED_KEYS)
+            or settings.get("step_sep") == ""):
+        raise UserError("not prm-train's settings: expected {format, system, step_sep}", path=path, hint=hint)
+    return {key: settings.get(key) for key in _TRAINED_KEYS}

@@ -45,8 +45,8 @@ from rtool.errors import UserError, one_of
 from rtool.fields import FieldMap
 from rtool.log import logger
 from rtool.metrics import auc
-from rtool.prm import QWEN_SEPARATOR, PRMScorer
-from rtool.train_data import TRUNCATIONS, prompt_messages
+from rtool.prm import QWEN_SEPARATOR, PRMScorer, write_trained_settings
+from rtool.train_data import TRUNCATIONS, prompt_messages, warn_recorded_wins
 from rtool.training import MetricsCallback
 
 LABELS = ("hard", "soft")
@@ -230,6 +230,7 @@ class StepCounts:
     correct: int = 0  # of them labelled 1
     too_long: int = 0  # rows longer than max_length (dropped, or cut under keep-start)
     no_step_left: int = 0  # keep-start: not even the first step fits
+    step_seps: set = field(default_factory=set)  # the --step-sep each kept prm-label row was split on
     cut_steps: int = 0  # keep-start: steps cut off
 
 
@@ -240,6 +241,7 @@ class PRMExamples:
 
     fields: FieldMap = field(default_factory=FieldMap)
     system: str | None = None
+    system_explicit: bool = False  # --system or --no-system was given: warn when recorded conversations win
     labels: str = "hard"
     max_length: int = 2048
     truncation: str = "drop"
@@ -273,12 +275,22 @@ class PRMExamples:
             kept = len(positions)
             c.kept += 1
             c.trl += row.get("steps") is None
+            labeling = row.get("prm_labeling")
+            if isinstance(labeling, dict) and isinstance(labeling.get("step_sep"), str):
+                c.step_seps.add(labeling["step_sep"])
             c.recorded += recorded
             c.steps += kept
             c.correct += sum(label == 1 for label in labels[:kept])
             c.cut_steps += len(steps) - kept
             yield {"input_ids": ids, "positions": positions, "targets": targets[:kept], "labels": labels[:kept],
                    "prompt_id": _prompt_key(row, messages)}
+
+    def conversation(self) -> dict:
+        """What the model is trained in, saved with it for prm-score (`rtool.prm.write_trained_settings`): the
+        system prompt of rows without a recorded conversation, and the step separator prm-label split the rows on
+        (None when they do not say, or say several)."""
+        seps = self.counts.step_seps
+        return {"system": self.system, "step_sep": next(iter(seps)) if len(seps) == 1 else None}
 
     @staticmethod
     def features():
@@ -297,8 +309,13 @@ class PRMExamples:
                     trl, self.labels)
         if c.kept and c.recorded < c.kept:
             system = f"the system prompt {self.system!r}" if self.system else "no system prompt"
-            logger.info("%s: %d rows record no conversation (prompt_messages): they get %s, as prm-score gives "
-                        "them", name, c.kept - c.recorded, system)
+            logger.info("%s: %d rows record no conversation (prompt_messages): they get %s", name,
+                        c.kept - c.recorded, system)
+        if self.system_explicit:
+            warn_recorded_wins(name, c.recorded, self.system)
+        if len(c.step_seps) > 1:
+            logger.warning("%s: the rows were split on different step separators (%s): prm-score needs --step-sep "
+                           "for this model", name, ", ".join(sorted(map(repr, c.step_seps))))
         if c.too_long:
             limit = f"longer than --max-length {self.max_length} tokens"
             if self.truncation == "drop":
@@ -350,6 +367,8 @@ class PRMTrainer(Trainer):
 
     # compute_loss returns the micro-batch mean: the Trainer divides it by the accumulation steps (see RediTrainer).
     loss_is_scaled_for_ga = False
+    # The conversation settings saved with every model and checkpoint (`rtool.prm.write_trained_settings`).
+    conversation: dict | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -373,6 +392,11 @@ class PRMTrainer(Trainer):
             self._steps += int(totals[1])
             self._tokens += int(totals[2])
         return (loss, outputs) if return_outputs else loss
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.conversation is not None:  # in the same save as the weights: a dir with them has the settings
+            write_trained_settings(output_dir or self.args.output_dir, **self.conversation)
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs and self._steps:
@@ -479,10 +503,11 @@ def split_dataset(dataset, eval_split: float, seed: int):
 
 
 def make_trainer(*, model, tokenizer, dataset, args: dict, peft_config, callbacks, eval_split: float = 0.0,
-                 eval_steps: int | None = None, seed: int = 0) -> PRMTrainer:
+                 eval_steps: int | None = None, seed: int = 0, conversation: dict | None = None) -> PRMTrainer:
     """A PRMTrainer from the shared trainer arguments (`training.trainer_args`), with a LoRA adapter (PEFT task
     TOKEN_CLS: the head is trained and saved whole) when `peft_config` is given, and `eval_split` of the prompts
-    held out and evaluated every `eval_steps` steps and at the end."""
+    held out and evaluated every `eval_steps` steps and at the end. `conversation` ({system, step_sep}) is saved
+    with every model it writes (`PRMExamples.conversation`)."""
     from transformers import TrainingArguments
 
     train, evaluation = split_dataset(dataset, eval_split, seed)
@@ -501,10 +526,12 @@ def make_trainer(*, model, tokenizer, dataset, args: dict, peft_config, callback
         if eval_steps:
             evaluating.update(eval_strategy="steps", eval_steps=eval_steps)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    return PRMTrainer(model=model, args=TrainingArguments(**args, remove_unused_columns=False, label_names=[],
-                                                          **evaluating),
-                      train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-                      data_collator=StepCollator(pad), callbacks=callbacks)
+    trainer = PRMTrainer(model=model, args=TrainingArguments(**args, remove_unused_columns=False, label_names=[],
+                                                             **evaluating),
+                         train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
+                         data_collator=StepCollator(pad), callbacks=callbacks)
+    trainer.conversation = conversation
+    return trainer
 
 
 def load_prm(spec, *, seed: int = 0, **kwargs):

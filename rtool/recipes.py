@@ -90,7 +90,8 @@ def prm_recipe(examples, *, eval_split: float = 0.0, eval_steps: int | None = No
 
     def build_trainer(*, model, tokenizer, dataset, args, peft_config, callbacks):
         return make_trainer(model=model, tokenizer=tokenizer, dataset=dataset, args=args, peft_config=peft_config,
-                            callbacks=callbacks, eval_split=eval_split, eval_steps=eval_steps, seed=seed)
+                            callbacks=callbacks, eval_split=eval_split, eval_steps=eval_steps, seed=seed,
+                            conversation=examples.conversation())
 
     def load_model(spec, **kwargs):
         return load_prm(spec, seed=seed, **kwargs)

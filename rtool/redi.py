@@ -39,7 +39,8 @@ from transformers import Trainer
 from rtool.errors import UserError, one_of
 from rtool.fields import PROMPT_FIELDS, FieldMap, prompt_id
 from rtool.log import logger
-from rtool.train_data import RECORDED_PROMPT, TRUNCATIONS, fit_length, prompt_messages, tokenize_completion
+from rtool.train_data import (RECORDED_PROMPT, TRUNCATIONS, fit_length, prompt_messages, tokenize_completion,
+                              warn_recorded_wins)
 
 PAIRINGS = ("first", "all")
 # The collapse watch: positives whose mean token log-prob fell this many nats below its first logged value
@@ -329,6 +330,7 @@ class RediPairs:
 
     fields: FieldMap = field(default_factory=FieldMap)
     system: str | None = None
+    system_explicit: bool = False  # --system or --no-system was given: warn when recorded conversations win
     pairs: str = "first"
     max_pairs_per_prompt: int | None = None
     max_length: int = 2048
@@ -406,6 +408,8 @@ class RediPairs:
             else:
                 how = f"no row records its conversation (prompt_messages): all get {system}"
             logger.info("%s: training on %d pairs; %s", name, c.kept, how)
+            if self.system_explicit:
+                warn_recorded_wins(name, c.recorded, self.system, "pairs")
 
     def empty_hint(self) -> str:
         """Why no pair was kept."""

@@ -12,8 +12,9 @@ sees. Shared by every training command (sft now; redi, grpo, prm-train build on 
 
 Which conversation a row trains on (rtool's rule): a row's `prompt_messages` (distill writes it: the conversation
 exactly as sent to the teacher, system prompt included) wins, so the student learns from what the teacher answered
-whatever `system` says. Rows without it build the conversation from their prompt field with `system` before it.
-An explicit `--prompt-field` (FieldMap.prompt_field) names the prompt and wins over `prompt_messages`.
+whatever `system` says (when --system or --no-system was given, `warn_recorded_wins` says for how many rows).
+Rows without it build the conversation from their prompt field with `system` before it. An explicit
+`--prompt-field` (FieldMap.prompt_field) names the prompt and wins over `prompt_messages`.
 
 Length (rtool's rule): a row whose prompt + completion tokens exceed `max_length` is dropped by default
 ("drop"): cutting it would train on a trace without its final answer and end-of-turn token. "keep-start" keeps its
@@ -38,6 +39,18 @@ def prompt_messages(row, fields: FieldMap, system: str | None) -> tuple[list[dic
     if not fields.prompt_field and row.get(RECORDED_PROMPT) is not None:
         return recorded_messages(row), True
     return fields.messages(row, system), False
+
+
+def warn_recorded_wins(name: str, count: int, system: str | None, what: str = "rows") -> None:
+    """Warn, once per run, that an explicit --system (`system`) or --no-system (None) was not applied to `count`
+    rows: their recorded `prompt_messages` (the conversation the teacher answered) won, as rtool's rule says. Silent
+    when `count` is 0."""
+    if not count:
+        return
+    asked = f"--system {system!r}" if system is not None else "--no-system"
+    logger.warning("%s: %s was not applied to %d %s: they keep the conversation they record (prompt_messages, its "
+                   "system prompt included); pass --prompt-field to build their prompt from a field with %s instead",
+                   name, asked, count, what, asked)
 
 
 def recorded_messages(row) -> list[dict]:
@@ -120,6 +133,7 @@ class SFTExamples:
 
     fields: FieldMap = field(default_factory=FieldMap)
     system: str | None = None
+    system_explicit: bool = False  # --system or --no-system was given: warn when recorded conversations win
     include_incorrect: bool = False
     max_length: int = 2048
     truncation: str = "drop"
@@ -171,6 +185,8 @@ class SFTExamples:
                         c.recorded, c.kept - c.recorded, system)
         elif c.kept:
             logger.info("%s: no row records its conversation (prompt_messages): all get %s", name, system)
+        if self.system_explicit:
+            warn_recorded_wins(name, c.recorded, self.system)
         if c.too_long:
             limit = f"longer than --max-length {self.max_length} tokens"
             if self.truncation == "drop":

@@ -374,6 +374,10 @@ def test_lora_with_config_saves_adapter_and_a_merged_prm(capfd, tmp_path, tiny_m
     assert merged["model.embed_tokens.weight"].shape[0] == before["model.embed_tokens.weight"].shape[0] + 1
     scored = prm_score(out / "merged", test_file)
     assert all(len(r["step_scores"]) == len(r["steps"]) for r in scored)
+    # The conversation settings prm-score reads by default, with the adapter and with the merged model.
+    settings = json.loads((out / "rtool_prm.json").read_text())
+    assert json.loads((out / "merged" / "rtool_prm.json").read_text()) == settings
+    assert settings["format"] == "qwen-prm" and settings["step_sep"] is None  # the rows do not say how they split
 
 
 def test_resume_logs_and_ends_as_an_uninterrupted_run(capfd, tmp_path, tiny_model_dir, steps_file):
