@@ -152,7 +152,8 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]
         # The generation prompt, then the partial text: exactly what the model had when it was writing that text
         # (apply_chat_template's continue_final_message renders the message through the template, which may rewrite
         # it: Qwen3's and DeepSeek-R1's templates move or drop <think> blocks of assistant messages).
-        texts.append(tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True) + partial)
+        prompt = tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)
+        texts.append(prompt + _without_open_think(prompt, partial))
     # The template already writes any bos token it wants; don't add a second one.
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 

@@ -186,3 +186,15 @@ def test_redi_and_prm_train_read_the_reasoning_too(models):
         + END_OF_TURN["r1"]
     assert [tokenizer.decode(ids[p]) for p in positions] == ["<extra_0>"] * 3
     assert tokenizer.decode(ids[:positions[0]]) == prompt + reasoning
+
+
+def test_a_continued_partial_turn_opens_think_once(models):
+    """prm-label continues a step prefix through render_prompts: with a template whose generation prompt opens
+    `<think>`, a prefix that starts with its own `<think>` is appended without a second one."""
+    from rtool.generation import render_prompts
+
+    tokenizer = tokenizer_of(models["r1"])
+    question, reasoning, _ = QUESTIONS[0]
+    conversation = [{"role": "user", "content": question}, {"role": "assistant", "content": f"<think>\n{reasoning}"}]
+    [ids] = render_prompts(tokenizer, [conversation])
+    assert tokenizer.decode(ids) == generation_prompt(tokenizer, question) + reasoning
