@@ -31,6 +31,7 @@ from rtool.generation import SamplingParams
 
 class _Handler(BaseHTTPRequestHandler):
     server: "OpenAIServer"
+    _held = False  # this request counts as in flight
 
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
@@ -48,8 +49,18 @@ class _Handler(BaseHTTPRequestHandler):
         count = self.server.record(self, body)
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._json(404, {"error": {"message": f"no route {self.path}"}})
-        with self.server.in_flight():
+        self._held = self.server.hold()
+        try:
             self._chat(body, count)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        # Before the answer goes out: a client that reads it may send its next request at once, and that one must
+        # not find this one still counted.
+        if self._held:
+            self._held = False
+            self.server.release()
 
     def _chat(self, body: dict, count: int) -> None:
         time.sleep(self.server.delay)
@@ -84,6 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
+        self._release()
         self.end_headers()
         self.wfile.write(payload)
 
@@ -128,16 +140,15 @@ class OpenAIServer(ThreadingHTTPServer):
                 self._chat_count += 1
             return self._chat_count
 
-    @contextmanager
-    def in_flight(self):
+    def hold(self) -> bool:
         with self.lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
-        try:
-            yield
-        finally:
-            with self.lock:
-                self._in_flight -= 1
+        return True
+
+    def release(self) -> None:
+        with self.lock:
+            self._in_flight -= 1
 
     def chat_requests(self) -> list:
         return [r for r in self.requests if r[0] == "POST"]
