@@ -35,3 +35,11 @@ def test_a_step_keys_on_its_inputs_content_and_flags_not_on_its_paths(tmp_path):
     (two / "traces.jsonl").write_text('{"id": "a"}\n')
     (two / "model" / "weights").write_bytes(b"\x00\x02")  # a file inside an input directory
     assert sft(one) != sft(two)
+
+
+def test_a_value_is_not_read_as_a_file_of_that_name(tmp_path, monkeypatch):
+    # A stray file named "550" in the directory CI runs from once made --max-steps 550 key on its content.
+    monkeypatch.chdir(tmp_path)
+    before = key(tmp_path / "out", "rtool", "sft", "--max-steps", 550)
+    (tmp_path / "550").write_text("anything")
+    assert key(tmp_path / "out", "rtool", "sft", "--max-steps", 550) == before

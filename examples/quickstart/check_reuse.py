@@ -7,8 +7,8 @@ A finished quickstart work dir may stand in for an example's step 1 only when it
 traces were sampled as the examples sample them (4 samples of each of the 2,000 training prompts at temperature 0.8,
 top-p 1, 120 new tokens, no system prompt), with its task files, models and teacher beside them.
 
-A step's key is the command with OUT as a placeholder and every file or directory it names (data, models, configs)
-replaced by a hash of its content, with the hash of rtool's source: two steps with one key run the same code on the
+A step's key is the command with OUT as a placeholder and every file or directory it names by a path with a slash
+(data, models, configs) replaced by a hash of its content, with the hash of rtool's source: two steps with one key run the same code on the
 same inputs with the same flags and seed, so they make the same output.
 """
 
@@ -59,7 +59,7 @@ def step_key(out: str, command: list[str]) -> str:
     for arg in command[1:]:
         if arg == out:
             parts.append("<out>")  # each example writes to its own work dir
-        elif os.path.exists(arg):
+        elif os.sep in arg and os.path.exists(arg):  # a path (run.sh passes them whole), not a value such as 50
             parts.append(f"<content {content_hash(Path(arg))}>")  # inputs are compared by content, not by path
         else:
             parts.append(arg)
