@@ -8,8 +8,9 @@ traces were sampled as the examples sample them (4 samples of each of the 2,000 
 top-p 1, 120 new tokens, no system prompt), with its task files, models and teacher beside them.
 
 A step's key is the command with OUT as a placeholder and every file or directory it names by a path with a slash
-(data, models, configs) replaced by a hash of its content, with the hash of rtool's source: two steps with one key run the same code on the
-same inputs with the same flags and seed, so they make the same output.
+(data, models, configs) replaced by a hash of its content, with the hash of rtool's source and torch's thread count:
+two steps with one key run the same code on the same inputs with the same flags and seed, so they make the same
+output.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def content_hash(path: Path, pattern: str = "*") -> str:
 
 def step_key(out: str, command: list[str]) -> str:
     """The cache key of running `command` (its program name first) to write `out`."""
-    parts = [command[0], *(content_hash(REPO / name, "*.py") for name in ("rtool", "commands"))]
+    parts = [command[0], *(content_hash(REPO / name, "*.py") for name in ("rtool", "commands")),
+             # torch's thread count changes the order of float sums, so the trained weights (measured: another
+             # weak student with 2 threads than with 1)
+             f"threads {os.environ.get('OMP_NUM_THREADS', 'all')} of {os.cpu_count()}"]
     for arg in command[1:]:
         if arg == out:
             parts.append("<out>")  # each example writes to its own work dir
