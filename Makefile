@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # On a GPU workstation: make TORCH="torch==2.13.0" (or any <2.14) picks the build your index serves.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.rtool-installed
-SOURCES := pyproject.toml $(wildcard rtool/*.py commands/*.py)
+SOURCES := pyproject.toml $(wildcard rtool/*.py rtool/*/*.py rtool/*/*/*.py commands/*.py)
 
 .PHONY: quickstart redi-example bon grpo-example prm-example test test-slow bench install completions clean mergekit-venv
 

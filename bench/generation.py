@@ -73,8 +73,8 @@ def main() -> None:
 
     import torch
 
-    from rtool.backends import open_backend
-    from rtool.generation import SamplingParams
+    from rtool.generate.backends import open_backend
+    from rtool.generate.core import SamplingParams
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -50,7 +50,7 @@ def tokenizer_for_bench(scratch: Path):
 
     gguf = smollm2_gguf()
     if gguf is not None:
-        from rtool.models import load_tokenizer
+        from rtool.io.models import load_tokenizer
 
         return load_tokenizer(gguf), "smollm2 (GGUF)"
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -112,9 +112,9 @@ def save(args, report) -> None:
 
 
 def generation_cases(args, model, tokenizer, device, report) -> None:
-    from rtool.backends.hf import HFBackend
-    from rtool.generation import SamplingParams, render_prompts
-    from rtool.traces import REASONING_SYSTEM_PROMPT
+    from rtool.generate.backends.hf import HFBackend
+    from rtool.generate.core import SamplingParams, render_prompts
+    from rtool.generate.traces import REASONING_SYSTEM_PROMPT
 
     questions = gsm8k_questions(max(args.batches))
     convs = [[{"role": "system", "content": REASONING_SYSTEM_PROMPT}, {"role": "user", "content": q}]

@@ -1,4 +1,4 @@
-"""Grading throughput of rtool.answers on MATH-500, serial and with a process pool.
+"""Grading throughput of rtool.grade.answers on MATH-500, serial and with a process pool.
 
     python bench/grading.py            # prints a markdown table, rewrites the "## grading" section of RESULTS.md
 
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from rtool import answers, verifier
+from rtool.grade import answers, verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "math500" / "test.jsonl"

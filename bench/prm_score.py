@@ -4,7 +4,7 @@
 
 A random qwen-prm (LlamaForTokenClassification, hidden 256, 4 layers, char tokenizer with <extra_0>; built as in
 tests/prm_models.py) scores 8 completions of N steps (N = 2, 4, 8, 16) with a MATH-style question and the
-reasoning system prompt. Single pass: every step score of a completion from one forward pass (rtool.prm).
+reasoning system prompt. Single pass: every step score of a completion from one forward pass (rtool.prm.score).
 Per prefix: step k scored by its own pass over steps 1..k (what a PRM costs without the separator trick), through
 the same code. Both at batch 8 (batched by length) and at batch 1 (one sequence per forward pass, as the cards'
 loops). Times are the best of 2 runs, torch on 1 thread; the scores of the two ways agree (max |diff| shown).
@@ -59,7 +59,7 @@ def timed(function) -> tuple[float, object]:
 def main() -> None:
     import torch
 
-    from rtool.prm import PRMScorer, split_steps
+    from rtool.prm.score import PRMScorer, split_steps
 
     torch.set_num_threads(1)
     header = machine()

@@ -7,7 +7,7 @@ Each output row is the chosen candidate's row plus `bon_method`, `bon_n` (the nu
 from), `votes` (how many of them give its answer) and `weight` (their score sum; null without scores). Methods:
 majority (most frequent answer; ties by total score, then first seen), naive (the highest --score-field), weighted
 (the answer with the largest score sum). Answers are re-extracted from each completion and grouped by equivalence
-("1/2" = "0.5" = "\\frac{1}{2}"); see rtool/bon.py for the exact rules and the memory each mode holds.
+("1/2" = "0.5" = "\\frac{1}{2}"); see rtool/prm/bon.py for the exact rules and the memory each mode holds.
 `--n 1,2,4,8` writes one row per (prompt, N) over the prompt's first N candidates by `sample`; a prompt with fewer
 than N candidates gets no row for that N (counted on stderr). `--sorted` asserts that each prompt's candidates are
 adjacent (distill writes them so) and writes each prompt as soon as its id changes. Rows are written per prompt as
@@ -38,11 +38,11 @@ def bon_cmd(
     skip_bad: SkipBadOpt = False,
 ) -> None:
     """Keep, for each prompt, the candidate that the chosen rule ranks first."""
-    from rtool.bon import METHODS, BonStats, best_of_n, parse_ns
+    from rtool.prm.bon import METHODS, BonStats, best_of_n, parse_ns
     from rtool.errors import one_of
-    from rtool.fields import FieldMap
+    from rtool.grade.fields import FieldMap
     from rtool.log import logger
-    from rtool.records import ReadStats, RecordWriter, first_rows, read_records
+    from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records
 
     one_of("--method", method, METHODS)
     ns = parse_ns(n)

@@ -59,11 +59,11 @@ def distill_cmd(
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Sample N completions per prompt from a teacher, grade each against the gold answer, keep them all."""
-    from rtool.fields import FieldMap
-    from rtool.generation import SamplingParams
+    from rtool.grade.fields import FieldMap
+    from rtool.generate.core import SamplingParams
     from rtool.log import logger, stderr_console
-    from rtool.records import ReadStats, RecordWriter, Written, first_rows, read_records, read_written
-    from rtool.traces import choose_system_prompt, warn_identical_samples
+    from rtool.io.records import ReadStats, RecordWriter, Written, first_rows, read_records, read_written
+    from rtool.generate.traces import choose_system_prompt, warn_identical_samples
 
     params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                             repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, seed=seed).check()
@@ -87,8 +87,8 @@ def distill_cmd(
         logger.info("resuming: %d samples already in %s", len(done), out)
     writer = RecordWriter(out, append=not overwrite)  # an unwritable --out is refused before the teacher loads
 
-    from rtool.backends import open_backend
-    from rtool.traces import sample_traces, sampling_record
+    from rtool.generate.backends import open_backend
+    from rtool.generate.traces import sample_traces, sampling_record
 
     stats = ReadStats()
     rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)

@@ -57,11 +57,11 @@ def eval_cmd(
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Grade a model on a benchmark, or grade existing completions; print one JSON summary."""
-    from rtool.fields import FieldMap
+    from rtool.grade.fields import FieldMap
     from rtool.log import stderr_console
-    from rtool.metrics import EvalTally
-    from rtool.records import ReadStats, RecordWriter, first_rows, read_records, write_json
-    from rtool.traces import choose_system_prompt, warn_identical_samples
+    from rtool.grade.metrics import EvalTally
+    from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records, write_json
+    from rtool.generate.traces import choose_system_prompt, warn_identical_samples
 
     fields = FieldMap(prompt_field, answer_field)
     stats = ReadStats()
@@ -73,7 +73,7 @@ def eval_cmd(
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     if model is not None:
-        from rtool.generation import SamplingParams
+        from rtool.generate.core import SamplingParams
 
         params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                                 repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens,
@@ -88,7 +88,7 @@ def eval_cmd(
     finished = False
     try:
         if model is not None:
-            from rtool.backends import open_backend
+            from rtool.generate.backends import open_backend
 
             generator = open_backend(model, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                                      dtype=dtype, device=device, trust_remote_code=trust_remote_code,
@@ -120,7 +120,7 @@ def eval_cmd(
 
 def _generate_and_grade(generator, rows, fields, params, system, batch_size) -> Iterator[tuple[dict, dict]]:
     """(graded row, the bench row it came from: errors name its file:line)."""
-    from rtool.traces import sample_traces, sampling_record
+    from rtool.generate.traces import sample_traces, sampling_record
 
     sampling = sampling_record(generator, params, system)
     # A fleet of endpoints (--model URL1,URL2) has --batch-size requests in flight per endpoint: wider chunks.
@@ -132,8 +132,8 @@ def _generate_and_grade(generator, rows, fields, params, system, batch_size) -> 
 def _grade_completions(rows, fields, workers: int) -> Iterator[tuple[dict, dict]]:
     """Regrade each row's completion against its gold answer (and options, for multiple choice); rows without gold
     keep a `correct` they carry. Yields (graded row, input row)."""
-    from rtool.answers import grade_many
-    from rtool.fields import prompt_id
+    from rtool.grade.answers import grade_many
+    from rtool.grade.fields import prompt_id
 
     waiting: deque = deque()
 

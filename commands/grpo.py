@@ -7,7 +7,7 @@ directory.
     torchrun --nproc_per_node 2 -m rtool.cli grpo --model ckpt/sft --data prompts.jsonl --out ckpt/grpo
 
 For each prompt, --num-generations completions are sampled (--temperature, --top-p, --top-k, at most
---max-completion-length tokens), scored by the --reward functions (weighted sum; rtool/rewards.py has each formula:
+--max-completion-length tokens), scored by the --reward functions (weighted sum; rtool/train/rewards.py has each formula:
 accuracy by rtool's grader against the row's gold answer, format, DAPO's soft length penalty, a PRM's aggregate step
 score, or any python:MODULE:FUNCTION with TRL's reward signature), and the policy moves toward the completions that
 beat their group's mean (TRL's --loss-type, --epsilon clipping, --beta KL to the starting model).
@@ -18,7 +18,7 @@ processes must hold whole groups of --num-generations.
 OUT receives the model (as sft), checkpoint-N dirs, metrics.jsonl (per logging step: reward, reward_std, reward/NAME
 and reward/NAME_std per function, accuracy, completion_length mean/median/min/max, truncated_share, zero_std_share,
 kl when --beta > 0, entropy, clip_ratio, learning_rate, tokens_per_s, completion_tokens_per_s) and curves.png.
-BAI's failure curves are watched live (rtool/failure_curves.py): a Sequence Length Collapse (completion length below
+BAI's failure curves are watched live (rtool/train/failure_curves.py): a Sequence Length Collapse (completion length below
 --collapse-fraction of its first step's) or a Reward Hockey Stick (reward down by --drop-fraction of its scale, then
 back), each also beyond 4 standard errors of batch noise, is a warning on stderr, a `flags` entry in the metrics rows from then on, and a mark on curves.png.
 stdout gets the output directory, only that.
@@ -104,15 +104,15 @@ def grpo_cmd(
     """
     from rtool.config import merge_config
     from rtool.errors import UserError, one_of
-    from rtool.failure_curves import CurveWatch
-    from rtool.fields import FieldMap
-    from rtool.grpo import GRPOPrompts, GRPOSettings
-    from rtool.prm import AGGREGATIONS
-    from rtool.recipes import grpo_recipe
-    from rtool.rewards import RewardSet, parse_format_tags, parse_reward_spec
-    from rtool.traces import choose_system_prompt
-    from rtool.train_run import TrainRun, run_training
-    from rtool.training import world_size
+    from rtool.train.failure_curves import CurveWatch
+    from rtool.grade.fields import FieldMap
+    from rtool.train.grpo import GRPOPrompts, GRPOSettings
+    from rtool.prm.score import AGGREGATIONS
+    from rtool.train.recipes import grpo_recipe
+    from rtool.train.rewards import RewardSet, parse_format_tags, parse_reward_spec
+    from rtool.generate.traces import choose_system_prompt
+    from rtool.train.run import TrainRun, run_training
+    from rtool.train.processes import world_size
 
     o = merge_config(ctx, config)
     run = TrainRun.from_flags(o, lr=LORA_LR if o.lora else FULL_LR)
@@ -138,9 +138,9 @@ def grpo_cmd(
 
 
 def _load_prm(o):
-    """The PRM for the prm reward, on the device the policy trains on (rtool.prm.PRMScorer)."""
+    """The PRM for the prm reward, on the device the policy trains on (rtool.prm.score.PRMScorer)."""
     from rtool.errors import UserError
-    from rtool.prm import PRMScorer, parse_step_sep
+    from rtool.prm.score import PRMScorer, parse_step_sep
 
     if o.prm is None:
         raise UserError("the prm reward needs a process reward model", hint="pass --prm PATH (see rtool prm-score)")

@@ -76,9 +76,9 @@ def merge_bai_cmd(
     bit-identical to two mergekit `linear` runs in fp32. The output appears atomically: a failed or interrupted
     run leaves no OUT. Prints the output dir(s) on stdout. Works offline: inputs are local dirs.
     """
-    from rtool import merge
-    from rtool.merge_math import METHODS
-    from rtool.merge_sources import open_source
+    from rtool.merge import bai as merge
+    from rtool.merge.arithmetic import METHODS
+    from rtool.merge.sources import open_source
 
     jobs = _jobs(w, v, sweep)
     one_of("method", method, (*METHODS, *merge.MERGEKIT_METHODS))
@@ -114,7 +114,7 @@ def _interrupt_on_sigterm() -> None:
 
 
 def _jobs(w: float, v: float, sweep: str | None) -> list:
-    from rtool.merge import MergeJob, check_weight, job_dirname, parse_sweep
+    from rtool.merge.bai import MergeJob, check_weight, job_dirname, parse_sweep
 
     if sweep is None:
         return [MergeJob(check_weight("w", w), check_weight("v", v))]

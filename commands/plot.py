@@ -12,7 +12,7 @@ command already draws its own OUT/curves.png; this overlays runs. stdout gets th
     rtool plot runs/grpo trl-out/checkpoint-500 --check
 
 `--check` draws nothing: it prints one JSON line per run, `{"run": RUN, "flags": [{"name": ..., "step": ...,
-"message": ...}, ...]}`, BAI's failure curves found in its reward and completion length (rtool/failure_curves.py,
+"message": ...}, ...]}`, BAI's failure curves found in its reward and completion length (rtool/train/failure_curves.py,
 default thresholds), and exits 0 whether or not any showed.
 """
 
@@ -33,14 +33,14 @@ def plot_cmd(
     check: Annotated[bool, typer.Option("--check", help="Draw nothing: print each run's failure curves (reward drop or hockey stick, sequence length collapse) as a JSON line.")] = False,
 ) -> None:
     """Overlay the training curves of runs: one panel per metric, one line per run."""
-    from rtool.curves import plot_curves, read_metrics, run_labels
+    from rtool.train.curves import plot_curves, read_metrics, run_labels
     from rtool.errors import UserError
 
     if out.is_dir() and not check:
         raise UserError("--out is a directory", path=out, hint="pass a file name, e.g. -o curves.png")
     loaded = [read_metrics(run) for run in runs]  # a bad RUN_DIR fails before anything is drawn
     if check:
-        from rtool.failure_curves import CurveWatch
+        from rtool.train.failure_curves import CurveWatch
 
         for run, rows in zip(runs, loaded):
             flags = [event.as_dict() for event in CurveWatch().events(rows)]

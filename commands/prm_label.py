@@ -14,7 +14,7 @@ correctness. After a step labelled 0 the later steps are 0 without rollouts (--l
 A rollout cut by --max-new-tokens (finish_reason length) decides no label: the step's label and value come from its
 other rollouts, `step_truncated[i]` counts the cut ones, and a step whose every rollout was cut is labelled null
 (unknown; prm-train does not train on it). The share cut goes to stderr; --count-truncated grades them as they are.
-Rollouts of many traces and steps go to the policy in one batch (see rtool/prm_label.py for the seeds).
+Rollouts of many traces and steps go to the policy in one batch (see rtool/prm/label.py for the seeds).
 
 `--out FILE` refuses a file that already holds rows unless `--resume` (label only the traces not in it, with the same
 settings; a trace is keyed by its id, or for a row without one by its prompt, as distill keys it, and its sample)
@@ -70,13 +70,13 @@ def prm_label_cmd(
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Label every step of each trace by rolling the policy out from it (Math-Shepherd); write step_labels/values."""
-    from rtool.fields import FieldMap
-    from rtool.generation import SamplingParams
+    from rtool.grade.fields import FieldMap
+    from rtool.generate.core import SamplingParams
     from rtool.log import logger
-    from rtool.prm import parse_step_sep
-    from rtool.prm_label import read_existing
-    from rtool.records import ReadStats, RecordWriter, first_rows, read_records
-    from rtool.traces import choose_system_prompt
+    from rtool.prm.score import parse_step_sep
+    from rtool.prm.label import read_existing
+    from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records
+    from rtool.generate.traces import choose_system_prompt
 
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}", hint="the rollouts per step prefix")
@@ -104,8 +104,8 @@ def prm_label_cmd(
         logger.info("resuming: %d traces already in %s", len(done), out)
     writer = RecordWriter(out, append=not overwrite)  # an unwritable --out is refused before the policy loads
 
-    from rtool.backends import open_backend
-    from rtool.prm_label import labeling_record
+    from rtool.generate.backends import open_backend
+    from rtool.prm.label import labeling_record
 
     stats = ReadStats()
     rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
@@ -143,7 +143,7 @@ class _Run:
         """Label `chunk` traces at a time (rows validated before their chunk is rolled out)."""
         import itertools
 
-        from rtool.prm_label import label_chunk, output_row
+        from rtool.prm.label import label_chunk, output_row
 
         def count(rollouts: int) -> None:
             self.rollouts += rollouts
@@ -168,10 +168,10 @@ class _Run:
     def prepare(self, row, params):
         """The row's Job, or None (already labelled, or dropped for lack of a gold answer); UserError naming the
         row's file:line."""
-        from rtool.answers import grade
-        from rtool.fields import COMPLETION_FIELDS, prompt_id
-        from rtool.prm_label import Job, Labeling, step_prefixes, trace_key_of
-        from rtool.train_data import prompt_messages
+        from rtool.grade.answers import grade
+        from rtool.grade.fields import COMPLETION_FIELDS, prompt_id
+        from rtool.prm.label import Job, Labeling, step_prefixes, trace_key_of
+        from rtool.train.data import prompt_messages
 
         try:
             key = trace_key_of(prompt_id(row, self.fields), row.get("sample", 0))
@@ -208,7 +208,7 @@ class _Run:
 
     def report(self, k: int, max_new_tokens: int) -> None:
         from rtool.log import logger
-        from rtool.train_data import warn_recorded_wins
+        from rtool.train.data import warn_recorded_wins
 
         if self.system_explicit:
             warn_recorded_wins("prm-label", self.recorded, self.system)

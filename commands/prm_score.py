@@ -20,7 +20,7 @@ Steps: the completion, as given (a <think> block included), split on --step-sep 
 steps dropped. The conversation a completion answered: the row's `prompt_messages` (what distill sent) when it has
 one, else its prompt field with the system prompt distill sends by default (--system, --no-system); the same prompt
 as Qwen2.5-Math-PRM's card. A math-shepherd PRM reads only the question (the last user turn), as its card does.
---format auto tells the convention from the model's config and tokenizer (see rtool/prm.py for which models each
+--format auto tells the convention from the model's config and tokenizer (see rtool/prm/score.py for which models each
 serves). A model rtool prm-train wrote is read as it was trained: its rtool_prm.json gives the format, the step
 separator and the system prompt for the flags not given (stderr says which). Every step score of a completion comes
 from one forward pass; rows are batched by length.
@@ -63,11 +63,11 @@ def prm_score_cmd(
 ) -> None:
     """Score every step of each completion with a process reward model; write each row with step_scores and score."""
     from rtool.errors import one_of
-    from rtool.fields import FieldMap
+    from rtool.grade.fields import FieldMap
     from rtool.log import logger
-    from rtool.prm import AGGREGATIONS, FORMATS, PRMScorer, check_lam, parse_step_sep
-    from rtool.records import ReadStats, RecordWriter, first_rows, read_records
-    from rtool.traces import choose_system_prompt
+    from rtool.prm.score import AGGREGATIONS, FORMATS, PRMScorer, check_lam, parse_step_sep
+    from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records
+    from rtool.generate.traces import choose_system_prompt
 
     one_of("--format", format, FORMATS)
     one_of("--agg", agg, AGGREGATIONS)
@@ -133,7 +133,7 @@ class _Run:
     def prepare(self, row) -> tuple:
         """(row, PRM input, ORM input or None); UserError naming the row's file:line. A completion without steps
         encodes to nothing and scores [] (see output)."""
-        from rtool.train_data import prompt_messages
+        from rtool.train.data import prompt_messages
 
         completion = self.fields.completion(row)
         messages, recorded = prompt_messages(row, self.fields, self.system)
@@ -160,7 +160,7 @@ class _Run:
         pending.clear()
 
     def output(self, row, step_scores: list[float], orm_score: list[float] | None) -> dict:
-        from rtool.prm import final_score
+        from rtool.prm.score import final_score
 
         trajectory = orm_score[0] if orm_score else None
         self.rows += 1
@@ -178,7 +178,7 @@ class _Run:
 
     def report(self) -> None:
         from rtool.log import logger
-        from rtool.train_data import warn_recorded_wins
+        from rtool.train.data import warn_recorded_wins
 
         if self.system_explicit:
             warn_recorded_wins("prm-score", self.recorded, self.system)
@@ -204,7 +204,7 @@ def _log_score(step_scores: list[float]) -> float | None:
     it. None without steps or for a step scored exactly 0 (JSON has no -Infinity)."""
     import math
 
-    from rtool.prm import log_aggregate
+    from rtool.prm.score import log_aggregate
 
     value = log_aggregate(step_scores, "prod") if step_scores else -math.inf
     return value if math.isfinite(value) else None
@@ -220,11 +220,11 @@ def _encode(scorer, row, messages, completion):
 
 
 def _as_trained(ctx, prm, format, sep, system, system_given):
-    """(format, step separator, system prompt): those prm-train saved with `prm` (rtool.prm.trained_settings) in
+    """(format, step separator, system prompt): those prm-train saved with `prm` (rtool.prm.score.trained_settings) in
     place of the flags not given, so that a model is read as it was trained; the flags given win."""
     from rtool.config import given
     from rtool.log import logger
-    from rtool.prm import TRAINED_SETTINGS_FILE, trained_settings
+    from rtool.prm.score import TRAINED_SETTINGS_FILE, trained_settings
 
     saved = trained_settings(prm)
     taken = []

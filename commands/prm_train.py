@@ -8,7 +8,7 @@ Reads rtool prm-label rows (or TRL stepwise-supervision rows); writes a model di
 
 The model: a causal LM (the student, say) lends its backbone to a fresh 2-label token-classification head; a
 token-classification model (an earlier prm-train output) is trained further. `<extra_0>` is added to the
-tokenizer when missing. Each row is encoded as prm-score encodes it (rtool.prm.PRMScorer): the conversation (the
+tokenizer when missing. Each row is encoded as prm-score encodes it (rtool.prm.score.PRMScorer): the conversation (the
 row's `prompt_messages`, else its prompt with the reasoning system prompt: --system, --no-system), the assistant
 turn being the steps each followed by `<extra_0>`; the loss is read at the separators only. The model dir (and each
 checkpoint, and OUT/merged) holds rtool_prm.json: the format, that system prompt and the step separator prm-label
@@ -86,12 +86,12 @@ def prm_train_cmd(
     (e.g. --lr 1e-3). --config run.yaml sets any flag (flags win).
     """
     from rtool.config import merge_config
-    from rtool.fields import FieldMap
-    from rtool.prm import write_trained_settings
-    from rtool.prm_train import PRMExamples
-    from rtool.recipes import prm_recipe
-    from rtool.traces import choose_system_prompt
-    from rtool.train_run import TrainRun, run_training
+    from rtool.grade.fields import FieldMap
+    from rtool.prm.score import write_trained_settings
+    from rtool.train.prm import PRMExamples
+    from rtool.train.recipes import prm_recipe
+    from rtool.generate.traces import choose_system_prompt
+    from rtool.train.run import TrainRun, run_training
 
     o = merge_config(ctx, config)
     run = TrainRun.from_flags(o, lr=LORA_LR if o.lora else FULL_LR)

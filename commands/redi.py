@@ -83,11 +83,11 @@ def redi_cmd(
     device). Tiny models need far larger rates (e.g. --lr 1e-3). --config run.yaml sets any flag (flags win).
     """
     from rtool.config import merge_config
-    from rtool.fields import FieldMap
-    from rtool.recipes import redi_recipe
-    from rtool.redi import RediPairs
-    from rtool.traces import choose_system_prompt
-    from rtool.train_run import TrainRun, run_training
+    from rtool.grade.fields import FieldMap
+    from rtool.train.recipes import redi_recipe
+    from rtool.train.redi import RediPairs
+    from rtool.generate.traces import choose_system_prompt
+    from rtool.train.run import TrainRun, run_training
 
     o = merge_config(ctx, config)
     run = TrainRun.from_flags(o, lr=LORA_LR if o.lora else FULL_LR)

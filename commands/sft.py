@@ -75,11 +75,11 @@ def sft_cmd(
     The learning rate defaults to 2e-5, or 2e-4 with --lora. --config run.yaml sets any flag (flags win).
     """
     from rtool.config import merge_config
-    from rtool.fields import FieldMap
-    from rtool.recipes import sft_recipe
-    from rtool.traces import choose_system_prompt
-    from rtool.train_data import SFTExamples
-    from rtool.train_run import TrainRun, run_training
+    from rtool.grade.fields import FieldMap
+    from rtool.train.recipes import sft_recipe
+    from rtool.generate.traces import choose_system_prompt
+    from rtool.train.data import SFTExamples
+    from rtool.train.run import TrainRun, run_training
 
     o = merge_config(ctx, config)
     run = TrainRun.from_flags(o, lr=LORA_LR if o.lora else FULL_LR)

@@ -61,7 +61,7 @@ LoraAlphaOpt = Annotated[int, typer.Option("--lora-alpha", help="LoRA scaling al
 LoraDropoutOpt = Annotated[float, typer.Option("--lora-dropout", help="Dropout on the LoRA branch.")]
 LoraTargetsOpt = Annotated[str, typer.Option("--lora-targets", help="Comma-separated module names to adapt (e.g. q_proj,v_proj), or all-linear.")]
 MergeLoraOpt = Annotated[bool, typer.Option("--merge-lora", help="With --lora, also write the base model with the adapter merged in, to OUT/merged.")]
-# Training: the length and precision policies (rtool.train_data, rtool.training.precision).
+# Training: the length and precision policies (rtool.train.data, rtool.train.core.precision).
 TrainMaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Longest tokenized row (prompt + completion); longer rows follow --truncation and are counted on stderr.")]
 TruncationOpt = Annotated[str, typer.Option("--truncation", help="Rows longer than --max-length: drop (not trained on) | keep-start (train on their first max-length tokens: the final answer and end of turn are lost).")]
 TrainDtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (CPU: float32; GPU: float32 master weights with bf16 autocast, bf16 base weights with --lora) | float32 | bfloat16 (bf16 weights, also for full fine-tuning) | float16 (fp16 autocast).")]

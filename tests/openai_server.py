@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from rtool.generation import SamplingParams
+from rtool.generate.core import SamplingParams
 
 
 class _Handler(BaseHTTPRequestHandler):

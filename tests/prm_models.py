@@ -1,4 +1,4 @@
-"""Tiny reward models of each convention rtool.prm reads, built locally (no hub) for tests and bench/prm_score.py.
+"""Tiny reward models of each convention rtool.prm.score reads, built locally (no hub) for tests and bench/prm_score.py.
 
     build_prm("qwen-prm", out_dir)        # LlamaForTokenClassification, 2 labels, '<extra_0>' in the tokenizer
     build_prm("math-shepherd", out_dir)   # LlamaForCausalLM whose tokenizer has 'ки', '+' and '-'

@@ -22,7 +22,7 @@ import threading
 from contextlib import contextmanager
 
 from openai_server import serve
-from rtool.generation import Backend, Completion
+from rtool.generate.core import Backend, Completion
 
 
 def tokens(text: str) -> int:

@@ -1,4 +1,4 @@
-"""Answer extraction and grading (rtool.answers), on table cases and on the real GSM8K and MATH-500 test sets."""
+"""Answer extraction and grading (rtool.grade.answers), on table cases and on the real GSM8K and MATH-500 test sets."""
 
 import itertools
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rtool.answers import answer_key, extract_answer, gold_from_gsm8k, grade, grade_many, last_boxed, verify
+from rtool.grade.answers import answer_key, extract_answer, gold_from_gsm8k, grade, grade_many, last_boxed, verify
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -195,7 +195,7 @@ def test_math500_reference_solutions_grade_correct():
 def test_math500_answers_parse_and_verify_in_math_verify():
     # The row above is settled by string equality; this sends every answer through math-verify itself, so a MATH
     # answer that math-verify cannot parse (e.g. `\left( 3, \frac{\pi}{2} \right)` without wrapping) shows up here.
-    from rtool.verifier import math_verify_here as _math_verify
+    from rtool.grade.verifier import math_verify_here as _math_verify
 
     rows = read_jsonl(DATA / "math500" / "test.jsonl")
     wrong = [(row["unique_id"], row["answer"]) for row in rows
@@ -204,7 +204,7 @@ def test_math500_answers_parse_and_verify_in_math_verify():
 
 
 def test_import_is_cheap():
-    code = "import sys, rtool.answers; print('sympy' in sys.modules or 'math_verify' in sys.modules)"
+    code = "import sys, rtool.grade.answers; print('sympy' in sys.modules or 'math_verify' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

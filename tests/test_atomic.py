@@ -161,7 +161,7 @@ def test_an_old_dir_that_cannot_be_put_back_is_named(tmp_path, monkeypatch):
 
 
 def test_merge_output_made_by_someone_else_while_merging_is_kept(tmp_path):
-    from rtool.merge import staged_output
+    from rtool.merge.bai import staged_output
 
     out = tmp_path / "out"
     with pytest.raises(UserError, match="output dir exists.*--force"):

@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from helpers import jsonl, last_error_line, run_rtool
-from rtool.bon import BonStats, Candidate, best_of_n, candidate_answer, parse_ns, select
+from rtool.prm.bon import BonStats, Candidate, best_of_n, candidate_answer, parse_ns, select
 from rtool.errors import UserError
-from rtool.metrics import EvalTally
-from rtool.records import Row
+from rtool.grade.metrics import EvalTally
+from rtool.io.records import Row
 
 
 def cands(*items):
@@ -351,7 +351,7 @@ def random_candidate_set(rng, prompts=3, n=None):
 
 
 def graded(rows):
-    from rtool.answers import grade
+    from rtool.grade.answers import grade
 
     return [{**row, **dict(zip(("pred", "correct"), grade(row["answer"], row["completion"])))} for row in rows]
 

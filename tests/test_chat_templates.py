@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from helpers import run_in_process
-from rtool.fields import FieldMap
-from rtool.records import Row
-from rtool.train_data import SFTExamples
+from rtool.grade.fields import FieldMap
+from rtool.io.records import Row
+from rtool.train.data import SFTExamples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,7 +77,7 @@ def models(tmp_path_factory):
 
 
 def tokenizer_of(path):
-    from rtool.models import load_tokenizer
+    from rtool.io.models import load_tokenizer
 
     return load_tokenizer(path, padding_side="right")
 
@@ -92,7 +92,7 @@ def generation_prompt(tokenizer, question):
 def test_the_trained_span_is_the_whole_completion(models, kind, opens_think):
     """The ids are the generation prompt (as distill's hf backend renders it) then the completion as written (its
     reasoning too) and the end of turn; the loss mask covers exactly those; `<think>` appears once."""
-    from rtool.generation import render_prompts
+    from rtool.generate.core import render_prompts
 
     tokenizer = tokenizer_of(models[kind])
     question, reasoning, answer = QUESTIONS[0]
@@ -162,8 +162,8 @@ def test_sft_raises_the_reasoning_log_prob(capfd, tmp_path, models, kind):
 def test_redi_and_prm_train_read_the_reasoning_too(models):
     """redi's pairs and prm-train's steps go through the same rendering: both sides of a pair train on their whole
     completion; every step of a trace (those inside <think> too) gets its separator, after the generation prompt."""
-    from rtool.prm_train import PRMExamples
-    from rtool.redi import RediPairs
+    from rtool.train.prm import PRMExamples
+    from rtool.train.redi import RediPairs
 
     tokenizer = tokenizer_of(models["r1"])
     question, reasoning, answer = QUESTIONS[0]
@@ -191,7 +191,7 @@ def test_redi_and_prm_train_read_the_reasoning_too(models):
 def test_a_continued_partial_turn_opens_think_once(models):
     """prm-label continues a step prefix through render_prompts: with a template whose generation prompt opens
     `<think>`, a prefix that starts with its own `<think>` is appended without a second one."""
-    from rtool.generation import render_prompts
+    from rtool.generate.core import render_prompts
 
     tokenizer = tokenizer_of(models["r1"])
     question, reasoning, _ = QUESTIONS[0]

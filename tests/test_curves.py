@@ -1,4 +1,4 @@
-"""Training curves: metrics.jsonl -> PNG (rtool.curves), OUT/curves.png after a training run, and `rtool plot`
+"""Training curves: metrics.jsonl -> PNG (rtool.train.curves), OUT/curves.png after a training run, and `rtool plot`
 overlaying runs, with its bad-input errors."""
 
 import json
@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from helpers import RTOOL, last_error_line, run_rtool
-from rtool.curves import Mark, plot_curves, read_metrics, run_labels, series_names, write_curves
+from rtool.train.curves import Mark, plot_curves, read_metrics, run_labels, series_names, write_curves
 from rtool.errors import UserError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -120,7 +120,7 @@ def test_marks_are_drawn_on_their_metric_only(tmp_path):
 
 def test_a_failed_drawing_is_a_warning_not_a_failed_run(tmp_path, caplog):
     from rtool.log import logger
-    from rtool.training import draw_curves
+    from rtool.train.core import draw_curves
 
     logger.addHandler(caplog.handler)  # the rtool logger does not propagate once the CLI has set it up
     try:
@@ -232,5 +232,5 @@ def test_plot_needs_a_run_dir():
 
 
 def test_import_of_the_curves_module_does_not_import_matplotlib():
-    code = "import sys, rtool.curves, rtool.commands.plot; print('matplotlib' in sys.modules)"
+    code = "import sys, rtool.train.curves, rtool.commands.plot; print('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

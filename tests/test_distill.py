@@ -7,8 +7,8 @@ import subprocess
 import time
 
 from helpers import RTOOL, jsonl, run_in_process, run_rtool
-from rtool.answers import grade
-from rtool.generation import Completion
+from rtool.grade.answers import grade
+from rtool.generate.core import Completion
 from scripted import scripted_endpoint, tokens
 
 SAMPLE_KEYS = {"id", "completion", "sample", "teacher", "pred", "correct", "finish_reason", "completion_tokens"}

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import jsonl, run_in_process, run_rtool
 from openai_server import serve
-from rtool.traces import REASONING_SYSTEM_PROMPT
+from rtool.generate.traces import REASONING_SYSTEM_PROMPT
 
 
 def rows_text(rows):
@@ -20,7 +20,7 @@ def by_key(rows):
 
 @pytest.fixture(scope="module")
 def endpoint(tiny_model_dir):
-    from rtool.backends import open_backend
+    from rtool.generate.backends import open_backend
 
     with serve(open_backend(tiny_model_dir, "hf", batch_size=4)) as server:
         yield server

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from helpers import jsonl, last_error_line, run_rtool
-from rtool.answers import grade
-from rtool.generation import Completion
+from rtool.grade.answers import grade
+from rtool.generate.core import Completion
 from scripted import scripted_endpoint, tokens
 
 

@@ -1,4 +1,4 @@
-"""BAI's failure curves (rtool.failure_curves) on synthetic runs: a healthy one, a length collapse, a hockey stick."""
+"""BAI's failure curves (rtool.train.failure_curves) on synthetic runs: a healthy one, a length collapse, a hockey stick."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rtool.errors import UserError
-from rtool.failure_curves import COLLAPSE, DROP, HOCKEY_STICK, CurveWatch, event_marks
+from rtool.train.failure_curves import COLLAPSE, DROP, HOCKEY_STICK, CurveWatch, event_marks
 
 
 def rows(rewards, lengths, reward_std=0.3, completions=32):

@@ -11,10 +11,10 @@ import pytest
 
 from helpers import jsonl, last_error_line, run_rtool
 from openai_server import serve
-from rtool.backends import open_backend
-from rtool.backends.fleet import parse_fleet
+from rtool.generate.backends import open_backend
+from rtool.generate.backends.fleet import parse_fleet
 from rtool.errors import UserError
-from rtool.generation import SamplingParams
+from rtool.generate.core import SamplingParams
 
 CONVERSATIONS = [[{"role": "user", "content": f"What is {i} + 2?"}] for i in range(12)]
 SAMPLING = SamplingParams(n=1, temperature=1.0, max_new_tokens=6)

@@ -1,4 +1,4 @@
-"""rtool.generation: the hf backend on a tiny real model, and the openai backend over HTTP against a real local
+"""rtool.generate.core: the hf backend on a tiny real model, and the openai backend over HTTP against a real local
 server (tests/openai_server.py) that runs the same model."""
 
 import importlib.util
@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from openai_server import serve
-from rtool.backends.hf import HFBackend
-from rtool.backends.openai import normalize_base_url
+from rtool.generate.backends.hf import HFBackend
+from rtool.generate.backends.openai import normalize_base_url
 from rtool.errors import UserError
-from rtool.backends import open_backend
-from rtool.generation import Completion, SamplingParams
+from rtool.generate.backends import open_backend
+from rtool.generate.core import Completion, SamplingParams
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 2+3?"}],

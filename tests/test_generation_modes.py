@@ -7,10 +7,10 @@ The model is loaded in float32 on every device, so loop and the other modes agre
 import pytest
 import torch
 
-from rtool.backends import open_backend
-from rtool.backends.hf import GENERATION_ENV, HFBackend, generation_mode
+from rtool.generate.backends import open_backend
+from rtool.generate.backends.hf import GENERATION_ENV, HFBackend, generation_mode
 from rtool.errors import UserError
-from rtool.generation import SamplingParams
+from rtool.generate.core import SamplingParams
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 2+3?"}],

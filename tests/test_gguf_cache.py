@@ -1,4 +1,4 @@
-"""rtool.gguf_cache: a GGUF file's dequantized copy is kept once and loaded in the file's place until it changes.
+"""rtool.io.gguf_cache: a GGUF file's dequantized copy is kept once and loaded in the file's place until it changes.
 
 The fast tests stand a tiny saved model in for "what dequantizing gave" (a tiny GGUF needs a BPE vocabulary in GGUF
 metadata that nothing here builds); the slow test converts the real SmolLM2 GGUF and loads its copy.
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from helpers import same_weights, smollm2_gguf
-from rtool import gguf_cache
+from rtool.io import gguf_cache
 from rtool.errors import UserError
-from rtool.models import load_model, load_tokenizer, localize, resolve_source, save_model
+from rtool.io.models import load_model, load_tokenizer, localize, resolve_source, save_model
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def gguf_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    """What converting a GGUF gives: float32 on the CPU (rtool.models converts there, whatever is asked for)."""
+    """What converting a GGUF gives: float32 on the CPU (rtool.io.models converts there, whatever is asked for)."""
     return load_model(tiny_model_dir, dtype="float32", device="cpu")
 
 

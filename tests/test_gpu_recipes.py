@@ -143,7 +143,8 @@ def test_zero3_auto_values_are_filled_from_rtools_trainer_args(monkeypatch, tmp_
     from transformers import TrainingArguments
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
-    from rtool import training
+    from rtool.train import core as training
+    from rtool.train.precision import precision
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     _, env = resolve_launch(CONFIGS / "zero3-8gpu.yaml")
@@ -152,7 +153,7 @@ def test_zero3_auto_values_are_filled_from_rtools_trainer_args(monkeypatch, tmp_
             monkeypatch.setenv(key, value)
     plugin = DeepSpeedPlugin()
     plugin.set_mixed_precision("bf16")
-    prec = training.precision("auto", lora=False, cuda_available=True, bf16_supported=True)
+    prec = precision("auto", lora=False, cuda_available=True, bf16_supported=True)
     hp = training.Hyperparams(out=tmp_path, lr=1e-5, batch_size=1, grad_accum=16, gradient_checkpointing=True)
     args = TrainingArguments(**training.trainer_args(hp, prec), use_cpu=True)  # use_cpu: bf16 without a GPU
     config = HfTrainerDeepSpeedConfig(plugin.deepspeed_config)

@@ -5,12 +5,12 @@ import json
 import pytest
 
 from helpers import jsonl, last_error_line, run_rtool
-from rtool.answers import grade, grade_many
+from rtool.grade.answers import grade, grade_many
 from rtool.errors import UserError
-from rtool.fields import FieldMap
-from rtool.generation import Completion, SamplingParams
-from rtool.records import Row
-from rtool.traces import sample_traces
+from rtool.grade.fields import FieldMap
+from rtool.generate.core import Completion, SamplingParams
+from rtool.io.records import Row
+from rtool.generate.traces import sample_traces
 
 OPTIONS = {"A": "Hypertension", "B": "Heart failure", "C": "Aortic stenosis", "D": "Atrial fibrillation",
            "E": "Pericarditis"}

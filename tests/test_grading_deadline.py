@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from rtool import answers, verifier
-from rtool.answers import grade_many, verify
+from rtool.grade import answers, verifier
+from rtool.grade.answers import grade_many, verify
 
 ADVERSARIAL = "8^{8^{8^{8}}}"  # sympy works on this for minutes; off the main thread math-verify had no timeout
 DEADLINE_S = verifier.VERIFY_DEADLINE_S  # the real deadline, kept before a test lowers it
@@ -91,7 +91,7 @@ def test_a_worker_past_the_deadline_is_killed_and_replaced(fresh_verifier, monke
 def test_a_hang_that_ignores_signals_is_cut_off(monkeypatch):
     # math-verify's own timeout is signal.alarm, which native code does not see. Stand in for such a hang with a
     # worker whose math-verify never returns for one answer, and check the deadline alone ends it.
-    hang = ("import rtool.verifier as v, time; real = v.math_verify_here\n"
+    hang = ("import rtool.grade.verifier as v, time; real = v.math_verify_here\n"
             "v.math_verify_here = lambda g, p: (time.sleep(3600) if p == 'hang' else real(g, p))\n")
     monkeypatch.setattr(verifier, "_WORKER_CODE", hang + verifier._WORKER_CODE)
     monkeypatch.setattr(verifier, "VERIFY_DEADLINE_S", 1.0)
@@ -119,7 +119,7 @@ def test_a_script_needs_no_main_guard(tmp_path):
     # Workers are fresh interpreters started with `python -c`, not multiprocessing's spawn, which would re-run
     # a script without `if __name__ == "__main__":` in every worker.
     script = tmp_path / "reward.py"
-    script.write_text("from rtool.answers import verify\nprint(verify('x^2 + 2x + 1', '(x+1)^2'))\n")
+    script.write_text("from rtool.grade.answers import verify\nprint(verify('x^2 + 2x + 1', '(x+1)^2'))\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "True\n"

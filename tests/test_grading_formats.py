@@ -6,7 +6,7 @@ pred rtool must extract, whether it is correct). Multiple choice with options is
 
 import pytest
 
-from rtool.answers import extract_answer, grade
+from rtool.grade.answers import extract_answer, grade
 
 FORMATS = [
     # Qwen2.5 / Qwen2.5-Math (the reasoning system prompt asks for \boxed{}): the box at the end.

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from helpers import last_error_line, run_rtool
-from rtool.answers import AnswerGroups, same_answer
+from rtool.grade.answers import AnswerGroups, same_answer
 from rtool.errors import UserError
-from rtool.metrics import EvalTally
-from rtool.records import Row
+from rtool.grade.metrics import EvalTally
+from rtool.io.records import Row
 
 
 @pytest.mark.parametrize("a, b, same", [

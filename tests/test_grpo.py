@@ -14,9 +14,9 @@ import torch
 
 from helpers import run_in_process
 from rtool.errors import UserError
-from rtool.fields import FieldMap
-from rtool.grpo import GRPOPrompts, renamed_metrics
-from rtool.records import Row
+from rtool.grade.fields import FieldMap
+from rtool.train.grpo import GRPOPrompts, renamed_metrics
+from rtool.io.records import Row
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -68,7 +68,7 @@ def test_trl_metric_names_become_rtools():
 
 
 def test_curve_panels_lead_with_reward_and_skip_a_lone_rewards_copy():
-    from rtool.grpo import curve_panels
+    from rtool.train.grpo import curve_panels
 
     one = [{"step": 1, "loss": 0.0, "reward": 0.5, "reward/accuracy": 0.5, "accuracy": 0.5, "completion_length": 9.0,
             "entropy": 1.0, "learning_rate": 1e-3, "flags": ["x"]}]
@@ -165,7 +165,7 @@ def test_metrics_match_the_completions_counted_independently(capfd, tmp_path, mo
     import statistics
     import time
 
-    import rtool.grpo
+    import rtool.train.grpo
 
     data = tmp_path / "choices.jsonl"
     data.write_text("".join(json.dumps({"id": i, "question": f"Pick {i}", "options": {"A": "yes", "B": "no"},
@@ -173,7 +173,7 @@ def test_metrics_match_the_completions_counted_independently(capfd, tmp_path, mo
     record = tmp_path / "record.jsonl"
     (tmp_path / "spy.py").write_text(SPY.format(path=str(record)))
     monkeypatch.chdir(tmp_path)
-    built = rtool.grpo.trainer_class
+    built = rtool.train.grpo.trainer_class
 
     def slow_to_set_up():
         class SlowSetup(built()):
@@ -183,7 +183,7 @@ def test_metrics_match_the_completions_counted_independently(capfd, tmp_path, mo
 
         return SlowSetup
 
-    monkeypatch.setattr(rtool.grpo, "trainer_class", slow_to_set_up)
+    monkeypatch.setattr(rtool.train.grpo, "trainer_class", slow_to_set_up)
     out = tmp_path / "run"
     code, _, stderr = run_grpo(capfd, "--model", letters_model_dir, "--data", data, "--out", out, "--max-steps", "4",
                                "--lr", "1e-3", "--num-generations", "4", "--batch-size", "8", "--grad-accum", "1",
@@ -271,7 +271,7 @@ def test_a_length_collapse_warns_once_flags_the_rows_and_marks_the_curves(capfd,
     assert " ".join(stderr.split()).count("sequence length collapse: mean completion length") == 1
     flagged = [row["step"] for row in rows if "sequence_length_collapse" in row.get("flags", [])]
     assert flagged and flagged == list(range(flagged[0], 13))  # from the step it showed to the final row
-    from rtool.failure_curves import CurveWatch, event_marks
+    from rtool.train.failure_curves import CurveWatch, event_marks
 
     marks = event_marks(CurveWatch(window=2).events(rows))
     assert [(m.step, m.metric) for m in marks if m.label == "sequence length collapse"] == [
@@ -374,6 +374,6 @@ def test_bad_input_is_one_line_and_leaves_no_run(capfd, tmp_path, tiny_model_dir
 
 
 def _vllm_on_gpu() -> bool:
-    from rtool.backends import vllm_usable
+    from rtool.generate.backends import vllm_usable
 
     return vllm_usable()

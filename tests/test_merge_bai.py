@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import last_error_line, run_rtool
-from rtool.merge_math import bai
+from rtool.merge.arithmetic import bai
 
 ROLES = ("reasoning", "instruct", "pretrained")
 
@@ -243,7 +243,7 @@ def test_out_may_not_replace_an_input(models, tmp_path):
 
 
 def test_interrupted_merge_leaves_no_output(tmp_path):
-    from rtool.merge import staged_output
+    from rtool.merge.bai import staged_output
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
@@ -422,8 +422,8 @@ def test_other_methods_need_mergekit(models, tmp_path):
 MERGEKIT_API_SCRIPT = """
 import json, sys
 from pathlib import Path
-from rtool import merge
-from rtool.merge_sources import open_source
+from rtool.merge import bai as merge
+from rtool.merge.sources import open_source
 roles = ("reasoning", "instruct", "pretrained")
 paths, out, method = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 sources = [open_source(role, Path(paths[role])) for role in roles]
@@ -467,8 +467,8 @@ def test_small_chunks_and_many_threads_give_the_same_bytes(models, tmp_path):
     chunks (3 rows) and more threads than CPUs, with a sweep, a LoRA input and a stage-1 model."""
     from peft import LoraConfig, get_peft_model
 
-    from rtool import merge
-    from rtool.merge_sources import open_source
+    from rtool.merge import bai as merge
+    from rtool.merge.sources import open_source
 
     adapter = tmp_path / "adapter"
     get_peft_model(_model(2), LoraConfig(r=4, target_modules=["q_proj", "embed_tokens"], init_lora_weights=False)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from rtool.errors import UserError
-from rtool.merge import check_weight, parse_sweep
-from rtool.merge_math import Scratch, _fma32_exact, bai, linear_pair, task_arithmetic_pair
-from rtool.safetensors_io import ShardWriter, fp32_to, list_tensors, plan_shards, Reader
+from rtool.merge.bai import check_weight, parse_sweep
+from rtool.merge.arithmetic import Scratch, _fma32_exact, bai, linear_pair, task_arithmetic_pair
+from rtool.io.tensors import ShardWriter, fp32_to, list_tensors, plan_shards, Reader
 
 
 def mergekit_linear(tensors, weights):
@@ -208,7 +208,7 @@ def test_shards_round_trip_through_safetensors(tmp_path):
             writer.write(name, half * t[0].nbytes if t.ndim > 1 else half * 4, t[half:])
             writer.write(name, 0, t[:half])
         writer.close(sync=True)
-    from rtool.safetensors_io import write_index
+    from rtool.io.tensors import write_index
 
     write_index(tmp_path, shards)
     loaded = {}

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rtool.metrics import EvalTally, k_values, pass_at_k
+from rtool.grade.metrics import EvalTally, k_values, pass_at_k
 
 
 @pytest.mark.parametrize("n, c, k", [(4, 0, 1), (4, 1, 1), (4, 1, 2), (4, 2, 2), (10, 3, 4), (16, 15, 8), (5, 5, 5)])

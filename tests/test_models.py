@@ -1,4 +1,4 @@
-"""rtool.models: every loader path on real tiny checkpoints, atomic saving, and the refusals users will hit."""
+"""rtool.io.models: every loader path on real tiny checkpoints, atomic saving, and the refusals users will hit."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import torch
 
 from helpers import same_weights, smollm2_gguf
 from rtool.errors import UserError
-from rtool.models import load_model, load_tokenizer, resolve_device, resolve_dtype, resolve_source, save_model
+from rtool.io.models import load_model, load_tokenizer, resolve_device, resolve_dtype, resolve_source, save_model
 
 def _logits(model, tokenizer, text="Hello 1+2"):
     ids = tokenizer(text, return_tensors="pt").to(model.device)

@@ -8,8 +8,8 @@ import pytest
 
 from helpers import jsonl, last_error_line, run_rtool
 from openai_server import serve
-from rtool.generation import SamplingParams, render_prompts
-from rtool.prm_label import Labeling, label_steps, rollout_seeds, step_prefixes
+from rtool.generate.core import SamplingParams, render_prompts
+from rtool.prm.label import Labeling, label_steps, rollout_seeds, step_prefixes
 from scripted import scripted_endpoint
 
 # Pure functions ------------------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ GREEDY = SamplingParams(n=1, temperature=0, max_new_tokens=8)
 
 @pytest.fixture(scope="module")
 def hf(tiny_model_dir):
-    from rtool.backends import open_backend
+    from rtool.generate.backends import open_backend
 
     backend = open_backend(tiny_model_dir, "hf", batch_size=4)
     yield backend
@@ -127,7 +127,7 @@ def test_a_continuation_is_drawn_the_same_whatever_its_batch(hf):
 
 
 def test_openai_backend_sends_continue_final_message_and_gets_the_continuation(hf):
-    from rtool.backends import open_backend
+    from rtool.generate.backends import open_backend
 
     continued = [*QUESTION, {"role": "assistant", "content": "Step 1: Zq"}]
     with serve(hf) as server:
@@ -144,7 +144,7 @@ def test_openai_backend_sends_continue_final_message_and_gets_the_continuation(h
 
 
 def test_an_endpoint_that_refuses_continuation_is_one_clear_error(hf):
-    from rtool.backends import open_backend
+    from rtool.generate.backends import open_backend
     from rtool.errors import UserError
 
     with serve(hf, refuse_fields=("continue_final_message",)) as server:
@@ -206,9 +206,9 @@ def test_scripted_policy_gives_exact_labels(label_all):
 
 
 def test_truncated_rollouts_decide_no_label_and_are_counted(tmp_path):
-    from rtool.generation import Completion
-    from rtool.prm_train import IGNORE, row_steps
-    from rtool.records import Row
+    from rtool.generate.core import Completion
+    from rtool.train.prm import IGNORE, row_steps
+    from rtool.io.records import Row
 
     # A correct trace whose first step's rollouts were all cut by --max-new-tokens, and one of the second's: counted
     # as wrong they made it [0, 0, 0].

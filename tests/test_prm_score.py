@@ -1,4 +1,4 @@
-"""rtool prm-score and rtool.prm: step splitting, aggregation, each PRM convention against its model card's recipe
+"""rtool prm-score and rtool.prm.score: step splitting, aggregation, each PRM convention against its model card's recipe
 and against one pass per prefix, padding and batch invariance, the Fin-PRM combination, the CLI and its bad input.
 
 Exact comparisons pin the CPU and float32; the one test on the default device and dtype (bf16 on a GPU) compares
@@ -15,7 +15,7 @@ import pytest
 from helpers import jsonl, last_error_line, run_rtool
 from prm_models import build_prm
 from rtool.errors import UserError
-from rtool.prm import (AGGREGATIONS, PRMScorer, aggregate, check_lam, detect_format, final_score, log_aggregate,
+from rtool.prm.score import (AGGREGATIONS, PRMScorer, aggregate, check_lam, detect_format, final_score, log_aggregate,
                        parse_step_sep, split_steps)
 
 TOL = 1e-5  # float32 on the CPU: the same math in another batch shape differs by rounding only

@@ -1,4 +1,4 @@
-"""rtool prm-train and rtool.prm_train: the separator loss against hand-computed values (hard and soft), AUC, the
+"""rtool prm-train and rtool.train.prm: the separator loss against hand-computed values (hard and soft), AUC, the
 held-out split, rows (prm-label's, TRL's stepwise) and their errors, the encoding prm-score reads, the length
 policy; the command on the tiny Llama: a learnable toy labelling (a step with a marker word is wrong) whose
 held-out AUC rises and whose model prm-score loads and scores toward the labels, soft labels, TRL rows, LoRA,
@@ -18,10 +18,10 @@ import torch
 
 from helpers import jsonl, run_in_process, run_rtool
 from rtool.errors import UserError
-from rtool.fields import FieldMap
-from rtool.prm_train import (IGNORE, PRMExamples, StepCollator, auc, eval_metrics, fit_steps, held_out_ids,
+from rtool.grade.fields import FieldMap
+from rtool.train.prm import (IGNORE, PRMExamples, StepCollator, auc, eval_metrics, fit_steps, held_out_ids,
                              row_steps, separator_loss, step_encoder)
-from rtool.records import Row
+from rtool.io.records import Row
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -159,13 +159,13 @@ def test_fit_steps_keeps_whole_steps_only(length, truncation, expected):
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from rtool.models import load_tokenizer
+    from rtool.io.models import load_tokenizer
 
     return load_tokenizer(tiny_model_dir, padding_side="right")
 
 
 def test_examples_encode_as_prm_score_does(tokenizer):
-    from rtool.prm import split_steps
+    from rtool.prm.score import split_steps
 
     tokenizer = __import__("copy").deepcopy(tokenizer)
     assert "<extra_0>" not in tokenizer.get_vocab()
@@ -318,7 +318,7 @@ def test_training_learns_the_toy_labelling_and_prm_score_reads_it(trained, tiny_
 
 
 def test_a_trained_prm_is_trained_further_not_reinitialised(trained):
-    from rtool.prm_train import load_prm
+    from rtool.train.prm import load_prm
 
     out = trained[0]
     model, tokenizer = load_prm(out, seed=123, dtype="float32", device="cpu", for_training=True)
@@ -457,7 +457,7 @@ def test_a_causal_lm_adapter_lends_its_merged_backbone(tmp_path, tiny_model_dir)
     import transformers
     from peft import LoraConfig, get_peft_model
 
-    from rtool.prm_train import load_prm
+    from rtool.train.prm import load_prm
 
     base = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     adapted = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj"]))

@@ -8,7 +8,7 @@ import pytest
 
 from helpers import jsonl, run_rtool
 from openai_server import serve
-from rtool.traces import REASONING_SYSTEM_PROMPT
+from rtool.generate.traces import REASONING_SYSTEM_PROMPT
 
 ROWS = [{"id": "a", "problem": "What is 2 + 2?", "answer": "4"}, {"id": "b", "problem": "What is 3 + 5?", "answer": "8"}]
 ROWS_JSONL = "".join(json.dumps(row) + "\n" for row in ROWS)
@@ -16,7 +16,7 @@ ROWS_JSONL = "".join(json.dumps(row) + "\n" for row in ROWS)
 
 @pytest.fixture(scope="module")
 def endpoint(tiny_model_dir):
-    from rtool.backends import open_backend
+    from rtool.generate.backends import open_backend
 
     with serve(open_backend(tiny_model_dir, "hf", batch_size=4)) as server:
         yield server

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rtool.errors import UserError
-from rtool.records import ReadStats, RecordWriter, read_records, write_json
+from rtool.io.records import ReadStats, RecordWriter, read_records, write_json
 
 
 def write_lines(path, lines):
@@ -179,7 +179,7 @@ def test_write_json_is_atomic(tmp_path):
 
 def test_stdin_streams_before_input_ends():
     # A row must come out of read_records before stdin closes: pipelines stream.
-    code = ("import sys; from rtool.records import read_records\n"
+    code = ("import sys; from rtool.io.records import read_records\n"
             "for row in read_records('-'):\n    print(row['q'], flush=True)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     child.stdin.write(b'{"q": 1}\n')

@@ -16,9 +16,9 @@ import torch
 
 from helpers import run_in_process
 from rtool.errors import UserError
-from rtool.fields import FieldMap
-from rtool.records import Row
-from rtool.redi import (PairCollator, PairCounts, RediPairs, build_pairs, collapse_marks, collapse_warning,
+from rtool.grade.fields import FieldMap
+from rtool.io.records import Row
+from rtool.train.redi import (PairCollator, PairCounts, RediPairs, build_pairs, collapse_marks, collapse_warning,
                         redi_loss, sequence_logp, token_logps)
 
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -241,13 +241,13 @@ def test_empty_hints_say_why_there_is_no_pair(records, hint):
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from rtool.models import load_tokenizer
+    from rtool.io.models import load_tokenizer
 
     return load_tokenizer(tiny_model_dir, padding_side="right")
 
 
 def test_examples_tokenize_both_sides_and_drop_pairs_too_long(tokenizer):
-    from rtool.train_data import tokenize_completion
+    from rtool.train.data import tokenize_completion
 
     long = "word " * 80
     records = [sample("a", 0, True, "short right"), sample("a", 1, False, "short wrong"),
@@ -398,8 +398,8 @@ def test_logged_loss_is_the_per_pair_mean_computed_by_hand_from_the_checkpoints(
     more than the others), as a fresh model loaded from the weights the step started from computes it by hand."""
     from transformers import AutoModelForCausalLM
 
-    from rtool.models import load_tokenizer
-    from rtool.traces import choose_system_prompt
+    from rtool.io.models import load_tokenizer
+    from rtool.generate.traces import choose_system_prompt
 
     rows = [{"id": task["id"], "problem": task["problem"], "sample": index, "correct": index == 0,
              "completion": task["solution"] if index == 0 else NEGATIVE}

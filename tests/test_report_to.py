@@ -12,7 +12,8 @@ import pytest
 
 from helpers import jsonl, run_in_process
 from rtool.errors import UserError
-from rtool.training import REPORT_TO, Hyperparams, precision, report_to_names, trainer_args
+from rtool.train.core import REPORT_TO, Hyperparams, report_to_names, trainer_args
+from rtool.train.precision import precision
 
 FAST = ["--max-steps", "2", "--lr", "1e-2", "--warmup-ratio", "0", "--batch-size", "4", "--logging-steps", "1",
         "--max-length", "256", "--save-steps", "0"]
@@ -44,7 +45,7 @@ def test_trainer_args_pass_report_to_through(tmp_path, value):
 
 
 def test_a_command_without_the_flag_reports_to_none(tmp_path):
-    from rtool.train_run import TrainRun
+    from rtool.train.run import TrainRun
 
     flags = dict(model="m", data="d.jsonl", out=tmp_path, lr=None, epochs=1.0, max_steps=None, lr_scheduler="linear",
                  warmup_ratio=0.0, batch_size=8, grad_accum=1, seed=0, logging_steps=10, save_steps=500,

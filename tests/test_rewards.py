@@ -1,4 +1,4 @@
-"""rtool.rewards: the reward spec, each reward as a pure function, python rewards and their output checks."""
+"""rtool.train.rewards: the reward spec, each reward as a pure function, python rewards and their output checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 
 from rtool.errors import UserError
-from rtool.rewards import (RewardSet, RewardSpec, accuracy_rewards, checked_rewards, completion_text,
+from rtool.train.rewards import (RewardSet, RewardSpec, accuracy_rewards, checked_rewards, completion_text,
                            default_length_buffer, format_rewards, length_penalties, load_python_reward,
                            parse_format_tags, parse_reward_spec)
 

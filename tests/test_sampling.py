@@ -1,4 +1,4 @@
-"""Sampling is defined by rtool's settings alone: the filters (rtool.sampler), per-sample seeds, a checkpoint's
+"""Sampling is defined by rtool's settings alone: the filters (rtool.generate.sampler), per-sample seeds, a checkpoint's
 generation_config set aside, the caller's state left alone, and what an endpoint is sent and answers."""
 
 import json
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from rtool.errors import UserError
-from rtool.backends import open_backend
-from rtool.generation import SamplingParams, sample_seed
-from rtool.sampler import draw, penalize_repeats, row_uniforms, sampling_probs
+from rtool.generate.backends import open_backend
+from rtool.generate.core import SamplingParams, sample_seed
+from rtool.generate.sampler import draw, penalize_repeats, row_uniforms, sampling_probs
 
 CONVERSATIONS = [[{"role": "user", "content": "What is 2+3?"}], [{"role": "user", "content": "Count: 1 2 3 4"}]]
 
@@ -94,8 +94,8 @@ def test_hf_ignores_the_checkpoints_generation_config(top_k_1_model_dir, tiny_mo
 
 
 def test_hf_leaves_the_callers_state_alone(tiny_model_dir):
-    from rtool.backends.hf import HFBackend
-    from rtool.models import load_model
+    from rtool.generate.backends.hf import HFBackend
+    from rtool.io.models import load_model
 
     model, tokenizer = load_model(tiny_model_dir, for_training=True)
     padding_side, state = tokenizer.padding_side, torch.get_rng_state()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtool.training import apply_mask_thought, mask_thought
+from rtool.train.core import apply_mask_thought, mask_thought
 
 # Two loaded cores: one intra-op thread avoids oversubscription (10-100x slower steps on this tiny model).
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -122,7 +122,7 @@ def test_lora_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, tr
     assert changed and all("q_proj" in name or "v_proj" in name for name in changed)
     assert {tensor.dtype for tensor in weights(out / "merged").values()} == {torch.float32}  # the base's dtype
 
-    from rtool.models import load_model
+    from rtool.io.models import load_model
 
     adapter_model, _ = load_model(out)  # the adapter dir loads onto its base and merges
     assert torch.allclose(adapter_model.state_dict()["model.layers.0.self_attn.q_proj.weight"],
@@ -216,7 +216,7 @@ def test_merged_lora_keeps_the_base_dtype_and_only_adapted_weights_change(capfd,
     the base's (the float32 base is the LoRA test above)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rtool.models import save_model
+    from rtool.io.models import save_model
 
     base_dir = tmp_path / "base"
     save_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=base_dtype),

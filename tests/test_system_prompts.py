@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from helpers import jsonl, run_in_process
-from rtool.fields import FieldMap
-from rtool.records import Row
+from rtool.grade.fields import FieldMap
+from rtool.io.records import Row
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,8 +47,8 @@ def test_sft_warns_once_with_the_count_of_rows_that_keep_their_conversation(capf
 
 @pytest.mark.parametrize("explicit", [True, False])
 def test_redi_counts_pairs_and_says_nothing_without_the_flags(tiny_model_dir, caplog, explicit):
-    from rtool.models import load_tokenizer
-    from rtool.redi import RediPairs
+    from rtool.io.models import load_tokenizer
+    from rtool.train.redi import RediPairs
 
     tokenizer = load_tokenizer(tiny_model_dir, padding_side="right")
     rows = [Row({"id": pid, "sample": index, "completion": f"{pid}{index}", "correct": index == 0,

@@ -1,4 +1,4 @@
-"""Rows -> training examples (rtool.train_data, rtool.recipes): which conversation a row trains on, its completion,
+"""Rows -> training examples (rtool.train.data, rtool.train.recipes): which conversation a row trains on, its completion,
 the length policy, and the token ids the sft trainer actually sees, compared with what a teacher was sent."""
 
 import logging
@@ -6,10 +6,10 @@ import logging
 import pytest
 
 from rtool.errors import UserError
-from rtool.fields import FieldMap
-from rtool.records import Row
-from rtool.traces import REASONING_SYSTEM_PROMPT
-from rtool.train_data import SFTExamples, completion_text, fit_length, prompt_messages
+from rtool.grade.fields import FieldMap
+from rtool.io.records import Row
+from rtool.generate.traces import REASONING_SYSTEM_PROMPT
+from rtool.train.data import SFTExamples, completion_text, fit_length, prompt_messages
 
 RECORDED = [{"role": "system", "content": "You are a careful tutor."}, {"role": "user", "content": "What is 2 + 3?"}]
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from rtool.models import load_tokenizer
+    from rtool.io.models import load_tokenizer
 
     return load_tokenizer(tiny_model_dir, padding_side="right")
 
@@ -118,9 +118,10 @@ def sft_trainer(tmp_path, tiny_model_dir, tokenizer, rows, system):
     """The sft recipe's trainer on `rows`, as run_training builds it (no training)."""
     from datasets import Dataset
 
-    from rtool.models import load_model
-    from rtool.recipes import sft_recipe
-    from rtool.training import Hyperparams, precision, trainer_args
+    from rtool.io.models import load_model
+    from rtool.train.recipes import sft_recipe
+    from rtool.train.core import Hyperparams, trainer_args
+    from rtool.train.precision import precision
 
     recipe = sft_recipe(SFTExamples(FieldMap(), system=system, max_length=256))
     dataset = Dataset.from_list(list(recipe.examples(rows, tokenizer)), features=recipe.features())
@@ -134,7 +135,7 @@ def test_sft_trains_on_the_tokens_the_teacher_was_given(tmp_path, tiny_model_dir
     """A distill row records the conversation sent to the teacher (here with its own system prompt). The ids the
     sft trainer feeds the student start with exactly that conversation rendered for generation, whatever --system
     says; rows without it get the default system prompt; the loss covers the completion and its end of turn."""
-    from rtool.generation import render_prompts
+    from rtool.generate.core import render_prompts
 
     rows = [row({"problem": "What is 2 + 3?", "prompt_messages": RECORDED, "completion": "2+3=\\boxed{5}"}, 1),
             row({"problem": "What is 1 + 2?", "solution": "1+2=\\boxed{3}"}, 2)]
@@ -168,9 +169,10 @@ def test_tokenization_equals_trl_on_conversational_rows(tmp_path, tiny_model_dir
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from rtool.models import load_model
-    from rtool.recipes import sft_config
-    from rtool.training import Hyperparams, precision, trainer_args
+    from rtool.io.models import load_model
+    from rtool.train.recipes import sft_config
+    from rtool.train.core import Hyperparams, trainer_args
+    from rtool.train.precision import precision
 
     rows = [row({"prompt_messages": RECORDED, "completion": "2+3=\\boxed{5}"}, 1),
             row({"problem": "What is 1 + 2?", "solution": "1+2=\\boxed{3}"}, 2)]

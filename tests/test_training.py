@@ -10,8 +10,10 @@ import typer
 from rtool.config import merge_config
 from rtool.errors import UserError
 from rtool.options import ConfigOpt, LoraTargetsOpt
-from rtool.training import (Hyperparams, LoraSettings, MetricsCallback, checkpoint_step, device_shortage, precision,
-                            prepare_out_dir, stored_dtype, trainer_args, trim_metrics)
+from rtool.train.checkpoints import checkpoint_step, prepare_out_dir, trim_metrics
+from rtool.train.core import Hyperparams, MetricsCallback, trainer_args
+from rtool.train.precision import LoraSettings, precision, stored_dtype
+from rtool.train.processes import device_shortage
 
 
 def run_command(args):
@@ -249,7 +251,7 @@ def test_help_names_every_scheduler_the_flag_accepts():
     import re
 
     from rtool.options import LrSchedulerOpt
-    from rtool.training import SCHEDULERS
+    from rtool.train.core import SCHEDULERS
 
     help_text = LrSchedulerOpt.__metadata__[0].help
     assert sorted(set(re.findall(r"\b[a-z]+(?:_[a-z]+)+\b|\b(?:linear|cosine|polynomial|constant)\b", help_text))) \

@@ -1,4 +1,4 @@
-"""sft on a CUDA GPU: the precision policy as run (expected dtypes come from `training.precision`, the function the
+"""sft on a CUDA GPU: the precision policy as run (expected dtypes come from `core.precision`, the function the
 code uses). Full fine-tuning keeps float32 master weights, so one small step changes every trained weight; a merged
 LoRA model keeps a float32 base's dtype and changes only the adapted tensors."""
 
@@ -35,7 +35,7 @@ def sft(*args):
 
 
 def test_full_finetune_keeps_float32_master_weights(tmp_path, tiny_model_dir, rows):
-    from rtool.training import precision
+    from rtool.train.precision import precision
 
     prec = precision("auto", lora=False)
     assert (prec.load_dtype, prec.args["bf16"]) == ("float32", torch.cuda.is_bf16_supported())
@@ -51,7 +51,7 @@ def test_full_finetune_keeps_float32_master_weights(tmp_path, tiny_model_dir, ro
 
 
 def test_merged_lora_keeps_a_float32_base(tmp_path, tiny_model_dir, rows):
-    from rtool.training import precision
+    from rtool.train.precision import precision
 
     assert precision("auto", lora=True).load_dtype == ("bfloat16" if torch.cuda.is_bf16_supported() else "float32")
     out = tmp_path / "lora"

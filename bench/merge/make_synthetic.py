@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtool.safetensors_io import ShardWriter, plan_shards
+from rtool.io.tensors import ShardWriter, plan_shards
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, MLP, VOCAB = 896, 24, 14, 2, 4864, 151936
 

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_prm import STEP_SEP, step_labels  # noqa: E402
 
-from rtool.metrics import auc  # noqa: E402
+from rtool.grade.metrics import auc  # noqa: E402
 
 METHODS = [("majority", "majority vote"), ("naive", "PRM, best single (naive)"),
            ("weighted", "PRM-weighted vote")]
@@ -30,7 +30,7 @@ AUC_AT_LEAST, GAIN_AT_LEAST = 0.6, 0.03
 
 def student_step_auc(work: Path) -> tuple[float | None, int, int]:
     """AUC of the PRM's step scores on the student's samples against exact labels; (auc, steps, correct steps)."""
-    from rtool.prm import split_steps
+    from rtool.prm.score import split_steps
 
     scores, labels = [], []
     for line in (work / "scored.jsonl").open(encoding="utf-8"):

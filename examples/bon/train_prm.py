@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quickstart"))
 from make_task import add_solution  # noqa: E402  (the quickstart's gold solution, reused by path)
 
-from rtool.metrics import auc  # noqa: E402
+from rtool.grade.metrics import auc  # noqa: E402
 
 STEP_SEP = "\n"  # one step per line; run.sh passes the same to rtool prm-score --step-sep
 PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
@@ -69,7 +69,7 @@ def build_init(teacher_dir: Path, out_dir: Path, seed: int) -> None:
     import transformers
     from transformers import AutoTokenizer, LlamaForTokenClassification
 
-    from rtool.prm import QWEN_SEPARATOR
+    from rtool.prm.score import QWEN_SEPARATOR
 
     transformers.logging.set_verbosity_error()  # the head is new on purpose: no "newly initialized" report
 
@@ -86,7 +86,7 @@ def build_init(teacher_dir: Path, out_dir: Path, seed: int) -> None:
 
 def examples(rows: list[dict], scorer, rng: random.Random, corrupt_share: float) -> list[tuple]:
     """(ids, positions, labels) for each trace, plus corrupted copies of a share of the correct ones."""
-    from rtool.prm import split_steps
+    from rtool.prm.score import split_steps
 
     out = []
     for row in rows:
@@ -105,7 +105,7 @@ def examples(rows: list[dict], scorer, rng: random.Random, corrupt_share: float)
 
 def evaluate(scorer, items: list[tuple]) -> dict:
     """Step accuracy (threshold 0.5), AUC and the share of correct steps on `items`, scored as prm-score does."""
-    from rtool.prm import Encoded
+    from rtool.prm.score import Encoded
 
     scorer.model.eval()
     encoded = [Encoded(ids, positions, len(positions)) for ids, positions, _ in items]
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from rtool.prm import PRMScorer
+    from rtool.prm.score import PRMScorer
 
     rows = [json.loads(line) for line in args.traces.open(encoding="utf-8") if line.strip()]
     ids = sorted({row["id"] for row in rows})

@@ -7,7 +7,7 @@ stdout: best-of-N accuracy at N = 1, 2, 4, 8, 16 (majority, naive, weighted; pas
 (prm-label with k rollouts on the training traces, and with more rollouts on held-out traces) against the exact
 labels of examples/bon/train_prm.py; the PRM's step accuracy and AUC on held-out steps against prm-label's labels
 (prm-train's eval split), the reference labels and the exact labels; the stage timings. The picture and the exact
-labels come from examples/bon (report.py's draw, train_prm.py's step_labels; auc is rtool.metrics'), imported by path.
+labels come from examples/bon (report.py's draw, train_prm.py's step_labels; auc is rtool.grade.metrics'), imported by path.
 Exit 1 when the pipeline is broken: a missing result, or a PRM no better than chance on held-out steps (prm-train's
 eval AUC, or the AUC against exact labels on the student's held-out samples). A method that loses is a result.
 """
@@ -33,7 +33,7 @@ def _by_path(name: str, path: Path):
 bon_report = _by_path("bon_report", BON_DIR / "report.py")  # it puts examples/bon on sys.path for train_prm
 from train_prm import STEP_SEP, step_labels  # noqa: E402
 
-from rtool.metrics import auc  # noqa: E402
+from rtool.grade.metrics import auc  # noqa: E402
 
 METHODS = bon_report.METHODS
 # AUC 0.5 is chance. The example's tiny PRM reaches 0.69-0.72 on prm-train's held-out steps and 0.67-0.77 against
@@ -87,7 +87,7 @@ def label_table(path: Path) -> tuple[list[int], list[int], dict]:
 
 def scored_steps(work: Path) -> list[tuple]:
     """(id, sample, step scores, exact labels) of each scored held-out sample."""
-    from rtool.prm import split_steps
+    from rtool.prm.score import split_steps
 
     out = []
     for row in rows(work / "scored.jsonl"):

@@ -1,0 +1,81 @@
+"""The `vllm` backend: vLLM's offline engine. Imported only when selected; vllm itself is imported on open."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from rtool.errors import UserError, one_of
+from rtool.generate.core import Backend, Completion, continues, request_seeds
+
+
+class VLLMBackend(Backend):
+    """vLLM's offline engine (`LLM.chat`): needs the vllm package and a CUDA GPU. A PEFT adapter dir is served as
+    a LoRA on its base model; a .gguf file is passed to vLLM with its own tokenizer."""
+
+    kind = "vllm"
+
+    def __init__(self, spec, *, dtype: str = "auto", trust_remote_code: bool = False, allow_pickle: bool = False,
+                 **engine_kwargs):
+        from rtool.io.models import DTYPES, _adapter_base, localize, require_causal_lm, resolve_source
+
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError("the vllm backend needs the vllm package", hint="pip install 'rtool[vllm]', or use --backend hf")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("the vllm backend needs a CUDA GPU, and none is visible", hint="use --backend hf")
+        one_of("dtype", dtype, DTYPES)
+        import vllm
+
+        src = localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+        require_causal_lm(src, spec)  # a PRM would be served as a pooling model, or its head dropped
+        self.name, self.lora = str(spec), None
+        model = src.gguf_file or src.path
+        if src.kind == "peft":
+            from pathlib import Path
+
+            from vllm.lora.request import LoRARequest
+
+            model = _adapter_base(Path(src.path))
+            engine_kwargs.setdefault("enable_lora", True)
+            self.lora = LoRARequest("adapter", 1, src.path)
+        if not allow_pickle and src.kind != "gguf":
+            engine_kwargs.setdefault("load_format", "safetensors")
+        # "vllm": vLLM's neutral defaults, never the checkpoint's generation_config (every setting is sent anyway).
+        engine_kwargs.setdefault("generation_config", "vllm")
+        self.llm = vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code, **engine_kwargs)
+        self._vllm = vllm
+
+    def generate(self, conversations, params, seeds=None):
+        params.check()
+        if not conversations:
+            return []
+        seeds = request_seeds(conversations, params, seeds)
+        # One request per sample, each with its own seed: vLLM seeds a request, not each of its n samples, and
+        # prefix caching shares the prompt's work between them.
+        flat = [(i, seed) for i, row_seeds in enumerate(seeds) for seed in row_seeds]
+        sampling = [
+            self._vllm.SamplingParams(n=1, temperature=params.temperature, top_p=params.top_p,
+                                      top_k=params.top_k if params.top_k > 0 else -1, min_p=params.min_p,
+                                      repetition_penalty=params.repetition_penalty,
+                                      max_tokens=params.max_new_tokens, seed=seed)
+            for _, seed in flat
+        ]
+        results: list[list[Completion]] = [[] for _ in conversations]
+        # LLM.chat takes continue_final_message for a whole call: conversations that end with a partial assistant
+        # message (continued from its end) go in a call of their own.
+        for continued in (False, True):
+            part = [j for j, (i, _) in enumerate(flat) if continues(conversations[i]) == continued]
+            if not part:
+                continue
+            outs = self.llm.chat([conversations[flat[j][0]] for j in part], [sampling[j] for j in part],
+                                 use_tqdm=False, add_generation_prompt=not continued,
+                                 continue_final_message=continued, lora_request=self.lora)
+            for j, out in zip(part, outs):
+                o = out.outputs[0]
+                results[flat[j][0]].append(
+                    Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids)))
+        return results
+
+    def close(self) -> None:
+        self.llm = None  # drop the engine so its GPU memory can be freed

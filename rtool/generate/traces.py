@@ -1,0 +1,106 @@
+"""Sampling graded completions for prompt rows: the loop `distill` and `eval --model` share.
+
+    for trace in sample_traces(backend, rows, fields, params, system=None, chunk_prompts=64, done=set()):
+        write(trace.record(teacher=backend.name, sampling=sampling_record(backend, params, system)))
+
+Rows are read lazily and generated a chunk at a time, so a killed run loses at most the chunk in flight, and a
+bad input line stops the run only after everything before it was written. Sample k of prompt id P is drawn with
+seed `sample_seed(params.seed, P, k)`: what it draws does not depend on the chunk, the batch or a resume.
+
+A trace records what the teacher saw: `prompt_messages` is the conversation as sent (system prompt included), and
+`sampling` the settings (backend, teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens,
+seed, system). Training commands train on `prompt_messages` when a row has it, so the student learns from the
+conversation the teacher answered.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from rtool.grade.answers import grade
+from rtool.grade.fields import FieldMap, prompt_id
+from rtool.io.records import Row
+
+# What distill and eval ask a model for by default (the convention of DeepSeek-R1 and open-r1's math evals).
+REASONING_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@dataclass
+class Trace:
+    row: Row
+    prompt_id: str
+    sample: int
+    completion: object  # rtool.generate.core.Completion
+    gold: str | None
+    pred: str | None
+    correct: bool | None
+
+    messages: list | None = None  # the conversation as sent
+
+    def record(self, teacher: str | None = None, sampling: dict | None = None) -> dict:
+        """The output row: the input row plus the trace's keys (an existing key of the same name is replaced)."""
+        out = dict(self.row)
+        out["id"] = self.prompt_id
+        if self.messages is not None:
+            out["prompt_messages"] = self.messages
+        out.update(completion=self.completion.text, sample=self.sample)
+        if teacher is not None:
+            out["teacher"] = teacher
+        if getattr(self.completion, "endpoint", None) is not None:  # a fleet: which endpoint drew this sample
+            out["endpoint"] = self.completion.endpoint
+        out.update(pred=self.pred, correct=self.correct, finish_reason=self.completion.finish_reason,
+                   completion_tokens=self.completion.completion_tokens)
+        if sampling is not None:
+            out["sampling"] = sampling
+        return out
+
+
+def sample_traces(backend, rows: Iterable[Row], fields: FieldMap, params, *, system: str | None = None,
+                  chunk_prompts: int = 64, done: set | None = None) -> Iterator[Trace]:
+    """Generate params.n samples per row, grade each against the row's gold answer, skip (id, sample) pairs in
+    `done`. Prompts are validated before their chunk is generated; only missing samples are generated."""
+    from rtool.generate.core import sample_seed
+
+    done = done if done is not None else set()
+    iterator = iter(rows)
+    while True:
+        chunk = list(itertools.islice(iterator, chunk_prompts))
+        if not chunk:
+            return
+        pending = []
+        for row in chunk:
+            messages = fields.messages(row, system)  # raises a UserError naming file:line for a bad prompt
+            identifier = prompt_id(row, fields)
+            missing = [s for s in range(params.n) if (identifier, s) not in done]
+            if missing:
+                pending.append((row, identifier, messages, fields.gold(row), missing))
+        if not pending:
+            continue
+        seeds = [[sample_seed(params.seed, item[1], s) for s in item[4]] for item in pending]
+        completions = backend.generate([item[2] for item in pending], params, seeds=seeds)
+        for (row, identifier, messages, gold, missing), samples in zip(pending, completions):
+            for sample_index, completion in zip(missing, samples):
+                pred, correct = grade(gold, completion.text, fields.choices(row))
+                yield Trace(row, identifier, sample_index, completion, gold, pred, correct, messages)
+                done.add((identifier, sample_index))
+
+
+def sampling_record(backend, params, system: str | None) -> dict:
+    """The `sampling` object of a trace row: which backend and model drew it, with which settings."""
+    return {"backend": getattr(backend, "kind", None), "teacher": backend.name, **params.record(), "system": system}
+
+
+def warn_identical_samples(params) -> None:
+    """-n > 1 at temperature 0 draws n copies of one greedy answer: pass@k and maj@k then mean nothing."""
+    if params.n > 1 and params.greedy:
+        from rtool.log import logger
+
+        logger.warning("-n %d at --temperature 0: every sample of a prompt is the same greedy answer, so pass@k "
+                       "and maj@k equal pass@1; sample with --temperature > 0", params.n)
+
+
+def choose_system_prompt(system: str | None, no_system: bool) -> str | None:
+    """--system wins, --no-system sends none, else the reasoning prompt."""
+    return None if no_system else (system or REASONING_SYSTEM_PROMPT)

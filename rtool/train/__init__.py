@@ -1,0 +1,10 @@
+"""Training: the shared core (run: run_training; core: trainer arguments, metrics, saving; precision: dtype and LoRA
+policy; checkpoints: OUT, resume and run settings; processes: ranks and devices; data: rows -> token ids; recipes),
+one module per objective (redi, grpo, prm) with grpo's rewards, curves and failure curves.
+Imports every stage below it (base, io, grade, generate, prm). Entry points: run_training, TrainRun, recipes.
+"""
+
+from rtool.train.rewards import RewardSet, parse_reward_spec
+from rtool.train.failure_curves import CurveWatch
+
+__all__ = ["RewardSet", "parse_reward_spec", "CurveWatch"]

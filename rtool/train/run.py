@@ -1,0 +1,191 @@
+"""The one entry of every training command: flags -> a `TrainRun` and a `Recipe` -> `run_training`.
+
+    run = TrainRun.from_flags(opts, lr=2e-5)           # opts: the command's merged flags (rtool.config.merge_config)
+    recipe = Recipe("sft", examples=SFTExamples(...), features=SFTExamples.features, build_trainer=build)
+    out = run_training(recipe, run)                    # the output dir on the main process, None on other ranks
+
+A recipe says what a command trains on; `run_training` does the rest, the same for every objective: flag checks,
+torchrun rules (no stdin), the output dir (refused unless --resume), precision (`rtool.train.precision`), the data
+read and turned into examples before the model loads (a bad row fails in seconds), the model (a PEFT adapter as
+--model: trained further with --lora, else merged in for full fine-tuning), the trainer, checkpoints, metrics.jsonl
+(and --report-to's TensorBoard or W&B), the final model (`core.train_and_save`) and OUT/curves.png. Heavy
+imports happen here, when it runs.
+
+A recipe's `build_trainer` is called with keyword arguments model, tokenizer, dataset (a datasets.Dataset of the
+recipe's examples), args (keyword arguments valid for any transformers TrainingArguments subclass, e.g.
+`GRPOConfig(**args, beta=0.0)`), peft_config (a LoraConfig, or None) and callbacks (pass them to the trainer).
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from rtool.errors import UserError
+from rtool.log import logger
+from rtool.train import checkpoints, processes
+from rtool.train import core as training
+from rtool.train.core import Hyperparams
+from rtool.train.precision import LoraSettings, lora_user_error, precision
+
+
+@dataclass
+class Recipe:
+    """What a training command trains on.
+
+    examples(rows, tokenizer) yields the examples of the rows it keeps (a generator; UserError naming file:line for
+    a bad row) and counts what it skips; features() is their `datasets.Features`; build_trainer(model=, tokenizer=,
+    dataset=, args=, peft_config=, callbacks=) returns a transformers Trainer; report() logs the counts once the data
+    is read; empty_hint() says why no example was kept. A causal LM is loaded unless `load_model` says otherwise.
+    curve_marks(metrics rows) returns the `rtool.train.curves.Mark`s (events such as a collapse) to point at in
+    OUT/curves.png.
+    """
+
+    name: str
+    examples: Callable[[Iterable, Any], Iterator[dict]]
+    features: Callable[[], Any]
+    build_trainer: Callable[..., Any]
+    report: Callable[[], None] = lambda: None
+    empty_hint: Callable[[], str] = lambda: "the input has no rows"
+    # Another model head (prm-train: token classification): a loader called like rtool.io.models.load_model, and
+    # the PEFT task type of its LoRA adapter.
+    load_model: Callable[..., tuple] | None = None
+    lora_task: str = "CAUSAL_LM"
+    curve_marks: Callable[[list[dict]], Iterable] | None = None
+    # Which series OUT/curves.png draws, in order, from the metrics rows (None: every one logged).
+    curve_metrics: Callable[[list[dict]], list[str]] | None = None
+
+
+@dataclass
+class TrainRun:
+    """The flags every training command shares: what to train, on which rows, where to, how."""
+
+    model: str
+    data: str
+    out: Path
+    hp: Hyperparams
+    lora: LoraSettings
+    dtype: str = "auto"
+    resume: bool = False
+    skip_bad: bool = False
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    report_to: str = "none"  # --report-to: none | tensorboard | wandb (comma-separated for several)
+    # What a --resume must keep (checkpoints.run_settings: every flag that changes what is trained); None: unchecked.
+    settings: dict | None = None
+
+    @classmethod
+    def from_flags(cls, opts, *, lr: float) -> "TrainRun":
+        """From a command's merged flags, named as the shared training options (rtool.options) name them;
+        `lr` is the recipe's default learning rate, used when --lr is not given. Checks every value."""
+        for name in ("model", "data", "out"):
+            if getattr(opts, name) in (None, ""):
+                raise UserError(f"--{name} is required", hint=f"pass --{name} or set '{name}:' in --config")
+        out = Path(opts.out)
+        run = cls(
+            model=str(opts.model), data=str(opts.data), out=out,
+            hp=Hyperparams(out=out, lr=opts.lr if opts.lr is not None else lr, epochs=opts.epochs,
+                           max_steps=opts.max_steps, lr_scheduler=opts.lr_scheduler, warmup_ratio=opts.warmup_ratio,
+                           batch_size=opts.batch_size, grad_accum=opts.grad_accum, seed=opts.seed,
+                           logging_steps=opts.logging_steps, save_steps=opts.save_steps,
+                           gradient_checkpointing=opts.gradient_checkpointing),
+            lora=LoraSettings(enabled=opts.lora, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout,
+                              targets=opts.lora_targets, merge=opts.merge_lora),
+            dtype=opts.dtype, resume=opts.resume, skip_bad=opts.skip_bad,
+            trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
+            report_to=getattr(opts, "report_to", "none"))  # a command without the flag reports to none
+        run.settings = checkpoints.run_settings({**vars(opts), "lr": run.hp.lr})
+        run.check()
+        return run
+
+    def check(self) -> None:
+        self.hp.check()
+        self.lora.check()
+        training.require_trackers(self.report_to)
+        if self.data == "-" and processes.world_size() > 1:
+            raise UserError("--data - (stdin) cannot be shared by several processes", hint="pass a file under torchrun")
+
+
+def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
+    """Train `recipe` as `run` says and save the model to run.out; return run.out on the main process (the
+    command writes it to stdout: only that), None on the other ranks."""
+    run.check()
+    processes.check_devices()
+    processes.quiet_other_ranks()
+    training.quiet_libraries()
+    checkpoint = checkpoints.prepare_out_dir(run.out, run.resume)
+    with checkpoints.removed_if_failed_early(run.out):
+        if run.settings is not None:
+            checkpoints.check_run_settings(run.out, run.settings, resuming=checkpoint is not None)
+        _train(recipe, run, checkpoint)
+    if not processes.is_main_process():
+        return None
+    # After the other ranks are released: they need not wait for a picture.
+    training.draw_curves(run.out, marks=recipe.curve_marks, metrics=recipe.curve_metrics)
+    return run.out
+
+
+def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> None:
+    from rtool.io.models import check_causal_lm, load_model, load_tokenizer
+    from rtool.io.records import ReadStats, read_records
+
+    if recipe.load_model is None:  # a causal LM is trained: a classifier given as --model is refused before the data
+        check_causal_lm(run.model, allow_pickle=run.allow_pickle)
+    prec = precision(run.dtype, lora=run.lora.enabled)
+    if not run.lora.enabled and prec.load_dtype != "float32":
+        logger.warning("full fine-tuning with %s weights: AdamW updates smaller than their resolution round away "
+                       "(at lr 1e-6 most of them); --dtype auto keeps float32 master weights with bf16 autocast",
+                       prec.load_dtype)
+    # The tokenizer loads first, alone: the examples are tokenized while the data is read, before the model loads.
+    tokenizer = load_tokenizer(run.model, trust_remote_code=run.trust_remote_code, allow_pickle=run.allow_pickle,
+                               padding_side="right")
+    stats = ReadStats()
+
+    def examples() -> Iterator[dict]:
+        yield from recipe.examples(read_records(run.data, skip_bad=run.skip_bad, stats=stats), tokenizer)
+
+    with training.temporary_dir(f"rtool-{recipe.name}-") as tmp:
+        dataset = training.dataset_from_rows(examples, recipe.features(), tmp)
+        if processes.is_main_process():  # every rank reads the same rows: one report
+            if stats.skipped:
+                logger.warning("skipped %d bad input lines (first: %s)", stats.skipped, stats.skipped_where[0])
+            recipe.report()
+        if dataset is None:
+            raise UserError("no training rows", path=run.data if run.data != "-" else "<stdin>",
+                            hint=recipe.empty_hint())
+
+        model, _ = (recipe.load_model or load_model)(run.model, dtype=prec.load_dtype, device=prec.load_device,
+                                                      trust_remote_code=run.trust_remote_code,
+                                                      allow_pickle=run.allow_pickle, for_training=True)
+        model, peft_config = adapter_start(model, run.lora.peft_config(recipe.lora_task))
+        callbacks = [training.MetricsCallback(run.out / checkpoints.METRICS_FILE)]
+        try:
+            with training.stdout_to_stderr():
+                trainer = recipe.build_trainer(model=model, tokenizer=tokenizer, dataset=dataset,
+                                               args=training.trainer_args(run.hp, prec, report_to=run.report_to),
+                                               peft_config=peft_config, callbacks=callbacks)
+        except ValueError as error:
+            raise lora_user_error(error) or error
+        training.fit_scheduler(trainer)
+        training.train_and_save(trainer, run.out, checkpoint=checkpoint, resume=run.resume,
+                                merge_lora=run.lora.merge, trust_remote_code=run.trust_remote_code,
+                                allow_pickle=run.allow_pickle, loader=recipe.load_model)
+        del trainer, model  # the DDP wrapper goes before the process group does (processes.end_distributed)
+        gc.collect()
+    processes.end_distributed()
+
+
+def adapter_start(model, peft_config):
+    """A PEFT adapter given as --model: continue training it with --lora (peft_config dropped: the adapter's own
+    config holds), else merge it into its base for full fine-tuning (in the precision the base was loaded in, which
+    for full fine-tuning is float32 or the --dtype asked for)."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return model, peft_config
+    if peft_config is not None:
+        return model, None
+    return model.merge_and_unload(), None
+
