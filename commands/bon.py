@@ -32,7 +32,7 @@ def bon_cmd(
     overwrite: OverwriteOpt = False,
     method: Annotated[str, typer.Option("--method", help="majority (self-consistency) | naive (highest score) | weighted (largest score sum per answer).")] = "majority",
     score_field: Annotated[str, typer.Option("--score-field", help="Field holding each candidate's score (naive and weighted need it; majority breaks ties by it when every candidate has one).")] = "score",
-    n: Annotated[Optional[str], typer.Option("--n", help="Use each prompt's first N candidates (by sample); a list such as 1,2,4,8 writes one row per (prompt, N). Default: all.")] = None,
+    n: Annotated[Optional[str], typer.Option("--n", "-n", help="Use each prompt's first N candidates (by sample); a list such as 1,2,4,8 writes one row per (prompt, N). Default: all.")] = None,
     sorted_input: Annotated[bool, typer.Option("--sorted", help="The input holds each prompt's candidates together: write each prompt when its id changes, holding one prompt in memory (an id that comes back is an error).")] = False,
     prompt_field: PromptFieldOpt = None,
     skip_bad: SkipBadOpt = False,
@@ -57,6 +57,9 @@ def bon_cmd(
             for row in chosen:
                 writer.write(row)
         finished = True
+    except BrokenPipeError:  # the reader stopped (`| head -1`): it has what it asked for, nothing to warn about
+        finished = True
+        raise
     finally:
         if not finished and stats.rows:
             outcome = "the output is incomplete" if out == "-" else f"{out} is not written"
