@@ -7,7 +7,7 @@
 Each output row is its input row plus `id`, `prompt_messages` (the conversation as sent, system prompt included),
 `completion`, `sample`, `teacher`, `pred`, `correct` (true, false, or null when the row has no gold answer),
 `finish_reason` (stop|length), `completion_tokens` (null when an endpoint reports no usage) and `sampling` (backend,
-teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens, seed, system); with several endpoints,
+teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens, seed, system: "" when none was sent); with several endpoints,
 also `endpoint` (the URL that drew the sample). Negatives are kept:
 `rtool sft` skips them by default and `rtool redi` learns from them. A summary goes to stderr.
 

@@ -117,3 +117,20 @@ def test_several_greedy_samples_warn(tiny_model_dir):
                        input=json.dumps({"prompt": "hi"}) + "\n")
     assert result.returncode == 0
     assert "every sample of a prompt is the same greedy answer" in " ".join(result.stderr.decode().split())
+
+
+def test_files_with_and_without_a_system_prompt_load_together_in_datasets(tmp_path, capfd, tiny_model_dir,
+                                                                          tiny_task_rows):
+    """`datasets` reads a set of JSONL files with the first file's schema: a key null in one file and a string in
+    the next would not load (sampling.system once was)."""
+    import datasets
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(rows_text(tiny_task_rows[:2]))
+    bare, briefed = tmp_path / "bare.jsonl", tmp_path / "briefed.jsonl"
+    common = ["distill", "-t", tiny_model_dir, "-i", prompts, "-n", 1, "--max-new-tokens", 4, "--temperature", 0]
+    assert run_in_process(capfd, *common, "--no-system", "-o", bare)[0] == 0
+    assert run_in_process(capfd, *common, "--system", "Be brief.", "-o", briefed)[0] == 0
+    loaded = datasets.load_dataset("json", data_files=[str(bare), str(briefed)], split="train",
+                                   cache_dir=str(tmp_path / "cache"))
+    assert [row["system"] for row in loaded["sampling"]] == ["", "", "Be brief.", "Be brief."]

@@ -9,7 +9,7 @@ seed `sample_seed(params.seed, P, k)`: what it draws does not depend on the chun
 
 A trace records what the teacher saw: `prompt_messages` is the conversation as sent (system prompt included), and
 `sampling` the settings (backend, teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens,
-seed, system). Training commands train on `prompt_messages` when a row has it, so the student learns from the
+seed, system: "" when none was sent). Training commands train on `prompt_messages` when a row has it, so the student learns from the
 conversation the teacher answered.
 """
 
@@ -88,8 +88,11 @@ def sample_traces(backend, rows: Iterable[Row], fields: FieldMap, params, *, sys
 
 
 def sampling_record(backend, params, system: str | None) -> dict:
-    """The `sampling` object of a trace row: which backend and model drew it, with which settings."""
-    return {"backend": getattr(backend, "kind", None), "teacher": backend.name, **params.record(), "system": system}
+    """The `sampling` object of a trace row: which backend and model drew it, with which settings. Every value keeps
+    one type in every file (`system` is "" when none was sent, never null): `datasets` takes a set of JSONL files'
+    schema from the first, so a key null in one file and a string in another would not load together."""
+    return {"backend": str(getattr(backend, "kind", "")), "teacher": str(backend.name), **params.record(),
+            "system": system or ""}
 
 
 def warn_identical_samples(params) -> None:
