@@ -5,6 +5,7 @@
 
 stdout: one JSON summary: prompts, samples per prompt, pass@1 (mean over samples), unbiased pass@k for k = 1, 2,
 4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable count. stderr: a table.
+`-o FILE` writes the summary to FILE instead (atomically; an existing FILE is refused unless --overwrite).
 `--records FILE` writes the graded per-sample rows, whole when the run ends without an error (a file that holds rows
 already is refused unless --overwrite).
 Rows from `rtool bon` (with `bon_n`) are one chosen row per (id, bon_n): the summary then has `bon_method` and
@@ -31,7 +32,8 @@ def eval_cmd(
     bench: Annotated[Optional[str], typer.Option("--bench", "-b", help="Benchmark rows with prompts and gold answers (with --model).")] = None,
     input: InputOpt = "-",
     records: Annotated[Optional[str], typer.Option("--records", help="Write the graded per-sample rows to this JSONL file (when the run ends whole).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --records FILE when it already holds rows (default: refuse).")] = False,
+    out: Annotated[str, typer.Option("--out", "--output", "-o", help="Write the JSON summary to this file (atomically, when the run ends whole) instead of stdout; '-' is stdout.")] = "-",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out or --records FILE when it already exists (default: refuse).")] = False,
     num_samples: NumSamplesOpt = 1,
     temperature: TemperatureOpt = 0.0,
     top_p: TopPOpt = 1.0,
@@ -81,6 +83,7 @@ def eval_cmd(
         if batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
         warn_identical_samples(params)
+    _refuse_existing_summary(out, overwrite)
     writer = RecordWriter(records, atomic=True, overwrite=overwrite) if records else None
     source = bench if model is not None else input
     rows = first_rows(read_records(source, skip_bad=skip_bad, stats=stats), source)
@@ -115,7 +118,15 @@ def eval_cmd(
     if stats.skipped:
         summary["skipped_lines"] = stats.skipped
     _show_table(summary, stderr_console())
-    write_json(summary)
+    write_json(summary, out)
+
+
+def _refuse_existing_summary(out: str, overwrite: bool) -> None:
+    # Checked before the run, not after an hour of generation.
+    from pathlib import Path
+
+    if out != "-" and Path(out).exists() and not overwrite:
+        raise UserError(f"{out}: already exists", hint="pass --overwrite to replace it, or choose another --out")
 
 
 def _generate_and_grade(generator, rows, fields, params, system, batch_size) -> Iterator[tuple[dict, dict]]:

@@ -1,7 +1,7 @@
 """grpo: RL with verifiable rewards (GRPO, through TRL's GRPOTrainer). Reads prompts with gold answers; writes a model
 directory.
 
-    rtool merge-bai -r ckpt/sft -i I -p P --out ckpt/bai
+    rtool merge-bai -r ckpt/sft --instruct-model I -p P --out ckpt/bai
     rtool grpo --model ckpt/bai --data prompts.jsonl --out ckpt/grpo --reward accuracy=1,format=0.1
     rtool grpo --model ckpt/sft --data prompts.jsonl --out ckpt/grpo --reward accuracy=1,prm=0.5 --prm ckpt/prm
     torchrun --nproc_per_node 2 -m rtool.cli grpo --model ckpt/sft --data prompts.jsonl --out ckpt/grpo
@@ -33,7 +33,7 @@ import typer
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ConfigOpt, EpochsOpt, GradAccumOpt,
                            GradientCheckpointingOpt, LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt,
                            LoraTargetsOpt, LrOpt, LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt,
-                           PromptFieldOpt, ReportToOpt, ResumeTrainOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, StepSepOpt,
+                           PromptFieldOpt, ReportToOpt, ResumeTrainOpt, TrainOverwriteOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, StepSepOpt,
                            SystemOpt, TopKOpt, TopPOpt, TrainDataOpt, TrainDtypeOpt, TrainModelOpt, TrustRemoteCodeOpt,
                            WarmupRatioOpt)
 
@@ -53,7 +53,7 @@ def grpo_cmd(
     prm: Annotated[Optional[str], typer.Option("--prm", help="Process reward model for the prm reward (a local HF dir or hub id; see rtool prm-score).")] = None,
     prm_agg: Annotated[str, typer.Option("--prm-agg", help="The prm reward's step aggregate: min | prod | last | mean.")] = "min",
     step_sep: StepSepOpt = "\\n\\n",
-    num_generations: Annotated[int, typer.Option("--num-generations", "-G", help="Completions sampled per prompt (a group); at least 2.")] = 8,
+    num_generations: Annotated[int, typer.Option("--num-generations", "-G", "-n", help="Completions sampled per prompt (a group); at least 2.")] = 8,
     max_completion_length: Annotated[int, typer.Option("--max-completion-length", help="Longest completion in tokens; longer ones are cut (truncated_share in the metrics).")] = 1024,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature of the groups (> 0).")] = 1.0,
     top_p: TopPOpt = 1.0,
@@ -84,6 +84,7 @@ def grpo_cmd(
     save_steps: SaveStepsOpt = 500,
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
+    overwrite: TrainOverwriteOpt = False,
     gradient_checkpointing: GradientCheckpointingOpt = False,
     lora: LoraOpt = False,
     lora_r: LoraROpt = 16,

@@ -6,8 +6,8 @@ dir, or one per (w, v) point with --sweep, and prints each output dir on stdout:
     stage 1:  mid = w * reasoning + (1 - w) * instruct
     stage 2:  bai = v * mid + (1 - v) * pretrained
 
-    rtool merge-bai -r ckpt/sft -i Qwen2.5-1.5B-Instruct -p Qwen2.5-1.5B --out ckpt/bai
-    rtool merge-bai -r ckpt/sft -i I -p P --out ckpt/bai --sweep 0.3:0.5,0.5:0.5,0.7:0.5 \\
+    rtool merge-bai -r ckpt/sft --instruct-model Qwen2.5-1.5B-Instruct -p Qwen2.5-1.5B --out ckpt/bai
+    rtool merge-bai -r ckpt/sft --instruct-model I -p P --out ckpt/bai --sweep 0.3:0.5,0.5:0.5,0.7:0.5 \\
         | xargs -n1 -I{} rtool eval --model {} --bench math500.jsonl
 """
 
@@ -31,12 +31,16 @@ DEFAULT_V = 0.5
 def merge_bai_cmd(
     reasoning: Annotated[Path, typer.Option("--reasoning", "-r", help="Reasoning model dir (e.g. the SFT/distilled "
                                             "model) or a LoRA adapter dir.", show_default=False)],
-    instruct: Annotated[Path, typer.Option("--instruct", "-i", help="Instruct model dir or LoRA adapter dir; "
-                                           "config and tokenizer come from it.", show_default=False)],
     pretrained: Annotated[Path, typer.Option("--pretrained", "-p", help="Pretrained (base) model dir or LoRA "
                                              "adapter dir.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output dir (with --sweep: the parent of one subdir "
-                                      "per point). Must not exist unless --force.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "--output", "-o", help="Output dir (with --sweep: the parent of "
+                                      "one subdir per point). Must not exist unless --overwrite.",
+                                      show_default=False)],
+    # No -i: across rtool -i is --input. --instruct, the old name, stays as a hidden alias.
+    instruct_model: Annotated[Optional[Path], typer.Option("--instruct-model", help="Instruct model dir or LoRA "
+                                                           "adapter dir; config and tokenizer come from it "
+                                                           "[required].", show_default=False)] = None,
+    instruct_alias: Annotated[Optional[Path], typer.Option("--instruct", hidden=True)] = None,
     w: Annotated[float, typer.Option("--w", help="Stage 1: share of the reasoning model, in [0, 1] (rtool's "
                                      "default; the paper's ratio is not public here).")] = DEFAULT_W,
     v: Annotated[float, typer.Option("--v", help="Stage 2: share of the stage-1 model (the rest is the "
@@ -66,7 +70,8 @@ def merge_bai_cmd(
                                            "(rtool's default).")] = 0.5,
     threads: Annotated[int, typer.Option("--threads", help="Worker threads [default: CPUs, at most 8].",
                                          show_default=False)] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output dir.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "--force", help="Replace an existing output dir "
+                                            "(--force is the old name).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the inputs and print the plan (tensors, "
                                           "bytes, output size) as JSON; write nothing.")] = False,
 ) -> None:
@@ -80,6 +85,7 @@ def merge_bai_cmd(
     from rtool.merge.arithmetic import METHODS
     from rtool.merge.sources import open_source
 
+    instruct = _instruct_dir(instruct_model, instruct_alias)
     jobs = _jobs(w, v, sweep)
     one_of("method", method, (*METHODS, *merge.MERGEKIT_METHODS))
     one_of("dtype", dtype, ("auto", "float32", "bfloat16", "float16"))
@@ -93,12 +99,20 @@ def merge_bai_cmd(
         return
     _interrupt_on_sigterm()
     if method in merge.MERGEKIT_METHODS:
-        dirs = merge.merge_with_mergekit(plan, out, force=force, tokenizer_from=tokenizer_from, dtype=dtype,
+        dirs = merge.merge_with_mergekit(plan, out, force=overwrite, tokenizer_from=tokenizer_from, dtype=dtype,
                                          density=density)
     else:
-        dirs = merge.merge_bai(plan, out, force=force, tokenizer_from=tokenizer_from, dtype=dtype, threads=threads)
+        dirs = merge.merge_bai(plan, out, force=overwrite, tokenizer_from=tokenizer_from, dtype=dtype, threads=threads)
     for path in dirs:
         typer.echo(str(path))
+
+
+def _instruct_dir(instruct_model: Path | None, instruct_alias: Path | None) -> Path:
+    if instruct_model is not None and instruct_alias is not None:
+        raise UserError("--instruct-model and --instruct name the same input", hint="pass one")
+    if instruct_model is None and instruct_alias is None:
+        raise UserError("missing --instruct-model DIR", hint="the instruct model (or LoRA adapter) dir to merge")
+    return instruct_model if instruct_model is not None else instruct_alias
 
 
 def _interrupt_on_sigterm() -> None:

@@ -32,7 +32,7 @@ import typer
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
-                           ReportToOpt, ResumeTrainOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
+                           ReportToOpt, ResumeTrainOpt, TrainOverwriteOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TrainBatchSizeOpt, TrainDataOpt, TrainDtypeOpt, TrainMaxLengthOpt, TrainModelOpt,
                            TruncationOpt, TrustRemoteCodeOpt, WarmupRatioOpt)
 
@@ -67,6 +67,7 @@ def prm_train_cmd(
     save_steps: SaveStepsOpt = 500,
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
+    overwrite: TrainOverwriteOpt = False,
     gradient_checkpointing: GradientCheckpointingOpt = False,
     lora: LoraOpt = False,
     lora_r: LoraROpt = 16,

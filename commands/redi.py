@@ -29,7 +29,7 @@ import typer
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
-                           ReportToOpt, ResumeTrainOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
+                           ReportToOpt, ResumeTrainOpt, TrainOverwriteOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TrainDataOpt, TrainDtypeOpt, TrainMaxLengthOpt, TrainModelOpt, TruncationOpt,
                            TrustRemoteCodeOpt, WarmupRatioOpt)
 
@@ -64,6 +64,7 @@ def redi_cmd(
     save_steps: SaveStepsOpt = 500,
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
+    overwrite: TrainOverwriteOpt = False,
     gradient_checkpointing: GradientCheckpointingOpt = False,
     lora: LoraOpt = False,
     lora_r: LoraROpt = 16,

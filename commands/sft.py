@@ -25,7 +25,7 @@ import typer
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
-                           ReportToOpt, ResumeTrainOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
+                           ReportToOpt, ResumeTrainOpt, TrainOverwriteOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TrainBatchSizeOpt, TrainDataOpt, TrainDtypeOpt, TrainMaxLengthOpt, TrainModelOpt,
                            TruncationOpt, TrustRemoteCodeOpt, WarmupRatioOpt)
 
@@ -58,6 +58,7 @@ def sft_cmd(
     save_steps: SaveStepsOpt = 500,
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
+    overwrite: TrainOverwriteOpt = False,
     gradient_checkpointing: GradientCheckpointingOpt = False,
     lora: LoraOpt = False,
     lora_r: LoraROpt = 16,

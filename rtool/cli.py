@@ -4,7 +4,7 @@ Start-up stays cheap: this module and the command modules import only typer and 
 torch, transformers, trl and peft are imported inside the command functions, when a command runs.
 
 Errors: a `UserError` prints `rtool: error: FILE:LINE: what (hint)` on stderr and exits 2; any other
-exception prints one line and exits 1. `--debug` (anywhere on the line) or `RTOOL_DEBUG=1` shows the
+exception prints one line and exits 1. `--debug` (like `-q` and `-v`: anywhere on the line) or `RTOOL_DEBUG=1` shows the
 traceback instead. A closed stdout (`rtool ... | head -1`) ends quietly with exit 0.
 """
 
@@ -46,8 +46,8 @@ def _global_options(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (also RTOOL_DEBUG=1); accepted anywhere on the line.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr (no progress, tables or summaries); accepted anywhere on the line.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs on stderr; accepted anywhere on the line.")] = False,
 ) -> None:
     from rtool import log
 
@@ -91,16 +91,28 @@ def _register_commands() -> None:
 _register_commands()
 
 
+GLOBAL_FLAGS = ("--debug", "--quiet", "-q", "--verbose", "-v")
+
+
+def _global_flags_first(argv: list[str]) -> list[str]:
+    """Move the global flags to the front: users type `rtool distill ... -q` as readily as `rtool -q distill`.
+
+    No subcommand uses these names, so a copy after the subcommand can only mean the global flag; a literal
+    value that looks like one goes after `--` or as `--flag=-q`.
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    found = [arg for arg in argv[:end] if arg in GLOBAL_FLAGS]
+    rest = [arg for arg in argv[:end] if arg not in GLOBAL_FLAGS]
+    return found + rest + argv[end:]
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("RTOOL_DEBUG", "") not in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _global_flags_first(list(sys.argv[1:] if argv is None else argv))
     debug = _debug_requested(argv)
-    if "--debug" in argv:
-        # `--debug` is global but users type it after the subcommand too: move it to the front.
-        argv = ["--debug"] + [a for a in argv if a != "--debug"]
     if debug:
         os.environ["RTOOL_DEBUG"] = "1"
     try:

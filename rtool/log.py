@@ -34,7 +34,8 @@ def setup(verbosity: int = 0) -> None:
 def stderr_console():
     from rich.console import Console
 
-    return Console(file=sys.stderr, soft_wrap=True)
+    # Tables, summaries and progress are info: -q (the logger at WARNING) silences them with the info lines.
+    return Console(file=sys.stderr, soft_wrap=True, quiet=not logger.isEnabledFor(logging.INFO))
 
 
 def _quiet_libraries(show_progress: bool = False) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 InputOpt = Annotated[str, typer.Option("--input", "-i", help="Input rows: .jsonl, .json, .parquet, a saved HF dataset dir, or '-' for stdin.")]
-OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output JSONL path (written row by row, flushed per row) or '-' for stdout.")]
+OutOpt = Annotated[str, typer.Option("--out", "--output", "-o", help="Output JSONL path (written row by row, flushed per row) or '-' for stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out when it already holds rows (default: refuse). The file is replaced when the run ends whole; a failed run leaves it as it was.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed input lines (counted on stderr) instead of stopping.")]
 PromptFieldOpt = Annotated[Optional[str], typer.Option("--prompt-field", help="Field holding the prompt (default: auto: prompt, messages, question, problem).")]
@@ -54,6 +54,7 @@ GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Gradient accumu
 LoggingStepsOpt = Annotated[int, typer.Option("--logging-steps", help="Write a metrics.jsonl row and a progress line every N optimizer steps, and at each checkpoint.")]
 SaveStepsOpt = Annotated[int, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps in OUT/checkpoint-N (the last 2 are kept); 0 saves none.")]
 ResumeTrainOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last complete OUT/checkpoint-N (starts fresh, with a warning, when there is none), with the flags the run started with: other training settings are refused.")]
+TrainOverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an earlier rtool run in OUT (one with run_settings.json or metrics.jsonl; any other dir is never deleted): it is removed before training starts.")]
 GradientCheckpointingOpt = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, about 20-30% slower.")]
 LoraOpt = Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (PEFT) instead of all weights; OUT holds the adapter.")]
 LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]

@@ -81,3 +81,31 @@ def test_ctrl_c_exits_130_saying_so():
     assert child.returncode == 130
     assert stderr.decode().strip().splitlines()[-1] == "rtool: interrupted"
     assert "Traceback" not in stderr.decode()
+
+
+GRADED = "".join(json.dumps({"id": f"p{i}", "problem": "2+2?", "answer": "4", "completion": "\\boxed{4}",
+                             "sample": s}) + "\n" for i in range(2) for s in range(2))
+
+
+def test_global_flags_work_after_the_subcommand_and_quiet_silences_the_table():
+    loud = rtool("eval", input=GRADED)
+    assert loud.returncode == 0 and "pass@1" in loud.stderr  # eval's table is info on stderr
+    for args in (["-q", "eval"], ["eval", "-q"], ["eval", "--quiet"]):
+        quiet = rtool(*args, input=GRADED)
+        assert quiet.returncode == 0, quiet.stderr
+        assert quiet.stderr == "" and json.loads(quiet.stdout)["prompts"] == 2
+    verbose = rtool("bon", "-v", "-n", "1", input=GRADED)
+    assert verbose.returncode == 0, verbose.stderr
+    assert [row["bon_n"] for row in map(json.loads, verbose.stdout.splitlines())] == [1, 1]
+    literal = rtool("eval", "--prompt-field=-q", input=GRADED)  # a value in --flag=VALUE form is not a flag
+    assert literal.returncode == 0 and "pass@1" in literal.stderr
+
+
+def test_eval_writes_its_summary_to_out_and_refuses_to_replace_it(tmp_path):
+    summary = tmp_path / "summary.json"
+    result = rtool("eval", "-o", str(summary), input=GRADED)
+    assert result.returncode == 0 and result.stdout == ""
+    assert json.loads(summary.read_text())["pass@1"] == 1.0
+    again = rtool("eval", "--output", str(summary), input=GRADED)
+    assert again.returncode == 2 and "--overwrite" in again.stderr.strip().splitlines()[-1]
+    assert rtool("eval", "-o", str(summary), "--overwrite", input=GRADED).returncode == 0

@@ -59,7 +59,7 @@ def load_weights(model_dir):
 
 
 def merge(models, out, *extra, **env):
-    return run_rtool("merge-bai", "-r", models["reasoning"], "-i", models["instruct"], "-p", models["pretrained"],
+    return run_rtool("merge-bai", "-r", models["reasoning"], "--instruct-model", models["instruct"], "-p", models["pretrained"],
                      "--out", out, *extra, env=env or None)
 
 
@@ -188,9 +188,9 @@ def test_lora_adapter_input_equals_the_merged_adapter(models, tmp_path):
     shutil.copy(models["instruct"] / "tokenizer.json", merged)
 
     out_lora, out_merged = tmp_path / "from-lora", tmp_path / "from-merged"
-    assert_ok(run_rtool("merge-bai", "-r", adapter, "--lora-base", models["instruct"], "-i", models["instruct"],
+    assert_ok(run_rtool("merge-bai", "-r", adapter, "--lora-base", models["instruct"], "--instruct-model", models["instruct"],
                         "-p", models["pretrained"], "--out", out_lora))
-    assert_ok(run_rtool("merge-bai", "-r", merged, "-i", models["instruct"], "-p", models["pretrained"],
+    assert_ok(run_rtool("merge-bai", "-r", merged, "--instruct-model", models["instruct"], "-p", models["pretrained"],
                         "--out", out_merged))
     a, b = load_weights(out_lora), load_weights(out_merged)
     changed = [k for k in a if not np.array_equal(load_weights(models["instruct"])[k], load_weights(merged)[k])]
@@ -227,11 +227,27 @@ def test_existing_out_is_replaced_only_with_force(models, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("old")
-    assert_one_line_error(merge(models, out), "output dir exists", "--force")
+    assert_one_line_error(merge(models, out), "output dir exists", "--overwrite")
     assert (out / "keep.txt").read_text() == "old"
     assert_ok(merge(models, out, "--force"))
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_instruct_model_has_no_short_i_and_old_names_still_work(models, tmp_path):
+    # -i is --input across rtool: merge-bai's instruct model is --instruct-model; --instruct and --force, the old
+    # names, are hidden/secondary aliases, and --help shows neither -i nor --instruct as a flag of its own.
+    result = run_rtool("merge-bai", "-r", models["reasoning"], "-i", models["instruct"], "-p", models["pretrained"],
+                       "--out", tmp_path / "a")
+    assert result.returncode == 2 and b"-i" in result.stderr
+    old = run_rtool("merge-bai", "-r", models["reasoning"], "--instruct", models["instruct"], "-p",
+                    models["pretrained"], "--out", tmp_path / "a")
+    assert_ok(old)
+    assert_ok(merge(models, tmp_path / "a", "--overwrite"))
+    help_text = run_rtool("merge-bai", "--help").stdout.decode()
+    assert "--instruct-model" in help_text and "--instruct " not in help_text and "-i," not in help_text
+    missing = run_rtool("merge-bai", "-r", models["reasoning"], "-p", models["pretrained"], "--out", tmp_path / "b")
+    assert_one_line_error(missing, "missing --instruct-model")
 
 
 def test_out_may_not_replace_an_input(models, tmp_path):
@@ -330,7 +346,7 @@ BAD_INPUTS = {
     "w-out-of-range": ["w must be in [0, 1], got 1.5"],
     "v-out-of-range": ["v must be in [0, 1], got -0.1"],
     "nan-result": ["merged tensor 'model.layers.0.mlp.gate_proj.weight' has NaN/Inf", "instruct=nan"],
-    "existing-out": ["output dir exists", "--force"],
+    "existing-out": ["output dir exists", "--overwrite"],
 }
 
 

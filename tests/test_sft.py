@@ -142,7 +142,7 @@ def test_config_yaml_under_explicit_flags(capfd, tmp_path, tiny_model_dir, trace
 
     config.write_text("lr: 0.1\nlearning-rate: 0.2\n")
     code, _, stderr = run_sft(capfd, "--config", config, "--model", tiny_model_dir, "--data", traces, "--out", out)
-    assert code == 2 and f"{config}:2: unknown key 'learning-rate'" in stderr
+    assert code == 2 and f"{config}:2: 'learning-rate' sets the same flag as 'lr'" in stderr
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model_dir, traces):
@@ -153,6 +153,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model
               "--mask-thought", "0.3"]
     code, _, stderr = run_sft(capfd, *common)
     assert code == 0, stderr
+    assert re.search(r"step 1/3  loss .*  elapsed \S+  ETA \S+$", stderr, re.M)  # time left, from the mean step
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     uninterrupted, logged = weights(out), metrics(out)
 
@@ -170,12 +171,22 @@ def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model
     assert "skipping" in stderr and "checkpoint-3: incomplete" in flat(stderr)
     assert "resuming from" in stderr and "checkpoint-2" in stderr
     assert "step 1/3" not in stderr and "step 3/3" in stderr
+    # The resumed run's ETA comes from its own steps (a checkpoint's steps took no time in this process).
+    assert re.search(r"step 3/3  loss .*  elapsed \S+  ETA 0s$", stderr, re.M)
     resumed = weights(out)
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
     assert without_clock(metrics(out)) == without_clock(logged)  # step 3 logged once, as it was
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+
+    # --overwrite replaces the finished run: a fresh run in OUT (its model as the first one's), nothing left aside.
+    (out / "checkpoint-3" / "stale.txt").write_text("from the old run")
+    code, stdout, stderr = run_sft(capfd, *common, "--overwrite")
+    assert code == 0, stderr
+    assert "removed the earlier run" in stderr and not (out / "checkpoint-3" / "stale.txt").exists()
+    assert all(torch.equal(weights(out)[name], uninterrupted[name]) for name in uninterrupted)
+    assert sorted(p.name for p in tmp_path.iterdir() if ".replaced-" in p.name) == []
 
 
 def test_bad_data_errors_name_file_line_and_field(capfd, tmp_path, tiny_model_dir):

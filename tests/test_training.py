@@ -203,6 +203,18 @@ def test_prepare_out_dir_refuses_an_earlier_run_unless_resuming(tmp_path):
         prepare_out_dir(tmp_path / "file", resume=False)
 
 
+def test_prepare_out_dir_overwrite_removes_only_an_rtool_run(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # a model dir someone typed as --out: never deleted
+    with pytest.raises(UserError, match="does not look like an rtool training run"):
+        prepare_out_dir(out, resume=False, overwrite=True)
+    assert (out / "config.json").exists()
+    (out / "run_settings.json").write_text("{}")
+    assert prepare_out_dir(out, resume=False, overwrite=True) is None
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_trim_metrics_drops_rows_past_the_checkpoint(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo')

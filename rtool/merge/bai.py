@@ -347,12 +347,12 @@ def staged_output(out: Path, *, force: bool = False, inputs: tuple[Path, ...] = 
         path = Path(path).resolve()
         if path == resolved or resolved in path.parents:
             raise UserError("the output dir would replace an input", path=out, hint=f"input: {path}")
-    # Checked here, before minutes of merging, so the error can name --force; atomic_dir checks again at the end.
+    # Checked here, before minutes of merging, so the error can name --overwrite; atomic_dir checks again at the end.
     if os.path.lexists(out):
         if not out.is_dir() or out.is_symlink():
             raise UserError("output path exists and is not a directory", path=out)
         if not force:
-            raise UserError("output dir exists", path=out, hint="pass --force to replace it")
+            raise UserError("output dir exists", path=out, hint="pass --overwrite to replace it")
     check_writable(out, kind="dir")
     try:
         with atomic_dir(out, replace=force) as tmp:
@@ -361,7 +361,7 @@ def staged_output(out: Path, *, force: bool = False, inputs: tuple[Path, ...] = 
         if error.filename != str(out):  # from the block, not atomic_dir's final check
             raise
         raise UserError("output dir exists (created while merging)", path=out,
-                        hint="pass --force to replace it") from None
+                        hint="pass --overwrite to replace it") from None
 
 
 _CONFIG_FILES = ("config.json", "generation_config.json")

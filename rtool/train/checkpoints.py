@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -22,11 +23,12 @@ METRICS_FILE = "metrics.jsonl"
 _RUN_MARKERS = (METRICS_FILE, "config.json", "adapter_config.json")
 
 
-def prepare_out_dir(out: Path, resume: bool) -> str | None:
+def prepare_out_dir(out: Path, resume: bool, overwrite: bool = False) -> str | None:
     """Check `out` and return the checkpoint to resume from (None: start fresh).
 
     Without `resume`, a directory that already holds a run (metrics.jsonl, a model or checkpoint-N dirs) is refused,
-    so a typo does not overwrite a finished model. Nothing is written here: every rank calls it.
+    so a typo does not overwrite a finished model; with `overwrite` an earlier rtool run there is removed (rank 0;
+    `replace_run_dir`). Nothing else is written here: every rank calls it.
     """
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -46,10 +48,27 @@ def prepare_out_dir(out: Path, resume: bool) -> str | None:
     found = [name for name in _RUN_MARKERS if (out / name).exists()]
     if checkpoint is not None:
         found.append(Path(checkpoint).name)
+    if found and overwrite:
+        if is_main_process():
+            replace_run_dir(out)
+        return None
     if found:
         raise UserError(f"--out already holds a training run ({', '.join(found)})", path=out,
-                        hint="pass --resume to continue it, or choose another --out")
+                        hint="pass --resume to continue it, --overwrite to replace it, or choose another --out")
     return None
+
+
+def replace_run_dir(out: Path) -> None:
+    """Remove an earlier rtool run from `out` for --overwrite: renamed aside first (one atomic step: OUT holds the
+    old run or none, never half of one), then deleted. Only a dir rtool wrote (its run_settings.json or
+    metrics.jsonl) is removed: --overwrite with a typo in --out must not delete a model or a home directory."""
+    if not any((out / name).is_file() for name in (SETTINGS_FILE, METRICS_FILE)):
+        raise UserError("--overwrite: --out does not look like an rtool training run (no run_settings.json or "
+                        "metrics.jsonl); not deleting it", path=out, hint="remove it yourself or choose another --out")
+    aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+    out.rename(aside)
+    logger.warning("--overwrite: removed the earlier run in %s", out)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 # A checkpoint's weights, one of these (full model, sharded, LoRA adapter).
@@ -83,7 +102,7 @@ def last_complete_checkpoint(out: Path) -> str | None:
 
 # Flags that change how a run is watched or stored, not what it trains: a resume may change them (grpo's failure-curve
 # watch and prm-train's evaluation among them).
-_RUN_ONLY_SETTINGS = ("out", "config", "resume", "logging_steps", "save_steps", "report_to", "gradient_checkpointing",
+_RUN_ONLY_SETTINGS = ("out", "config", "resume", "overwrite", "logging_steps", "save_steps", "report_to", "gradient_checkpointing",
                       "trust_remote_code", "allow_pickle", "merge_lora", "watch_window", "collapse_fraction",
                       "drop_fraction", "eval_steps")
 

@@ -69,6 +69,7 @@ class TrainRun:
     lora: LoraSettings
     dtype: str = "auto"
     resume: bool = False
+    overwrite: bool = False  # --overwrite: replace an earlier rtool run in OUT
     skip_bad: bool = False
     trust_remote_code: bool = False
     allow_pickle: bool = False
@@ -93,7 +94,7 @@ class TrainRun:
                            gradient_checkpointing=opts.gradient_checkpointing),
             lora=LoraSettings(enabled=opts.lora, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout,
                               targets=opts.lora_targets, merge=opts.merge_lora),
-            dtype=opts.dtype, resume=opts.resume, skip_bad=opts.skip_bad,
+            dtype=opts.dtype, resume=opts.resume, overwrite=getattr(opts, "overwrite", False), skip_bad=opts.skip_bad,
             trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
             report_to=getattr(opts, "report_to", "none"))  # a command without the flag reports to none
         run.settings = checkpoints.run_settings({**vars(opts), "lr": run.hp.lr})
@@ -104,6 +105,8 @@ class TrainRun:
         self.hp.check()
         self.lora.check()
         training.require_trackers(self.report_to)
+        if self.resume and self.overwrite:
+            raise UserError("--resume and --overwrite contradict each other", hint="continue the run or replace it")
         if self.data == "-" and processes.world_size() > 1:
             raise UserError("--data - (stdin) cannot be shared by several processes", hint="pass a file under torchrun")
 
@@ -115,7 +118,7 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     processes.check_devices()
     processes.quiet_other_ranks()
     training.quiet_libraries()
-    checkpoint = checkpoints.prepare_out_dir(run.out, run.resume)
+    checkpoint = checkpoints.prepare_out_dir(run.out, run.resume, run.overwrite)
     with checkpoints.removed_if_failed_early(run.out):
         if run.settings is not None:
             checkpoints.check_run_settings(run.out, run.settings, resuming=checkpoint is not None)
