@@ -55,7 +55,7 @@ def redi_cmd(
     lr: LrOpt = None,
     lr_scheduler: LrSchedulerOpt = "linear",
     warmup_ratio: WarmupRatioOpt = 0.1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per device per step (2x as many sequences per forward pass); the global batch is batch-size x grad-accum x processes.")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", "--per-device-train-batch-size", help="Pairs per device per step (2x as many sequences per forward pass); the global batch is batch-size x grad-accum x processes.")] = 4,
     grad_accum: GradAccumOpt = 8,
     max_length: Annotated[int, typer.Option("--max-length", help="Longest tokenized side of a pair (prompt + completion); a pair with a longer side follows --truncation and is counted on stderr.")] = 2048,
     truncation: TruncationOpt = "drop",

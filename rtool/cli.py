@@ -106,12 +106,25 @@ def _global_flags_first(argv: list[str]) -> list[str]:
     return found + rest + argv[end:]
 
 
+def _dashed_flag_names(argv: list[str]) -> list[str]:
+    """`--learning_rate 1e-5` is `--learning-rate 1e-5`: TRL (transformers' HfArgumentParser) spells its flags with
+    underscores, and no rtool flag has one, so a TRL command line's flags keep working (their names: rtool.options)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    dashed = []
+    for arg in argv[:end]:
+        name, eq, value = arg.partition("=")
+        if name.startswith("--") and "_" in name and name[2:].replace("_", "").replace("-", "").isalnum():
+            arg = name.replace("_", "-") + eq + value
+        dashed.append(arg)
+    return dashed + argv[end:]
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("RTOOL_DEBUG", "") not in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = _global_flags_first(list(sys.argv[1:] if argv is None else argv))
+    argv = _global_flags_first(_dashed_flag_names(list(sys.argv[1:] if argv is None else argv)))
     debug = _debug_requested(argv)
     if debug:
         os.environ["RTOOL_DEBUG"] = "1"

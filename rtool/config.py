@@ -2,7 +2,9 @@
 
 Precedence is defaults < YAML < flags: a flag typed on the command line (or set through its environment variable)
 always wins, whatever its value, even when it equals the default. Keys are flag names with dashes or
-underscores (`lora-r: 16` or `lora_r: 16`); an unknown key is an error naming the file, line and the valid keys.
+underscores (`lora-r: 16` or `lora_r: 16`), and a flag's TRL name is a key too (`learning_rate: 1e-5`,
+`per_device_train_batch_size: 4`, `output_dir: runs/x`: a TRL or open-r1 recipe's keys); an unknown key is an error
+naming the file, line, the nearest valid key and the valid keys.
 Relative paths in the YAML are relative to the current directory, as on the command line.
 
     def sft_cmd(ctx: typer.Context, ..., config: ConfigOpt = None):
@@ -33,15 +35,40 @@ def merge_config(ctx, config_path: Path | str | None) -> SimpleNamespace:
         return SimpleNamespace(**values)
     # Only parameters that reach the command (not --help, --install-completion and other eager extras).
     params = {param.name: param for param in ctx.command.params if param.name in values and param.name != "config"}
+    names = key_names(params.values())
+    seen: dict[str, str] = {}
     for key, (value, line) in load_yaml_mapping(config_path).items():
-        name = str(key).replace("-", "_")
-        if name not in params:
-            raise UserError(f"unknown key {key!r}", path=config_path, line=line,
-                            hint="valid: " + ", ".join(sorted(n.replace("_", "-") for n in params)))
+        name = names.get(str(key).replace("-", "_"))
+        if name is None:
+            raise UserError(f"unknown key {key!r}", path=config_path, line=line, hint=_nearest(str(key), names))
+        if name in seen:
+            raise UserError(f"{key!r} sets the same flag as {seen[name]!r}", path=config_path, line=line,
+                            hint="keep one of them")
+        seen[name] = str(key)
         if given(ctx, name):
             continue
         values[name] = _convert(ctx, params[name], value, config_path, line, key)
     return SimpleNamespace(**values)
+
+
+def key_names(params) -> dict[str, str]:
+    """{YAML key: parameter name}: every long flag name of a parameter, underscored, so that a flag's TRL name
+    (`--learning-rate`, rtool.options) is its key too (`learning_rate: 1e-5`, as TRL and open-r1 recipes write it)."""
+    names = {}
+    for param in params:
+        names[param.name] = param.name
+        for opt in (*param.opts, *param.secondary_opts):
+            if opt.startswith("--"):
+                names[opt[2:].replace("-", "_")] = param.name
+    return names
+
+
+def _nearest(key: str, names: dict[str, str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key.replace("-", "_"), list(names), n=1, cutoff=0.6)
+    valid = "valid: " + ", ".join(sorted({name.replace("_", "-") for name in names.values()}))
+    return (f"did you mean {close[0]!r}? " if close else "") + valid
 
 
 def load_yaml_mapping(path: Path | str) -> dict:
