@@ -43,17 +43,19 @@ def bon_cmd(
     from rtool.grade.fields import FieldMap
     from rtool.log import logger
     from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records
+    from rtool.progress import Progress, count_rows
 
     one_of("--method", method, METHODS)
     ns = parse_ns(n)
     writer = RecordWriter(out, atomic=True, overwrite=overwrite)
     stats, read_stats = BonStats(), ReadStats()
     rows = first_rows(read_records(input, skip_bad=skip_bad, stats=read_stats), input)
-    chosen = best_of_n(rows, method, ns, fields=FieldMap(prompt_field), score_field=score_field,
+    progress = Progress("bon", total=count_rows(input))  # counts candidates read: reading them is the work
+    chosen = best_of_n(progress.track(rows), method, ns, fields=FieldMap(prompt_field), score_field=score_field,
                        grouped=sorted_input, stats=stats)
     finished = False
     try:
-        with writer:
+        with writer, progress:
             for row in chosen:
                 writer.write(row)
         finished = True

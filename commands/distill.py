@@ -89,6 +89,7 @@ def distill_cmd(
 
     from rtool.generate.backends import open_backend
     from rtool.generate.traces import sample_traces, sampling_record
+    from rtool.progress import Progress
 
     stats = ReadStats()
     rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
@@ -104,17 +105,26 @@ def distill_cmd(
                                "--resume uses the same settings", out)
             # A backend's name (hf vs vllm) counts as a setting: their numerics differ.
             existing.check_same_settings(sampling, out, what="sampling")
-        with writer:
+        with writer, Progress("distill", total=_samples_to_draw(input, params.n, done)) as progress:
             # A fleet has --batch-size requests in flight per endpoint: chunks as many times wider keep all busy.
             for trace in sample_traces(generator, rows, fields, params, system=system_prompt,
                                        chunk_prompts=batch_size * generator.servers, done=done):
                 writer.write(trace.record(teacher=generator.name, sampling=sampling))
                 summary.add(trace)
+                progress.advance()
     finally:
         generator.close()
         if stats.skipped:
             logger.warning("skipped %d bad input lines (first: %s)", stats.skipped, stats.skipped_where[0])
     summary.show(stderr_console())
+
+
+def _samples_to_draw(input: str, n: int, done: set) -> int | None:
+    """Rows x samples, less those --resume skips (all counted as this input's); None when the input is stdin."""
+    from rtool.progress import count_rows
+
+    rows = count_rows(input)
+    return None if rows is None else max(rows * n - len(done), 0)
 
 
 class _Summary:

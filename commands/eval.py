@@ -64,6 +64,7 @@ def eval_cmd(
     from rtool.grade.metrics import EvalTally
     from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records, write_json
     from rtool.generate.traces import choose_system_prompt, warn_identical_samples
+    from rtool.progress import Progress, count_rows
 
     fields = FieldMap(prompt_field, answer_field)
     stats = ReadStats()
@@ -100,12 +101,16 @@ def eval_cmd(
             graded = _generate_and_grade(generator, rows, fields, params, system_prompt, batch_size)
         else:
             graded = _grade_completions(rows, fields, workers)
-        for row, input_row in graded:
-            tally.add(row["id"], row["pred"], row["correct"], row.get("completion_tokens"), row.get("finish_reason"),
-                      sample=row.get("sample"), source=input_row, bon_n=row.get("bon_n"),
-                      bon_method=row.get("bon_method"))
-            if writer is not None:
-                writer.write(row)
+        rows_in = count_rows(source)  # generating: bench rows x samples; grading: one row per input row
+        total = rows_in * num_samples if rows_in is not None and model is not None else rows_in
+        with Progress("eval", total=total) as progress:
+            for row, input_row in graded:
+                tally.add(row["id"], row["pred"], row["correct"], row.get("completion_tokens"),
+                          row.get("finish_reason"), sample=row.get("sample"), source=input_row,
+                          bon_n=row.get("bon_n"), bon_method=row.get("bon_method"))
+                if writer is not None:
+                    writer.write(row)
+                progress.advance()
         finished = True
     finally:
         if generator is not None:

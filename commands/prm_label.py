@@ -106,6 +106,7 @@ def prm_label_cmd(
 
     from rtool.generate.backends import open_backend
     from rtool.prm.label import labeling_record
+    from rtool.progress import Progress, count_rows
 
     stats = ReadStats()
     rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
@@ -118,9 +119,11 @@ def prm_label_cmd(
         settings = labeling_record(generator, params, sep, label_all, system_prompt, count_truncated)
         if resume:
             existing.check_same_settings(settings, out, what="labeling")
-        with writer:
+        traces = count_rows(input)
+        with writer, Progress("prm-label", total=None if traces is None else max(traces - len(done), 0)) as progress:
             # A fleet has --batch-size requests in flight per endpoint: chunks as many times wider keep all busy.
-            run.label(generator, rows, params, settings, writer, chunk=batch_size * generator.servers)
+            run.label(generator, rows, params, settings, writer, chunk=batch_size * generator.servers,
+                      progress=progress)
     finally:
         generator.close()
         if stats.skipped:
@@ -139,8 +142,9 @@ class _Run:
         self.rows = self.steps = self.good = self.rollouts = self.unrolled = 0
         self.truncated = self.unknown = 0  # rollouts cut by --max-new-tokens; steps labelled null
 
-    def label(self, generator, rows, params, settings, writer, chunk: int) -> None:
-        """Label `chunk` traces at a time (rows validated before their chunk is rolled out)."""
+    def label(self, generator, rows, params, settings, writer, chunk: int, progress) -> None:
+        """Label `chunk` traces at a time (rows validated before their chunk is rolled out); `progress` counts the
+        traces labelled or dropped as ungraded."""
         import itertools
 
         from rtool.prm.label import label_chunk, output_row
@@ -153,10 +157,13 @@ class _Run:
             batch = list(itertools.islice(iterator, chunk))
             if not batch:
                 return
+            ungraded = len(self.ungraded)
             jobs = [job for job in map(lambda row: self.prepare(row, params), batch) if job is not None]
+            progress.advance(len(self.ungraded) - ungraded)
             for job in label_chunk(generator, jobs, params, on_rollouts=count):
                 row = output_row(job, settings)
                 writer.write(row)
+                progress.advance()
                 self.rows += 1
                 self.steps += len(row["step_labels"])
                 self.good += sum(label == 1 for label in row["step_labels"])

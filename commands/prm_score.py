@@ -67,6 +67,7 @@ def prm_score_cmd(
     from rtool.log import logger
     from rtool.prm.score import AGGREGATIONS, FORMATS, PRMScorer, check_lam, parse_step_sep
     from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records
+    from rtool.progress import Progress, count_rows
     from rtool.generate.traces import choose_system_prompt
 
     one_of("--format", format, FORMATS)
@@ -97,7 +98,8 @@ def prm_score_cmd(
     settings = {"prm": prm, "format": scorer.format, "step_sep": sep, "agg": agg, "lam": lam, "orm": orm}
     run = _Run(scorer, orm_scorer, fields, system_prompt, agg, lam, settings, system_explicit=system_given)
     try:
-        run.stream(rows, writer, window=batch_size * WINDOW_BATCHES)
+        with Progress("prm-score", total=count_rows(input)) as progress:
+            run.stream(rows, writer, window=batch_size * WINDOW_BATCHES, progress=progress)
     finally:
         if stats.skipped:
             logger.warning("skipped %d bad input lines (first: %s)", stats.skipped, stats.skipped_where[0])
@@ -112,8 +114,10 @@ class _Run:
         self.rows = self.steps = self.stepless = 0
         self.score_sum = 0.0
 
-    def stream(self, rows, writer, window: int) -> None:
-        """Read rows a window at a time; a bad row stops the run once the rows before it are written."""
+    def stream(self, rows, writer, window: int, progress) -> None:
+        """Read rows a window at a time; a bad row stops the run once the rows before it are written. `progress`
+        counts the rows written."""
+        self.progress = progress
         pending: list[tuple] = []
         with writer:
             iterator = iter(rows)
@@ -156,6 +160,7 @@ class _Run:
             done.update(batch)
             while next_index in done:
                 writer.write(self.output(pending[next_index][0], done.pop(next_index), orm_scores.get(next_index)))
+                self.progress.advance()
                 next_index += 1
         pending.clear()
 

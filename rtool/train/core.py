@@ -38,6 +38,7 @@ from transformers import TrainerCallback
 
 from rtool.errors import UserError, one_of
 from rtool.log import logger
+from rtool.progress import format_duration
 from rtool.train.checkpoints import METRICS_FILE, checkpoint_step, trim_metrics
 from rtool.train.precision import Precision, merge_adapter
 from rtool.train.processes import is_main_process, rank
@@ -210,6 +211,8 @@ class MetricsCallback(TrainerCallback):
         self.path = Path(path)
         self._time = 0.0
         self._tokens: float | None = None
+        self._began = 0.0  # when this process started training, and at which step (a resumed run starts late)
+        self._first_step = 0
 
     def on_step_end(self, args, state, control, **kwargs):
         # A checkpoint step is a logging step too: each logging window then starts at a checkpoint, so a run resumed
@@ -219,7 +222,8 @@ class MetricsCallback(TrainerCallback):
         return control
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._time = time.perf_counter()
+        self._time = self._began = time.perf_counter()
+        self._first_step = state.global_step  # the trainer restores a checkpoint's step before this call
         # TRL trainers count tokens from zero in each process run, resumed or not.
         self._tokens = 0.0
 
@@ -250,9 +254,16 @@ class MetricsCallback(TrainerCallback):
             handle.write(json.dumps(row) + "\n")
         # RL runs are watched by their reward, not their loss: those values join the line when logged.
         extra = "".join(f"  {label} {_fmt(row[key])}" for key, label in _PROGRESS_EXTRAS if key in row)
-        logger.info("step %d/%d  loss %s  lr %.3g  %s tok/s%s", state.global_step, state.max_steps,
+        logger.info("step %d/%d  loss %s  lr %.3g  %s tok/s%s  %s", state.global_step, state.max_steps,
                     _fmt(row.get("loss")), row.get("learning_rate", 0.0), _fmt(row.get("tokens_per_s"), ".0f"),
-                    extra)
+                    extra, self._timing(state.global_step, state.max_steps, now))
+
+    def _timing(self, step: int, max_steps: int, now: float) -> str:
+        """`elapsed 1m05s  ETA 3m10s`: the mean time per step of this process run times the steps left."""
+        elapsed = now - self._began
+        steps = step - self._first_step
+        eta = format_duration((max_steps - step) * elapsed / steps) if steps > 0 and max_steps else "?"
+        return f"elapsed {format_duration(elapsed)}  ETA {eta}"
 
 
 _PROGRESS_EXTRAS = (("reward", "reward"), ("accuracy", "accuracy"), ("completion_length", "length"))
