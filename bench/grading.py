@@ -29,7 +29,7 @@ from pathlib import Path
 from rtool.grade import answers, verifier
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data" / "math500" / "test.jsonl"
+DATA = ROOT / "rtool" / "benchmarks" / "math500" / "test.jsonl"
 RESULTS = ROOT / "bench" / "RESULTS.md"
 ROWS = [("reference", 1), ("reference", 2), ("mismatched", 1), ("mismatched", 2), ("samples", 1), ("samples", 2),
         ("math-verify only", 1)]

@@ -23,11 +23,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from rtool.options import InputOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt
+from rtool.options import InputOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt
 
 
 def bon_cmd(
     input: InputOpt = "-",
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     out: OutOpt = "-",
     overwrite: OverwriteOpt = False,
     method: Annotated[str, typer.Option("--method", help="majority (self-consistency) | naive (highest score) | weighted (largest score sum per answer).")] = "majority",
@@ -49,7 +51,7 @@ def bon_cmd(
     ns = parse_ns(n)
     writer = RecordWriter(out, atomic=True, overwrite=overwrite)
     stats, read_stats = BonStats(), ReadStats()
-    rows = first_rows(read_records(input, skip_bad=skip_bad, stats=read_stats), input)
+    rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=read_stats), input)
     progress = Progress("bon", total=count_rows(input))  # counts candidates read: reading them is the work
     chosen = best_of_n(progress.track(rows), method, ns, fields=FieldMap(prompt_field), score_field=score_field,
                        grouped=sorted_input, stats=stats)

@@ -27,11 +27,14 @@ from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendO
                            DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, MinPOpt, NoSystemOpt, NumSamplesOpt, OutOpt,
                            PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TemperatureOpt, TopKOpt, TopPOpt, TrustRemoteCodeOpt)
+from rtool.options import SplitOpt, SubsetOpt
 
 
 def distill_cmd(
     teacher: Annotated[str, typer.Option("--teacher", "-t", help="Teacher: a local HF dir, a hub id, a .gguf file, a PEFT adapter dir, a model name at --base-url, an http(s) endpoint URL, or several comma-separated endpoint URLs served together (requests round-robin, --batch-size in flight per endpoint; requests a failing endpoint drops go to the others).")],
     input: InputOpt = "-",
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     out: OutOpt = "-",
     num_samples: NumSamplesOpt = 4,
     temperature: TemperatureOpt = 0.8,
@@ -92,7 +95,7 @@ def distill_cmd(
     from rtool.progress import Progress
 
     stats = ReadStats()
-    rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
+    rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=stats), input)
     generator = open_backend(teacher, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                              dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                              allow_pickle=allow_pickle, request_timeout=request_timeout)

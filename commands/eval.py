@@ -1,6 +1,7 @@
 """eval: accuracy, pass@k, maj@k and lengths. Generates and grades with a model, or grades completions from stdin.
 
-    rtool eval --model ckpt/sft --bench data/math500/test.jsonl -n 4 --temperature 0.6 > summary.json
+    rtool eval --model ckpt/sft --bench math500 -n 4 --temperature 0.6 > summary.json          # shipped
+    rtool eval --model ckpt/sft --bench openai/gsm8k --subset main --split test > summary.json   # a hub id
     rtool distill --teacher T -n 8 < test.jsonl | rtool eval --records graded.jsonl
 
 stdout: one JSON summary: prompts, samples per prompt, pass@1 (mean over samples), unbiased pass@k for k = 1, 2,
@@ -25,12 +26,15 @@ from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendO
                            DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, MinPOpt, NoSystemOpt, NumSamplesOpt,
                            PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TemperatureOpt, TopKOpt, TopPOpt, TrustRemoteCodeOpt)
+from rtool.options import SplitOpt, SubsetOpt
 
 
 def eval_cmd(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to generate with (dir, hub id, .gguf, adapter dir, or endpoint URL). Without it, completions are read from --input and graded.")] = None,
-    bench: Annotated[Optional[str], typer.Option("--bench", "-b", help="Benchmark rows with prompts and gold answers (with --model).")] = None,
+    bench: Annotated[Optional[str], typer.Option("--bench", "-b", help="Benchmark rows with prompts and gold answers (with --model): a shipped name (gsm8k, math500), a file, a saved dataset, a data folder or a hub dataset id (with --split/--subset).")] = None,
     input: InputOpt = "-",
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     records: Annotated[Optional[str], typer.Option("--records", help="Write the graded per-sample rows to this JSONL file (when the run ends whole).")] = None,
     out: Annotated[str, typer.Option("--out", "--output", "-o", help="Write the JSON summary to this file (atomically, when the run ends whole) instead of stdout; '-' is stdout.")] = "-",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out or --records FILE when it already exists (default: refuse).")] = False,
@@ -87,7 +91,7 @@ def eval_cmd(
     _refuse_existing_summary(out, overwrite)
     writer = RecordWriter(records, atomic=True, overwrite=overwrite) if records else None
     source = bench if model is not None else input
-    rows = first_rows(read_records(source, skip_bad=skip_bad, stats=stats), source)
+    rows = first_rows(read_records(source, split=split, subset=subset, skip_bad=skip_bad, stats=stats), source)
     generator = None
     finished = False
     try:

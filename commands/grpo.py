@@ -36,6 +36,7 @@ from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ConfigOpt, EpochsOpt,
                            PromptFieldOpt, ReportToOpt, ResumeTrainOpt, TrainOverwriteOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, StepSepOpt,
                            SystemOpt, TopKOpt, TopPOpt, TrainDataOpt, TrainDtypeOpt, TrainModelOpt, TrustRemoteCodeOpt,
                            WarmupRatioOpt)
+from rtool.options import SplitOpt, SubsetOpt
 
 # TRL's GRPO default for full fine-tuning (DeepSeek-R1-style runs use 1e-6 to 3e-6); LoRA gets 10x, as sft and redi.
 FULL_LR, LORA_LR = 1e-6, 1e-5
@@ -45,6 +46,8 @@ def grpo_cmd(
     ctx: typer.Context,
     model: TrainModelOpt = None,
     data: TrainDataOpt = None,
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     out: OutDirOpt = None,
     config: ConfigOpt = None,
     reward: Annotated[str, typer.Option("--reward", help="Rewards and weights, NAME=W,...: accuracy (1 if the graded answer equals the gold, else 0) | format (a \\boxed{} answer, or the --format-tags blocks) | length (DAPO's soft over-length penalty, 0 to -1) | prm (--prm's aggregate step score) | python:MODULE:FUNCTION (TRL's reward signature).")] = "accuracy=1",

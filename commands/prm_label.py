@@ -34,11 +34,14 @@ from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendO
                            DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, MinPOpt, NoSystemOpt, OutOpt,
                            PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, StepSepOpt,
                            SystemOpt, TemperatureOpt, TopKOpt, TopPOpt, TrustRemoteCodeOpt)
+from rtool.options import SplitOpt, SubsetOpt
 
 
 def prm_label_cmd(
     policy: Annotated[str, typer.Option("--policy", help="Policy that rolls out each step prefix: a local HF dir, a hub id, a .gguf file, a PEFT adapter dir, a model name at --base-url, an http(s) endpoint URL (it must accept continue_final_message: vLLM, SGLang), or several comma-separated endpoint URLs.")],
     input: InputOpt = "-",
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     out: OutOpt = "-",
     k: Annotated[int, typer.Option("--rollouts", "-k", help="Rollouts per step prefix. The last step gets none: its label is the trace's own correctness (the completion is already whole).")] = 8,
     step_sep: StepSepOpt = "\\n\\n",
@@ -109,7 +112,7 @@ def prm_label_cmd(
     from rtool.progress import Progress, count_rows
 
     stats = ReadStats()
-    rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
+    rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=stats), input)
     generator = open_backend(policy, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                              dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                              allow_pickle=allow_pickle, request_timeout=request_timeout)

@@ -35,6 +35,7 @@ import typer
 from rtool.errors import UserError
 from rtool.options import (AllowPickleOpt, DeviceOpt, DtypeOpt, InputOpt, NoSystemOpt, OutOpt, OverwriteOpt,
                            PromptFieldOpt, SkipBadOpt, StepSepOpt, SystemOpt, TrustRemoteCodeOpt)
+from rtool.options import SplitOpt, SubsetOpt
 
 # Rows read ahead of scoring, in batches: enough to sort into batches of similar length.
 WINDOW_BATCHES = 8
@@ -44,6 +45,8 @@ def prm_score_cmd(
     ctx: typer.Context,
     prm: Annotated[str, typer.Option("--prm", "-m", help="Process reward model: a local HF dir or hub id (*.safetensors).")],
     input: InputOpt = "-",
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     out: OutOpt = "-",
     overwrite: OverwriteOpt = False,
     format: Annotated[str, typer.Option("--format", help="auto | qwen-prm (token classification, <extra_0> after each step) | math-shepherd (causal LM, 'ки' tag, '+'/'-' logits) | orm (sequence classification, one score per completion).")] = "auto",
@@ -84,7 +87,7 @@ def prm_score_cmd(
     format, sep, system_prompt = _as_trained(ctx, prm, format, sep, system_prompt, system_given)
     writer = RecordWriter(out, atomic=True, overwrite=overwrite)  # refused now, not after loading the model
     stats = ReadStats()
-    rows = first_rows(read_records(input, skip_bad=skip_bad, stats=stats), input)
+    rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=stats), input)
 
     load = dict(step_sep=sep, batch_size=batch_size, dtype=dtype, device=device,
                 trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)

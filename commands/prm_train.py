@@ -35,6 +35,7 @@ from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, G
                            ReportToOpt, ResumeTrainOpt, TrainOverwriteOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TrainBatchSizeOpt, TrainDataOpt, TrainDtypeOpt, TrainMaxLengthOpt, TrainModelOpt,
                            TruncationOpt, TrustRemoteCodeOpt, WarmupRatioOpt)
+from rtool.options import SplitOpt, SubsetOpt
 
 # rtool's defaults for real models (1.5B-7B): a fresh head on a pretrained backbone, full fine-tuning at 1e-5 (10x
 # with --lora, as sft), linear decay after 5% warmup, one epoch, 32 traces per optimizer step.
@@ -45,6 +46,8 @@ def prm_train_cmd(
     ctx: typer.Context,
     model: TrainModelOpt = None,
     data: TrainDataOpt = None,
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     out: OutDirOpt = None,
     config: ConfigOpt = None,
     labels: Annotated[str, typer.Option("--labels", help="hard: cross-entropy against 0/1 step_labels (TRL rows: labels) | soft: cross-entropy against (1 - v, v), v the step_values (share of correct rollouts).")] = "hard",

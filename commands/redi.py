@@ -32,6 +32,7 @@ from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, G
                            ReportToOpt, ResumeTrainOpt, TrainOverwriteOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TrainDataOpt, TrainDtypeOpt, TrainMaxLengthOpt, TrainModelOpt, TruncationOpt,
                            TrustRemoteCodeOpt, WarmupRatioOpt)
+from rtool.options import SplitOpt, SubsetOpt
 
 # The paper's released recipe: lr 1e-6 (full fine-tuning; LoRA gets 10x, as sft's defaults), linear, warmup 0.1,
 # 1 epoch, global batch 32 pairs = 4 pairs (8 sequences, sft's default per forward) x 8 accumulation steps.
@@ -42,6 +43,8 @@ def redi_cmd(
     ctx: typer.Context,
     model: TrainModelOpt = None,
     data: TrainDataOpt = None,
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     out: OutDirOpt = None,
     config: ConfigOpt = None,
     alpha: Annotated[float, typer.Option("--alpha", help="Weight of the incorrect completion's term, in [0, 1]: 0 is SFT on the positives, 1 symmetric and unstable (the paper: 0.8).")] = 0.8,

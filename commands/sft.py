@@ -28,6 +28,7 @@ from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, G
                            ReportToOpt, ResumeTrainOpt, TrainOverwriteOpt, SaveStepsOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TrainBatchSizeOpt, TrainDataOpt, TrainDtypeOpt, TrainMaxLengthOpt, TrainModelOpt,
                            TruncationOpt, TrustRemoteCodeOpt, WarmupRatioOpt)
+from rtool.options import SplitOpt, SubsetOpt
 
 FULL_LR, LORA_LR = 2e-5, 2e-4
 
@@ -36,6 +37,8 @@ def sft_cmd(
     ctx: typer.Context,
     model: TrainModelOpt = None,
     data: TrainDataOpt = None,
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     out: OutDirOpt = None,
     config: ConfigOpt = None,
     system: SystemOpt = None,

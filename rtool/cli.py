@@ -26,7 +26,7 @@ app = typer.Typer(
     "Pipelines compose through JSONL on stdin and stdout:\n\n"
     "  rtool distill --teacher T < prompts.jsonl > traces.jsonl\n\n"
     "  rtool sft --model S --data traces.jsonl --out ckpt/sft\n\n"
-    "  rtool eval --model ckpt/sft --bench math500.jsonl",
+    "  rtool eval --model ckpt/sft --bench math500",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -10,7 +10,13 @@ from typing import Annotated, Optional
 
 import typer
 
-InputOpt = Annotated[str, typer.Option("--input", "-i", help="Input rows: .jsonl, .json, .parquet, a saved HF dataset dir, or '-' for stdin.")]
+# Where rows come from (rtool.io.records.read_records): the help of every data flag names the same sources.
+DATA_SOURCES = ("a .jsonl/.json/.parquet/.csv file, a saved HF dataset dir, a folder of data files as the hub lays "
+                "them out (DIR/data/train-*.parquet, DIR/test.jsonl), a hub dataset id (org/name; offline from the "
+                "local hub cache), a benchmark rtool ships (gsm8k, math500)")
+InputOpt = Annotated[str, typer.Option("--input", "-i", help=f"Input rows: {DATA_SOURCES}, or '-' for stdin.")]
+SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split of a dataset with several (e.g. test); required when it has more than one.")]
+SubsetOpt = Annotated[Optional[str], typer.Option("--subset", help="Subset (datasets' config name) of a hub dataset or data folder, e.g. main for openai/gsm8k.")]
 OutOpt = Annotated[str, typer.Option("--out", "--output", "-o", help="Output JSONL path (written row by row, flushed per row) or '-' for stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out when it already holds rows (default: refuse). The file is replaced when the run ends whole; a failed run leaves it as it was.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed input lines (counted on stderr) instead of stopping.")]
@@ -44,7 +50,7 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file o
 # The second long name of a flag is TRL's (transformers' TrainingArguments, TRL's ModelConfig and ScriptArguments), so
 # a TRL command line runs as it is; `--learning_rate` spellings are read as `--learning-rate` (rtool.cli).
 TrainModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", "--model-name-or-path", help="Model to train: a local HF dir, a hub id, a .gguf file or a PEFT adapter dir.")]
-TrainDataOpt = Annotated[Optional[str], typer.Option("--data", "-d", "--dataset-name", help="Training rows: .jsonl, .json, .parquet, a saved HF dataset dir, or '-' for stdin (not under torchrun).")]
+TrainDataOpt = Annotated[Optional[str], typer.Option("--data", "-d", "--dataset-name", help=f"Training rows: {DATA_SOURCES}, or '-' for stdin (not under torchrun).")]
 OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", "--output-dir", help="Output directory: the final model (safetensors + tokenizer), checkpoint-N/ dirs, metrics.jsonl and curves.png.")]
 EpochsOpt = Annotated[float, typer.Option("--epochs", "--num-train-epochs", help="Passes over the data (ignored when --max-steps is set).")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")]

@@ -11,7 +11,7 @@ import pytest
 
 from rtool.grade.answers import answer_key, extract_answer, gold_from_gsm8k, grade, grade_many, last_boxed, verify
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "rtool" / "benchmarks"
 
 
 def read_jsonl(path):

@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rtool.io.sources import shipped_benchmark
+
 REPO = Path(__file__).resolve().parent.parent
 GPU = REPO / "examples" / "gpu"
 CONFIGS = GPU / "accelerate"
-BENCH = REPO / "data" / "math500" / "test.jsonl"
+BENCH = "math500"  # the MATH-500 rtool ships, by name
 TWO_NODES = ["--num_machines", "2", "--num_processes", "16", "--machine_rank", "1",
              "--main_process_ip", "10.0.0.1", "--main_process_port", "29500"]
 
@@ -257,7 +259,7 @@ def test_dry_run_lists_the_stages_in_order_with_flags_rtool_knows(tmp_path):
     assert grpo["model"] == str(bai["out"])
     assert [params["model"] for params, _ in by_name["eval"]][1:] == [str(out / s) for s in
                                                                       ("sft", "redi", "bai", "grpo")]
-    assert all(params["bench"] == str(BENCH) for params, _ in by_name["eval"]) and BENCH.is_file()
+    assert all(params["bench"] == BENCH for params, _ in by_name["eval"]) and shipped_benchmark(BENCH).is_file()
     # Realistic for a 1.5B student: long traces, small learning rates, global batches as documented.
     assert sft["max_length"] >= 8192 and sft["lr"] <= 2e-5
     assert redi["alpha"] == 0.8 and redi["lr"] == 1e-6

@@ -72,7 +72,7 @@ def test_json_array_parquet_and_datasets_dir(tmp_path):
 def test_missing_file_and_plain_dir(tmp_path):
     with pytest.raises(UserError, match="nope.jsonl: no such file"):
         list(read_records(tmp_path / "nope.jsonl"))
-    with pytest.raises(UserError, match="not a saved HF dataset"):
+    with pytest.raises(UserError, match="a folder, but neither a saved HF dataset .* nor one with data files"):
         list(read_records(tmp_path))
 
 

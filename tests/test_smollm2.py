@@ -128,7 +128,7 @@ def test_merge_lora_from_gguf_reloads_with_transformers(gguf, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     data = tmp_path / "data.jsonl"
-    rows = [json.loads(line) for line in (REPO_ROOT / "data/gsm8k/test.jsonl").read_text().splitlines()[:2]]
+    rows = [json.loads(line) for line in (REPO_ROOT / "rtool/benchmarks/gsm8k/test.jsonl").read_text().splitlines()[:2]]
     data.write_text("".join(json.dumps({"prompt": r["question"], "completion": r["answer"]}) + "\n" for r in rows))
     out = tmp_path / "lora"
     result = run_rtool("sft", "--model", gguf, "--data", data, "--out", out, "--lora", "--merge-lora",

@@ -35,7 +35,7 @@ if spec is None:
 print(spec.submodule_search_locations[0] + "/SmolLM2-135M-Instruct.Q4_1.gguf")')"
 
 # 1. Prompts: the first N GSM8K test problems ("question", and "answer" ending in "#### n", the gold answer).
-head -n "$prompts" "$repo/data/gsm8k/test.jsonl" > "$work/prompts.jsonl"
+head -n "$prompts" "$repo/rtool/benchmarks/gsm8k/test.jsonl" > "$work/prompts.jsonl"
 
 # 2. Distill: sample --samples completions per prompt, grade each against the gold answer and keep them all, right
 #    (correct: true) and wrong (correct: false). The first load dequantizes the GGUF into float32 weights

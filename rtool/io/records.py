@@ -1,7 +1,9 @@
-"""Reading and writing records: JSONL (stdin or files), JSON arrays, parquet and local HF `datasets` dirs.
+"""Reading and writing records: JSONL (stdin or files), JSON arrays, parquet, CSV, and whatever `datasets` reads
+(a saved dataset, a hub-layout folder, a hub id, rtool's shipped benchmarks by name: rtool.io.sources).
 
     for row in read_records("traces.jsonl"):      # rows are dicts that know where they came from
         row.path, row.line                         # for error messages: traces.jsonl:7
+    read_records("openai/gsm8k", split="test", subset="main")   # rows say openai/gsm8k[test]:7
     with RecordWriter("-") as out:                 # "-" is stdout; a path is appended to (see RecordWriter)
         out.write({**row, "score": 0.5})           # one JSON line, flushed at once
 
@@ -52,20 +54,43 @@ def display_name(path: str | Path) -> str:
     return "<stdin>" if str(path) == "-" else str(path)
 
 
-def read_records(path: str | Path = "-", *, skip_bad: bool = False, stats: ReadStats | None = None,
+def read_records(path: str | Path = "-", *, split: str | None = None, subset: str | None = None,
+                 skip_bad: bool = False, stats: ReadStats | None = None,
                  max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Row]:
-    """Yield rows from a JSONL/JSON/parquet file, an HF datasets dir, or stdin ("-")."""
+    """Yield rows from a JSONL/JSON/parquet/CSV file, stdin ("-"), a saved HF dataset dir, a hub-layout folder of
+    data files, a hub dataset id or a shipped benchmark's name (a local path of that name wins). `split` and
+    `subset` (the config) pick a table of a dataset that has several; a plain file refuses them."""
+    from rtool.io import sources
+
     stats = stats if stats is not None else ReadStats()
     path_text = str(path)
     if path_text == "-":
+        sources.check_no_splits("<stdin>", split, subset)
         yield from _read_jsonl(sys.stdin.buffer, "<stdin>", skip_bad, stats, max_line_bytes)
         return
     source = Path(path_text)
     if not source.exists():
-        raise UserError("no such file or directory", path=path_text)
+        shipped = sources.shipped_benchmark(path_text)
+        if shipped is not None:
+            sources.check_shipped_split(path_text, split, subset)
+            with open(shipped, "rb") as handle:
+                yield from _read_jsonl(handle, path_text, skip_bad, stats, max_line_bytes)
+        elif sources.looks_like_hub_id(path_text):
+            yield from sources.read_hub_dataset(path_text, split, subset, stats)
+        else:
+            raise UserError("no such file or directory", path=path_text)
+        return
     if source.is_dir():
-        yield from _read_datasets_dir(source, stats)
-    elif source.suffix == ".parquet":
+        if sources.is_saved_dataset(source):
+            yield from sources.read_saved_dataset(source, split, subset, stats)
+        else:
+            yield from sources.read_data_folder(source, split, subset, stats)
+        return
+    if source.suffix == ".csv":
+        yield from sources.read_data_file(source, split, subset, stats)
+        return
+    sources.check_no_splits(path_text, split, subset)
+    if source.suffix == ".parquet":
         yield from _read_parquet(source, stats)
     elif source.suffix == ".json":
         yield from _read_json_array(source, skip_bad, stats)
@@ -163,21 +188,6 @@ def _read_parquet(source: Path, stats: ReadStats) -> Iterator[Row]:
             row_number += 1
             stats.rows += 1
             yield Row(item, str(source), row_number)
-
-
-def _read_datasets_dir(source: Path, stats: ReadStats) -> Iterator[Row]:
-    if not (source / "dataset_info.json").exists() and not (source / "dataset_dict.json").exists():
-        raise UserError("a directory, but not a saved HF dataset (no dataset_info.json)", path=source,
-                        hint="pass a .jsonl/.json/.parquet file or a dir written by datasets' save_to_disk")
-    from datasets import DatasetDict, load_from_disk
-
-    dataset = load_from_disk(str(source))
-    if isinstance(dataset, DatasetDict):
-        split = "train" if "train" in dataset else next(iter(dataset))
-        dataset = dataset[split]
-    for index, item in enumerate(dataset):
-        stats.rows += 1
-        yield Row(item, str(source), index + 1)
 
 
 class RecordWriter:

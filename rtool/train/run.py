@@ -71,6 +71,8 @@ class TrainRun:
     resume: bool = False
     overwrite: bool = False  # --overwrite: replace an earlier rtool run in OUT
     skip_bad: bool = False
+    split: str | None = None  # --split / --subset: the table of a dataset with several
+    subset: str | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
     report_to: str = "none"  # --report-to: none | tensorboard | wandb (comma-separated for several)
@@ -95,6 +97,7 @@ class TrainRun:
             lora=LoraSettings(enabled=opts.lora, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout,
                               targets=opts.lora_targets, merge=opts.merge_lora),
             dtype=opts.dtype, resume=opts.resume, overwrite=getattr(opts, "overwrite", False), skip_bad=opts.skip_bad,
+            split=getattr(opts, "split", None), subset=getattr(opts, "subset", None),
             trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
             report_to=getattr(opts, "report_to", "none"))  # a command without the flag reports to none
         run.settings = checkpoints.run_settings({**vars(opts), "lr": run.hp.lr})
@@ -147,7 +150,8 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> None:
     stats = ReadStats()
 
     def examples() -> Iterator[dict]:
-        yield from recipe.examples(read_records(run.data, skip_bad=run.skip_bad, stats=stats), tokenizer)
+        yield from recipe.examples(read_records(run.data, split=run.split, subset=run.subset,
+                                                skip_bad=run.skip_bad, stats=stats), tokenizer)
 
     with training.temporary_dir(f"rtool-{recipe.name}-") as tmp:
         dataset = training.dataset_from_rows(examples, recipe.features(), tmp)

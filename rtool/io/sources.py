@@ -1,0 +1,189 @@
+"""Rows from what `datasets` reads: a saved dataset (save_to_disk), a hub-layout folder of JSONL/parquet/CSV files,
+a hub dataset id (`org/name`, from the local hub cache offline), and the benchmarks rtool ships (`gsm8k`, `math500`).
+`rtool.io.records.read_records` sends a source here when it is not a plain file or stdin.
+
+    for row in read_dataset_source("openai/gsm8k", split="test", subset="main", stats=stats):
+        row.path, row.line                          # "openai/gsm8k[test]", 7: errors say where
+
+A dataset with several splits needs `split` (an error lists them) unless it has exactly one. `datasets` is imported
+here, only when such a source is read, so `rtool --help` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+from rtool.errors import UserError
+
+if TYPE_CHECKING:
+    from rtool.io.records import ReadStats, Row
+
+# rtool/benchmarks/NAME/test.jsonl, installed with the package (pyproject's package-data).
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+SHIPPED_SPLIT = "test"
+# What names a file rather than a hub dataset: a path that does not exist with one of these endings is "no such file".
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".gz", ".arrow")
+# A hub dataset id: "name" or "org/name" (letters, digits, - _ .), as huggingface_hub validates repo ids.
+HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
+
+
+def shipped_benchmarks() -> list[str]:
+    """The benchmark names rtool ships (each a folder under rtool/benchmarks with a test.jsonl and its licence)."""
+    if not BENCHMARKS_DIR.is_dir():
+        return []
+    return sorted(path.parent.name for path in BENCHMARKS_DIR.glob(f"*/{SHIPPED_SPLIT}.jsonl"))
+
+
+def shipped_benchmark(name: str) -> Path | None:
+    """The file of the shipped benchmark `name` (e.g. math500), or None when rtool ships none by that name."""
+    return BENCHMARKS_DIR / name / f"{SHIPPED_SPLIT}.jsonl" if name in shipped_benchmarks() else None
+
+
+def is_saved_dataset(folder: Path) -> bool:
+    return any((folder / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json"))
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """`text` (not an existing path) reads as a hub id: org/name without a file ending, whose "org" is not a local
+    folder (runs/sft mistyped is a missing path, not a hub dataset to look for)."""
+    parent = Path(text).parent
+    return (bool(HUB_ID.match(text)) and not text.lower().endswith(FILE_SUFFIXES)
+            and (str(parent) == "." or not parent.is_dir()))
+
+
+def check_no_splits(where: str, split: str | None, subset: str | None) -> None:
+    """A plain file or stdin is one table: --split/--subset there would be silently ignored, so they are refused."""
+    if split is not None or subset is not None:
+        flag = "--split" if split is not None else "--subset"
+        raise UserError(f"{flag} given, but this is one file, not a dataset with splits or subsets", path=where,
+                        hint=f"drop {flag}, or pass a saved dataset, a hub-layout folder or a hub dataset id")
+
+
+def check_shipped_split(name: str, split: str | None, subset: str | None) -> None:
+    if subset is not None:
+        raise UserError("--subset given, but rtool's shipped benchmark has none", path=name, hint="drop --subset")
+    if split not in (None, SHIPPED_SPLIT):
+        raise UserError(f"no split {split!r}", path=name, hint=f"rtool ships its {SHIPPED_SPLIT} split only")
+
+
+def read_saved_dataset(folder: Path, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+    """Rows of a dir written by datasets' save_to_disk (a Dataset, or a DatasetDict with --split)."""
+    if subset is not None:
+        raise UserError("--subset given, but a saved dataset has no subsets (configs)", path=folder,
+                        hint="drop --subset; --split picks a split")
+    with _datasets_errors(str(folder)):
+        from datasets import DatasetDict, load_from_disk
+
+        dataset = load_from_disk(str(folder))
+    if isinstance(dataset, DatasetDict):
+        split = choose_split(str(folder), list(dataset), split)
+        dataset = dataset[split]
+    elif split is not None:
+        raise UserError(f"--split {split} given, but this saved dataset is one table, not a DatasetDict",
+                        path=folder, hint="drop --split")
+    yield from _rows(dataset, f"{folder}[{split}]" if split else str(folder), stats)
+
+
+def read_data_folder(folder: Path, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+    """Rows of a hub-layout folder (DIR/data/train-*.parquet, DIR/test.jsonl, DIR/train.csv...): what
+    datasets.load_dataset(DIR) reads, streamed (no copy into the datasets cache)."""
+    return _read_load_dataset(str(folder), split, subset, stats, streaming=True,
+                              not_found="a folder, but neither a saved HF dataset (no dataset_info.json) nor one "
+                                        "with data files datasets reads (JSONL, JSON, parquet, CSV)")
+
+
+def read_data_file(path: Path, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+    """Rows of a single CSV file, through datasets' csv builder (streamed)."""
+    check_no_splits(str(path), split, subset)
+    with _datasets_errors(str(path)):
+        from datasets import load_dataset
+
+        dataset = load_dataset("csv", data_files=str(path), split="train", streaming=True)
+    yield from _rows(dataset, str(path), stats)
+
+
+def read_hub_dataset(repo_id: str, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+    """Rows of a hub dataset id through datasets.load_dataset: downloaded into (or, offline, read from) the local hub
+    cache. HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are datasets' own switches."""
+    return _read_load_dataset(repo_id, split, subset, stats, streaming=False,
+                              not_found="no such file or folder, and no such hub dataset")
+
+
+def choose_split(where: str, splits: list[str], split: str | None) -> str:
+    """The split to read: `split` when the dataset has it; with none given, the only one, else an error listing them
+    (a silent pick of `train` evaluated the wrong rows)."""
+    if split is None:
+        if len(splits) == 1:
+            return splits[0]
+        raise UserError(f"holds several splits: {', '.join(splits)}", path=where,
+                        hint="pick one with --split, e.g. --split " + (SHIPPED_SPLIT if SHIPPED_SPLIT in splits
+                                                                         else splits[0]))
+    if split not in splits:
+        raise UserError(f"no split {split!r}", path=where, hint="its splits: " + ", ".join(splits))
+    return split
+
+
+def _read_load_dataset(path: str, split: str | None, subset: str | None, stats: "ReadStats", *, streaming: bool,
+                       not_found: str) -> Iterator["Row"]:
+    with _datasets_errors(path, not_found=not_found):
+        from datasets import load_dataset
+
+        # All splits first (cheap: streaming resolves file patterns; a hub dataset is cached once either way), so a
+        # missing or absent split is our one-line error with the list, not datasets' message.
+        dataset = load_dataset(path, name=subset, streaming=streaming)
+    split = choose_split(path, list(dataset), split)
+    yield from _rows(dataset[split], f"{path}[{split}]", stats)
+
+
+def _rows(dataset: Iterable[dict], where: str, stats: "ReadStats") -> Iterator["Row"]:
+    from rtool.io.records import Row
+
+    with _datasets_errors(where):
+        for index, item in enumerate(dataset):
+            stats.rows += 1
+            yield Row(item, where, index + 1)
+
+
+@contextmanager
+def _datasets_errors(where: str, *, not_found: str = "no such file, folder or dataset"):
+    """datasets' exceptions as one-line UserErrors naming the source; its logs and progress bars kept off stderr
+    (rtool reports rows itself)."""
+    import datasets
+    from datasets.utils import logging as datasets_logging
+
+    verbosity, bars_were_on = datasets_logging.get_verbosity(), not datasets.are_progress_bars_disabled()
+    datasets_logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    except UserError:
+        raise
+    except ConnectionError as error:
+        raise UserError(_unreachable(error), path=where,
+                        hint="run it once with network to fill the local hub cache, or pass a local file") from None
+    except Exception as error:  # datasets raises many types (DatasetNotFoundError, ValueError, pyarrow's...)
+        if type(error).__name__ in ("DatasetNotFoundError", "EmptyDatasetError", "DataFilesNotFoundError"):
+            raise UserError(not_found, path=where) from None
+        raise UserError(f"cannot read it with datasets: {_first_line(error)}", path=where) from None
+    finally:
+        datasets_logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def _unreachable(error: Exception) -> str:
+    offline = [name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+               if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
+    if offline:
+        return f"no such local file or folder, and not in the local hub cache; offline ({'/'.join(offline)} is set)"
+    return (f"no such local file or folder, not in the local hub cache, and the Hub could not be reached "
+            f"({_first_line(error)})")
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
