@@ -23,12 +23,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from rtool.options import (InputOpt, NoSystemOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SystemOpt)
+from rtool.options import (InputOpt, NoSystemOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt,
+                           SubsetOpt, SystemOpt)
 
 
 def export_cmd(
     to: Annotated[str, typer.Option("--to", help="trl-sft (SFTTrainer) | trl-preference (DPOTrainer) | trl-stepwise (TRL's stepwise supervision, for a PRM trainer).")],
     input: InputOpt = "-",
+    split: SplitOpt = None,
+    subset: SubsetOpt = None,
     out: OutOpt = "-",
     overwrite: OverwriteOpt = False,
     include_incorrect: Annotated[bool, typer.Option("--include-incorrect", help="trl-sft: also export rows marked correct: false (left out by default).")] = False,
@@ -49,7 +52,7 @@ def export_cmd(
     export = exporter(to, FieldMap(prompt_field, None), choose_system_prompt(system, no_system),
                       include_incorrect=include_incorrect, pairs=pairs, max_pairs_per_prompt=max_pairs_per_prompt)
     read_stats = ReadStats()
-    rows = first_rows(read_records(input, skip_bad=skip_bad, stats=read_stats), input)
+    rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=read_stats), input)
     with RecordWriter(out, atomic=True, overwrite=overwrite) as writer:
         for row in export(rows):
             writer.write(row)

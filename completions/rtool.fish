@@ -377,6 +377,8 @@ complete -c rtool -n '__fish_seen_subcommand_from bon' -l quiet -s q -d 'Only wa
 complete -c rtool -n '__fish_seen_subcommand_from bon' -l verbose -s v -d 'Debug logs on stderr; accepted anywhere on the line'
 complete -c rtool -n '__fish_seen_subcommand_from export' -l to -r -F -d 'trl-sft (SFTTrainer) | trl-preference (DPOTrainer) | trl-stepwise (TRL\'s stepwise supervision, for a PRM trainer)'
 complete -c rtool -n '__fish_seen_subcommand_from export' -l input -s i -r -F -d 'Input rows: a .jsonl/.json/.parquet/.csv file, a saved HF dataset dir, a folder of data files as the hub lays them out (DIR/data/train-*.parquet, DIR/test.jsonl), a hub dataset id (org/name; offline from the local hub cache), a benchmark rtool ships (gsm8k, math500), or \'-\' for stdin'
+complete -c rtool -n '__fish_seen_subcommand_from export' -l split -r -F -d 'Split of a dataset with several (e.g'
+complete -c rtool -n '__fish_seen_subcommand_from export' -l subset -r -F -d 'Subset (datasets\' config name) of a hub dataset or data folder, e.g'
 complete -c rtool -n '__fish_seen_subcommand_from export' -l out -l output -s o -r -F -d 'Output JSONL path (written row by row, flushed per row) or \'-\' for stdout'
 complete -c rtool -n '__fish_seen_subcommand_from export' -l overwrite -d 'Replace --out when it already holds rows (default: refuse)'
 complete -c rtool -n '__fish_seen_subcommand_from export' -l include-incorrect -d 'trl-sft: also export rows marked correct: false (left out by default)'
