@@ -54,6 +54,21 @@ def test_a_folder_of_jsonl_and_csv_files_and_a_single_split_needs_no_flag(tmp_pa
                                                           {"problem": "2+2?", "answer": 4}]
 
 
+def test_a_folder_with_subsets_needs_subset_and_reads_the_one_asked_for(tmp_path):
+    folder = tmp_path / "multi"
+    for subset in ("main", "socratic"):
+        (folder / subset).mkdir(parents=True)
+        (folder / subset / "test.jsonl").write_text(json.dumps({"id": subset}) + "\n")
+    # The card's YAML, as the hub declares configs (openai/gsm8k: main, socratic).
+    (folder / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {name}\n  data_files:\n  - split: test\n    path: {name}/test.jsonl\n"
+        for name in ("main", "socratic")) + "---\n")
+    with pytest.raises(UserError, match=r"multi: holds several subsets \(configs\): main, socratic \(pick one with "
+                                        r"--subset, e.g. --subset main\)"):
+        list(read_records(folder))
+    assert [row["id"] for row in read_records(folder, subset="socratic")] == ["socratic"]
+
+
 def test_a_plain_file_refuses_split_and_subset_rather_than_ignoring_them(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps({"q": 1}) + "\n")

@@ -130,13 +130,22 @@ def choose_split(where: str, splits: list[str], split: str | None) -> str:
 def _read_load_dataset(path: str, split: str | None, subset: str | None, stats: "ReadStats", *, streaming: bool,
                        not_found: str) -> Iterator["Row"]:
     with _datasets_errors(path, not_found=not_found):
-        from datasets import load_dataset
+        from datasets import load_dataset, load_dataset_builder
 
-        # All splits first (cheap: streaming resolves file patterns; a hub dataset is cached once either way), so a
-        # missing or absent split is our one-line error with the list, not datasets' message.
-        dataset = load_dataset(path, name=subset, streaming=streaming)
-    split = choose_split(path, list(dataset), split)
-    yield from _rows(dataset[split], f"{path}[{split}]", stats)
+        # Only the split asked for is downloaded and prepared (a hub dataset's train split can be 100x its test);
+        # the split names come from the builder's metadata, without the data.
+        builder = load_dataset_builder(path, name=subset)
+        split = choose_split(path, _split_names(builder), split)
+        dataset = load_dataset(path, name=subset, split=split, streaming=streaming)
+    yield from _rows(dataset, f"{path}[{split}]", stats)
+
+
+def _split_names(builder) -> list[str]:
+    # A hub dataset's card (or a cached one's dataset_info.json) lists its splits; a local folder's data files are
+    # grouped by split in the builder's config before anything is read.
+    if builder.info.splits:
+        return list(builder.info.splits)
+    return list(builder.config.data_files or {})
 
 
 def _rows(dataset: Iterable[dict], where: str, stats: "ReadStats") -> Iterator["Row"]:
@@ -168,6 +177,11 @@ def _datasets_errors(where: str, *, not_found: str = "no such file, folder or da
     except Exception as error:  # datasets raises many types (DatasetNotFoundError, ValueError, pyarrow's...)
         if type(error).__name__ in ("DatasetNotFoundError", "EmptyDatasetError", "DataFilesNotFoundError"):
             raise UserError(not_found, path=where) from None
+        configs = re.search(r"available configs: \[([^\]]*)\]", str(error))
+        if configs:  # "Config name is missing" with the list on its next line: our words, one line
+            names = [name.strip(" '\"") for name in configs.group(1).split(",")]
+            raise UserError(f"holds several subsets (configs): {', '.join(names)}", path=where,
+                            hint=f"pick one with --subset, e.g. --subset {names[0]}") from None
         raise UserError(f"cannot read it with datasets: {_first_line(error)}", path=where) from None
     finally:
         datasets_logging.set_verbosity(verbosity)
