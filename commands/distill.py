@@ -23,6 +23,7 @@ from typing import Annotated, Optional
 import typer
 
 from rtool.errors import UserError
+from rtool.options import DEFAULT_MAX_NEW_TOKENS
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendOpt, BaseUrlOpt, BatchSizeOpt,
                            DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, MinPOpt, NoSystemOpt, NumSamplesOpt, OutOpt,
                            PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt,
@@ -42,7 +43,7 @@ def distill_cmd(
     top_k: TopKOpt = 0,
     min_p: MinPOpt = 0.0,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
-    max_new_tokens: MaxNewTokensOpt = 1024,
+    max_new_tokens: MaxNewTokensOpt = DEFAULT_MAX_NEW_TOKENS,
     system: SystemOpt = None,
     no_system: NoSystemOpt = False,
     seed: SeedOpt = 0,
@@ -91,7 +92,7 @@ def distill_cmd(
     writer = RecordWriter(out, append=not overwrite)  # an unwritable --out is refused before the teacher loads
 
     from rtool.generate.backends import open_backend
-    from rtool.generate.traces import sample_traces, sampling_record
+    from rtool.generate.traces import sample_traces, sampling_record, warn_truncated
     from rtool.progress import Progress
 
     stats = ReadStats()
@@ -120,6 +121,7 @@ def distill_cmd(
         if stats.skipped:
             logger.warning("skipped %d bad input lines (first: %s)", stats.skipped, stats.skipped_where[0])
     summary.show(stderr_console())
+    warn_truncated(summary.truncated, summary.samples, max_new_tokens)
 
 
 def _samples_to_draw(input: str, n: int, done: set) -> int | None:

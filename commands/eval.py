@@ -22,6 +22,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from rtool.errors import UserError
+from rtool.options import DEFAULT_MAX_NEW_TOKENS
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendOpt, BaseUrlOpt, BatchSizeOpt,
                            DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, MinPOpt, NoSystemOpt, NumSamplesOpt,
                            PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt,
@@ -44,7 +45,7 @@ def eval_cmd(
     top_k: TopKOpt = 0,
     min_p: MinPOpt = 0.0,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
-    max_new_tokens: MaxNewTokensOpt = 1024,
+    max_new_tokens: MaxNewTokensOpt = DEFAULT_MAX_NEW_TOKENS,
     system: SystemOpt = None,
     no_system: NoSystemOpt = False,
     seed: SeedOpt = 0,
@@ -67,7 +68,8 @@ def eval_cmd(
     from rtool.log import stderr_console
     from rtool.grade.metrics import EvalTally
     from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records, write_json
-    from rtool.generate.traces import choose_system_prompt, warn_identical_samples
+    from rtool import __version__
+    from rtool.generate.traces import choose_system_prompt, sampling_record, warn_identical_samples, warn_truncated
     from rtool.progress import Progress, count_rows
 
     fields = FieldMap(prompt_field, answer_field)
@@ -102,6 +104,7 @@ def eval_cmd(
                                      dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                                      allow_pickle=allow_pickle, request_timeout=request_timeout)
             system_prompt = choose_system_prompt(system, no_system)
+            sampling = sampling_record(generator, params, system_prompt)
             graded = _generate_and_grade(generator, rows, fields, params, system_prompt, batch_size)
         else:
             graded = _grade_completions(rows, fields, workers)
@@ -126,6 +129,10 @@ def eval_cmd(
     summary = {"model": model, "bench": source if source != "-" else None, **tally.summary()}
     if stats.skipped:
         summary["skipped_lines"] = stats.skipped
+    if model is not None:  # what produced the numbers: the model as the backend named it, settings, seed, system
+        summary["sampling"] = {**sampling, "n": num_samples}
+        warn_truncated(tally.truncated, tally.samples, max_new_tokens)
+    summary["rtool_version"] = __version__
     _show_table(summary, stderr_console())
     write_json(summary, out)
 
@@ -179,7 +186,7 @@ def _show_table(summary: dict, console) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
-        if key in ("model", "bench"):
+        if key in ("model", "bench", "sampling", "rtool_version"):  # provenance, in the JSON only
             continue
         if key == "bon":  # one line per N: the best-of-N curve
             for n, at_n in value.items():

@@ -88,7 +88,7 @@ def grpo_cmd(
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
     overwrite: TrainOverwriteOpt = False,
-    gradient_checkpointing: GradientCheckpointingOpt = False,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
     lora: LoraOpt = False,
     lora_r: LoraROpt = 16,
     lora_alpha: LoraAlphaOpt = 32,

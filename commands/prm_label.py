@@ -30,6 +30,7 @@ from typing import Annotated
 import typer
 
 from rtool.errors import UserError
+from rtool.options import DEFAULT_MAX_NEW_TOKENS
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendOpt, BaseUrlOpt, BatchSizeOpt,
                            DeviceOpt, DtypeOpt, InputOpt, MaxNewTokensOpt, MinPOpt, NoSystemOpt, OutOpt,
                            PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, StepSepOpt,
@@ -53,7 +54,7 @@ def prm_label_cmd(
     top_k: TopKOpt = 0,
     min_p: MinPOpt = 0.0,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
-    max_new_tokens: MaxNewTokensOpt = 1024,
+    max_new_tokens: MaxNewTokensOpt = DEFAULT_MAX_NEW_TOKENS,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 16,
     backend: BackendOpt = "auto",

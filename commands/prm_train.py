@@ -29,6 +29,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rtool.options import DEFAULT_MAX_LENGTH
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
@@ -63,7 +64,7 @@ def prm_train_cmd(
     warmup_ratio: WarmupRatioOpt = 0.05,
     batch_size: TrainBatchSizeOpt = 4,
     grad_accum: GradAccumOpt = 8,
-    max_length: TrainMaxLengthOpt = 2048,
+    max_length: TrainMaxLengthOpt = DEFAULT_MAX_LENGTH,
     truncation: TruncationOpt = "drop",
     seed: SeedOpt = 0,
     logging_steps: LoggingStepsOpt = 10,
@@ -71,7 +72,7 @@ def prm_train_cmd(
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
     overwrite: TrainOverwriteOpt = False,
-    gradient_checkpointing: GradientCheckpointingOpt = False,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
     lora: LoraOpt = False,
     lora_r: LoraROpt = 16,
     lora_alpha: LoraAlphaOpt = 32,

@@ -26,6 +26,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rtool.options import DEFAULT_MAX_LENGTH
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
@@ -60,7 +61,7 @@ def redi_cmd(
     warmup_ratio: WarmupRatioOpt = 0.1,
     batch_size: Annotated[int, typer.Option("--batch-size", "--per-device-train-batch-size", help="Pairs per device per step (2x as many sequences per forward pass); the global batch is batch-size x grad-accum x processes.")] = 4,
     grad_accum: GradAccumOpt = 8,
-    max_length: Annotated[int, typer.Option("--max-length", help="Longest tokenized side of a pair (prompt + completion); a pair with a longer side follows --truncation and is counted on stderr.")] = 2048,
+    max_length: Annotated[int, typer.Option("--max-length", help="Longest tokenized side of a pair (prompt + completion); a pair with a longer side follows --truncation and is counted on stderr; the default is open-r1's for long reasoning traces.")] = DEFAULT_MAX_LENGTH,
     truncation: TruncationOpt = "drop",
     seed: SeedOpt = 0,
     logging_steps: LoggingStepsOpt = 1,
@@ -68,7 +69,7 @@ def redi_cmd(
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
     overwrite: TrainOverwriteOpt = False,
-    gradient_checkpointing: GradientCheckpointingOpt = False,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
     lora: LoraOpt = False,
     lora_r: LoraROpt = 16,
     lora_alpha: LoraAlphaOpt = 32,

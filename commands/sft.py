@@ -22,6 +22,7 @@ from typing import Annotated
 
 import typer
 
+from rtool.options import DEFAULT_MAX_LENGTH
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
@@ -53,7 +54,7 @@ def sft_cmd(
     warmup_ratio: WarmupRatioOpt = 0.03,
     batch_size: TrainBatchSizeOpt = 8,
     grad_accum: GradAccumOpt = 1,
-    max_length: TrainMaxLengthOpt = 2048,
+    max_length: TrainMaxLengthOpt = DEFAULT_MAX_LENGTH,
     truncation: TruncationOpt = "drop",
     packing: Annotated[bool, typer.Option("--packing", help="Pack several rows into each --max-length sequence (best-fit, no cross-row attention).")] = False,
     seed: SeedOpt = 0,
@@ -62,7 +63,7 @@ def sft_cmd(
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
     overwrite: TrainOverwriteOpt = False,
-    gradient_checkpointing: GradientCheckpointingOpt = False,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
     lora: LoraOpt = False,
     lora_r: LoraROpt = 16,
     lora_alpha: LoraAlphaOpt = 32,

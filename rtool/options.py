@@ -10,6 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
+# Sized for reasoning models, not for the CPU: DeepSeek-R1 and QwQ traces run to 16-32k tokens, and open-r1 generates
+# and evaluates with 32768 new tokens (its lighteval math evals; its Mixture-of-Thoughts traces) and trains its
+# distilled models at max_length 32768 (recipes/OpenR1-Distill-7B). A smaller budget cuts traces off: they end with
+# finish_reason 'length', grade false and are silently dropped by sft. A run only costs what its traces use (the
+# budget is a cap), so CPU runs and the examples pass their own small values.
+DEFAULT_MAX_NEW_TOKENS = 32768
+DEFAULT_MAX_LENGTH = 32768
+
 # Where rows come from (rtool.io.records.read_records): the help of every data flag names the same sources.
 DATA_SOURCES = ("a .jsonl/.json/.parquet/.csv file, a saved HF dataset dir, a folder of data files as the hub lays "
                 "them out (DIR/data/train-*.parquet, DIR/test.jsonl), a hub dataset id (org/name; offline from the "
@@ -37,7 +45,7 @@ TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass."
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample only among the k most likely tokens; 0 is off.")]
 MinPOpt = Annotated[float, typer.Option("--min-p", help="Drop tokens less likely than min-p x the most likely one; 0 is off.")]
 RepetitionPenaltyOpt = Annotated[float, typer.Option("--repetition-penalty", help="Divide (multiply, if negative) the logits of tokens already in the conversation by this; 1 is off.")]
-MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Longest completion in tokens; longer ones stop with finish_reason 'length'.")]
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Longest completion in tokens; longer ones stop with finish_reason 'length' (a warning names their share above 5%). The default, 32768, is open-r1's budget for reasoning traces (R1/QwQ run to 16-32k tokens); a small model or a quick CPU run passes less.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (sampling, shuffling, init).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences (prompt x sample) per generation batch (hf), or concurrent requests per endpoint (openai).")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (key from OPENAI_API_KEY).")]
@@ -63,7 +71,7 @@ LoggingStepsOpt = Annotated[int, typer.Option("--logging-steps", help="Write a m
 SaveStepsOpt = Annotated[int, typer.Option("--save-steps", help="Save a resumable checkpoint every N steps in OUT/checkpoint-N (the last 2 are kept); 0 saves none.")]
 ResumeTrainOpt = Annotated[bool, typer.Option("--resume", "--resume-from-checkpoint", help="Continue from the last complete OUT/checkpoint-N (starts fresh, with a warning, when there is none), with the flags the run started with: other training settings are refused.")]
 TrainOverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an earlier rtool run in OUT (one with run_settings.json or metrics.jsonl; any other dir is never deleted): it is removed before training starts.")]
-GradientCheckpointingOpt = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, about 20-30% slower.")]
+GradientCheckpointingOpt = Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in the backward pass: less memory, about 20-30% slower. Default auto: on for full fine-tuning on a GPU (where activations of long traces fill the memory, as TRL and open-r1 do), off on the CPU and with --lora.", show_default=False)]
 LoraOpt = Annotated[bool, typer.Option("--lora", "--use-peft", help="Train a LoRA adapter (PEFT) instead of all weights; OUT holds the adapter.")]
 LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
 LoraAlphaOpt = Annotated[int, typer.Option("--lora-alpha", help="LoRA scaling alpha (the update is scaled by alpha / r).")]
@@ -71,7 +79,7 @@ LoraDropoutOpt = Annotated[float, typer.Option("--lora-dropout", help="Dropout o
 LoraTargetsOpt = Annotated[str, typer.Option("--lora-targets", "--lora-target-modules", help="Comma-separated module names to adapt (e.g. q_proj,v_proj), or all-linear.")]
 MergeLoraOpt = Annotated[bool, typer.Option("--merge-lora", help="With --lora, also write the base model with the adapter merged in, to OUT/merged.")]
 # Training: the length and precision policies (rtool.train.data, rtool.train.core.precision).
-TrainMaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Longest tokenized row (prompt + completion); longer rows follow --truncation and are counted on stderr.")]
+TrainMaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Longest tokenized row (prompt + completion); longer rows follow --truncation and are counted on stderr. The default, 32768, is open-r1's for long reasoning traces (a row is padded only to its batch's longest, so short data costs no more).")]
 TruncationOpt = Annotated[str, typer.Option("--truncation", help="Rows longer than --max-length: drop (not trained on) | keep-start (train on their first max-length tokens: the final answer and end of turn are lost).")]
 TrainDtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (CPU: float32; GPU: float32 master weights with bf16 autocast, bf16 base weights with --lora) | float32 | bfloat16 (bf16 weights, also for full fine-tuning) | float16 (fp16 autocast).")]
 ReportToOpt = Annotated[str, typer.Option("--report-to", help="Also send training metrics to: none | tensorboard (event files under OUT/runs; pip install 'rtool[tensorboard]') | wandb (settings and key from WANDB_* environment variables; pip install 'rtool[wandb]'). OUT/metrics.jsonl and OUT/curves.png are written either way.")]

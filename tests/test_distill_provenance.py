@@ -2,6 +2,7 @@
 the run is cut, and never mixes or doubles samples in an --out file."""
 
 import json
+import re
 
 import pytest
 
@@ -134,3 +135,33 @@ def test_files_with_and_without_a_system_prompt_load_together_in_datasets(tmp_pa
     loaded = datasets.load_dataset("json", data_files=[str(bare), str(briefed)], split="train",
                                    cache_dir=str(tmp_path / "cache"))
     assert [row["system"] for row in loaded["sampling"]] == ["", "", "Be brief.", "Be brief."]
+
+
+def test_a_budget_that_cuts_the_samples_warns_once_naming_the_flag(tmp_path, capfd, tiny_model_dir, tiny_task_rows):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(rows_text(tiny_task_rows[:2]))
+    code, _, stderr = run_in_process(capfd, "distill", "-t", tiny_model_dir, "-i", prompts, "-n", 2,
+                                     "--max-new-tokens", 2, "-o", tmp_path / "cut.jsonl")
+    assert code == 0, stderr
+    warnings = re.findall(r"(\d+)% of samples \((\d) of 4\) ended at --max-new-tokens 2 .*?: raise it", " ".join(stderr.split()))
+    assert len(warnings) == 1 and int(warnings[0][1]) >= 1  # one warning, whatever the share (an early EOS is rare)
+
+
+def test_the_truncation_warning_starts_above_five_percent():
+    import logging
+
+    from rtool.generate.traces import warn_truncated
+    from rtool.log import logger
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        warn_truncated(5, 100, 256)  # a few long outliers: normal
+        warn_truncated(0, 0, 256)
+        assert records == []
+        warn_truncated(12, 100, 256)
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage()[:56] for r in records] == ["12% of samples (12 of 100) ended at --max-new-tokens 256"]

@@ -144,3 +144,25 @@ def test_missing_completion_names_line_and_field():
     result = run_rtool("eval", input=text)
     assert result.returncode == 2
     assert last_error_line(result).startswith("rtool: error: <stdin>:2: no completion field")
+
+
+def test_summary_records_what_produced_it_and_warns_once_when_samples_are_cut(tmp_path, capfd, tiny_model_dir,
+                                                                              tiny_task_rows):
+    from helpers import run_in_process
+    from rtool import __version__
+    from rtool.generate.traces import REASONING_SYSTEM_PROMPT
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps(row) + "\n" for row in tiny_task_rows[:3]))
+    code, stdout, stderr = run_in_process(capfd, "eval", "--model", tiny_model_dir, "--bench", bench, "-n", 2,
+                                          "--temperature", 0.5, "--seed", 7, "--max-new-tokens", 2)
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["model"] == str(tiny_model_dir) and summary["bench"] == str(bench)
+    assert summary["sampling"] == {"backend": "hf", "teacher": summary["sampling"]["teacher"], "temperature": 0.5,
+                                   "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0,
+                                   "max_new_tokens": 2, "seed": 7, "system": REASONING_SYSTEM_PROMPT, "n": 2}
+    assert summary["rtool_version"] == __version__ and summary["truncated_share"] == 1.0
+    # Two tokens end no answer: every sample was cut, and one warning says which flag to raise.
+    assert " ".join(stderr.split()).count("100% of samples (6 of 6) ended at --max-new-tokens 2") == 1
+    assert "raise it" in stderr

@@ -180,6 +180,7 @@ def _lines(rows):
 def test_scripted_policy_gives_exact_labels(label_all):
     with scripted_endpoint(POLICY_SCRIPT, name="scripted-policy") as server:
         result = run_rtool("prm-label", "--policy", server.url, "-k", 2, "--batch-size", 1, "--temperature", 0.7,
+                           "--max-new-tokens", 1024,
                            *(["--label-all"] if label_all else []), input=_lines(SCRIPTED_TRACES))
     assert result.returncode == 0, result.stderr.decode()
     assert server.backend.unscripted == []

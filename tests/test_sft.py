@@ -2,6 +2,7 @@
 dtype), config, resume, torchrun, bad data, the default system prompt, rows over --max-length, and Masked Thought
 as a pure function. What a row is tokenized into: tests/test_train_data.py."""
 
+import hashlib
 import json
 import math
 import os
@@ -85,6 +86,14 @@ def test_full_finetune_changes_weights_logs_metrics_and_generates(capfd, tmp_pat
 
     before, after = weights(tiny_model_dir), weights(out)
     assert any(not torch.equal(before[name], after[name]) for name in before)
+    assert not list(out.rglob("*.bin"))  # transformers' pickled training_args.bin became JSON
+    assert json.loads((out / "training_args.json").read_text())["learning_rate"] == 1e-2
+    card = (out / "README.md").read_text()  # the model card, with no checkpoint saved (--save-steps 500 > 2 steps)
+    assert f'base_model: "{Path(tiny_model_dir).resolve()}"' in card and "None" not in card
+    data_hash = hashlib.sha256(traces.read_bytes()).hexdigest()
+    assert f"| `{traces}` | 23 | {data_hash} |" in card
+    assert f"rtool sft --model {tiny_model_dir} --data {traces} --out {out}" in card and "--max-steps 2" in card
+    assert "| loss |" in card and "![training curves](curves.png)" in card
     rows = metrics(out)
     assert [row["step"] for row in rows] == [1, 2]
     for row in rows:
@@ -179,6 +188,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model
     assert without_clock(metrics(out)) == without_clock(logged)  # step 3 logged once, as it was
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+    assert not list(out.rglob("*.bin")) and (out / "checkpoint-3" / "training_args.json").exists()
 
     # --overwrite replaces the finished run: a fresh run in OUT (its model as the first one's), nothing left aside.
     (out / "checkpoint-3" / "stale.txt").write_text("from the old run")
@@ -251,7 +261,7 @@ def test_rows_over_max_length_are_dropped_and_counted(capfd, tmp_path, tiny_mode
                               *fast(1), "--no-system")
     assert code == 0, stderr
     assert "6 training rows of 7 read" in stderr
-    assert "dropped 1 rows longer than --max-length 256 tokens" in flat(stderr)
+    assert "dropped 1 rows longer than --max-length 256 tokens, 14% of the rows" in flat(stderr)
 
     data = write_rows(tmp_path / "long.jsonl", [long])
     code, _, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", data, "--out", tmp_path / "o2", *fast(1))

@@ -163,6 +163,20 @@ def test_precision_refuses(dtype, hardware, message):
             precision(dtype, lora=lora, **hardware)
 
 
+@pytest.mark.parametrize("asked, cuda, lora, expected", [
+    (None, True, False, True),    # auto: full fine-tuning on a GPU, where long traces' activations fill the memory
+    (None, True, True, False),    # auto: LoRA's frozen base keeps no optimizer state
+    (None, False, False, False),  # auto: the CPU
+    (True, False, True, True),    # asked wins
+    (False, True, False, False),
+])
+def test_gradient_checkpointing_auto(asked, cuda, lora, expected):
+    from rtool.train.precision import gradient_checkpointing
+
+    prec = precision("auto", lora=lora, cuda_available=cuda, bf16_supported=True)
+    assert gradient_checkpointing(asked, prec, lora=lora) is expected
+
+
 def test_stored_dtype_of_dirs_adapters_and_missing_configs(tmp_path):
     def model_dir(name, config):
         path = tmp_path / name

@@ -56,7 +56,7 @@ step "prm-label k=$k" rtool prm-label --policy "$work/student" -k "$k" --step-se
     -i "$work/student-traces.jsonl" -o "$work/labelled.jsonl"
 step "prm-train" rtool prm-train -m "$work/teacher" -d "$work/labelled.jsonl" -o "$work/prm" --no-system \
     --eval-split 0.1 --eval-steps 100 --max-steps "$prm_steps" --lr 1e-3 --batch-size 32 --grad-accum 1 \
-    --save-steps 0 --logging-steps 50 --seed "$seed" > /dev/null
+    --max-length 2048 --save-steps 0 --logging-steps 50 --seed "$seed" > /dev/null
 
 step "eval student greedy" rtool eval --model "$work/student" --bench "$work/data/bon.jsonl" --no-system \
     --max-new-tokens 120 --batch-size 200 > "$work/eval-greedy.json"

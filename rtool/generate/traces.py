@@ -104,6 +104,21 @@ def warn_identical_samples(params) -> None:
                        "and maj@k equal pass@1; sample with --temperature > 0", params.n)
 
 
+# Above this share of samples cut at --max-new-tokens, distill and eval warn: a few long outliers are normal, a
+# budget too small for the model's reasoning is not (cut traces grade false, and sft skips them).
+TRUNCATED_WARN_SHARE = 0.05
+
+
+def warn_truncated(truncated: int, samples: int, max_new_tokens: int) -> None:
+    """One warning when more than TRUNCATED_WARN_SHARE of `samples` ended at --max-new-tokens."""
+    if samples and truncated / samples > TRUNCATED_WARN_SHARE:
+        from rtool.log import logger
+
+        logger.warning("%.0f%% of samples (%d of %d) ended at --max-new-tokens %d (finish_reason 'length': graded "
+                       "false, skipped by sft): raise it", 100 * truncated / samples, truncated, samples,
+                       max_new_tokens)
+
+
 def choose_system_prompt(system: str | None, no_system: bool) -> str | None:
     """--system wins, --no-system sends none, else the reasoning prompt."""
     return None if no_system else (system or REASONING_SYSTEM_PROMPT)

@@ -69,7 +69,7 @@ class Hyperparams:
     seed: int = 0
     logging_steps: int = 10
     save_steps: int = 500
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None  # None: auto (rtool.train.precision.gradient_checkpointing)
 
     def check(self) -> None:
         """Raise UserError for a value the trainer would reject later (or silently misread)."""
@@ -109,7 +109,7 @@ def trainer_args(hp: Hyperparams, prec: Precision, *, report_to: str = "none") -
         save_strategy="steps" if hp.save_steps else "no",
         save_steps=hp.save_steps or 500,
         save_total_limit=2,
-        **_checkpointing_arg(hp.gradient_checkpointing),
+        **_checkpointing_arg(bool(hp.gradient_checkpointing)),
         # transformers' own trackers (TensorBoardCallback, WandbCallback) log on rank 0 only; [] adds none.
         report_to=report_to_names(report_to),
         # No tqdm; transformers then adds PrinterCallback, which print()s to stdout: train_and_save removes it.
@@ -294,6 +294,10 @@ def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, 
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
+    save_arguments_as_json(trainer)
+    # TRL writes a README.md into OUT at each checkpoint, naming the base "None" when it was given a model object:
+    # rtool writes its own card when the run ends (rtool.train.card).
+    trainer.create_model_card = lambda *args, **kwargs: None
     if resume and is_main_process():
         trim_metrics(out / METRICS_FILE, checkpoint_step(checkpoint))
     if checkpoint:
@@ -305,6 +309,23 @@ def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, 
         merge_adapter(out, out / "merged", trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                       loader=loader)
     return out
+
+
+def save_arguments_as_json(trainer) -> None:
+    """Make the trainer write its arguments as training_args.json where transformers torch.save()s them to
+    training_args.bin (in OUT and in each checkpoint): a pickle, which rtool does not write (unpickling runs code).
+    Nothing reads the .bin back: a resume restores the model, optimizer, scheduler, RNG and trainer_state.json."""
+    save = trainer._save
+
+    def _save(output_dir=None, state_dict=None):
+        save(output_dir, state_dict=state_dict)
+        folder = Path(output_dir if output_dir is not None else trainer.args.output_dir)
+        pickled = folder / "training_args.bin"
+        if pickled.exists():  # the process that writes (rank 0) wrote it
+            pickled.unlink()
+            (folder / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
+
+    trainer._save = _save
 
 
 def draw_curves(out: Path, *, marks: Callable[[list[dict]], Iterable] | None = None,

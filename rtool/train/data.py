@@ -190,9 +190,9 @@ class SFTExamples:
         if c.too_long:
             limit = f"longer than --max-length {self.max_length} tokens"
             if self.truncation == "drop":
-                logger.warning("%s: dropped %d rows %s (--truncation drop; raise --max-length to train on them, or "
-                               "--truncation keep-start to train on their first %d tokens)", name, c.too_long, limit,
-                               self.max_length)
+                logger.warning("%s: dropped %d rows %s, %.0f%% of the rows (--truncation drop; raise --max-length to "
+                               "train on them, or --truncation keep-start to train on their first %d tokens)", name,
+                               c.too_long, limit, 100 * c.too_long / (c.kept + c.too_long), self.max_length)
             else:
                 logger.warning("%s: cut %d rows %s to their first %d tokens: their ends (final answer, end of turn) "
                                "are not trained on%s", name, c.too_long, limit, self.max_length,

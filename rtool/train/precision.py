@@ -130,6 +130,16 @@ def precision(dtype: str = "auto", *, lora: bool = False, cuda_available: bool |
     return Precision("cuda", "float32", "cpu", {"bf16": False, "fp16": False})
 
 
+def gradient_checkpointing(asked: bool | None, prec: Precision, *, lora: bool) -> bool:
+    """--gradient-checkpointing / --no-gradient-checkpointing as asked; auto (None): on for full fine-tuning on a GPU,
+    where the activations of 16-32k-token traces, not the weights, fill the memory (TRL's and open-r1's default),
+    off on the CPU (memory is rarely what stops a CPU run, and recomputing costs 20-30% more time) and with --lora
+    (the frozen base keeps no optimizer state, so memory is seldom short)."""
+    if asked is not None:
+        return asked
+    return prec.device == "cuda" and not lora
+
+
 def merge_adapter(adapter_dir: Path, out_dir: Path, *, trust_remote_code: bool = False, allow_pickle: bool = False,
                   loader=None) -> Path:
     """Write the LoRA adapter in `adapter_dir` merged into its base model to `out_dir`, in the base's stored dtype.

@@ -319,8 +319,9 @@ class PRMExamples:
         if c.too_long:
             limit = f"longer than --max-length {self.max_length} tokens"
             if self.truncation == "drop":
-                logger.warning("%s: dropped %d rows %s (--truncation drop; raise --max-length, or --truncation "
-                               "keep-start to train on the steps that fit)", name, c.too_long, limit)
+                logger.warning("%s: dropped %d rows %s, %.0f%% of the rows (--truncation drop; raise --max-length, "
+                               "or --truncation keep-start to train on the steps that fit)", name, c.too_long, limit,
+                               100 * c.too_long / (c.kept + c.too_long))
             else:
                 logger.warning("%s: cut %d rows %s after their last whole step: %d steps not trained on%s", name,
                                c.too_long, limit, c.cut_steps,

@@ -392,8 +392,8 @@ class RediPairs:
         if c.too_long:
             limit = f"with a side longer than --max-length {self.max_length} tokens"
             if self.truncation == "drop":
-                logger.warning("%s: dropped %d pairs %s (--truncation drop; raise --max-length to train on them)",
-                               name, c.too_long, limit)
+                logger.warning("%s: dropped %d pairs %s, %.0f%% of the pairs (--truncation drop; raise --max-length "
+                               "to train on them)", name, c.too_long, limit, 100 * c.too_long / (c.kept + c.too_long))
             else:
                 logger.warning("%s: cut %d pairs %s to their first %d tokens%s", name, c.too_long, limit,
                                self.max_length, f"; {c.no_completion} had a side with no completion token left and "

@@ -18,6 +18,7 @@ recipe's examples), args (keyword arguments valid for any transformers TrainingA
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,9 @@ from rtool.errors import UserError
 from rtool.log import logger
 from rtool.train import checkpoints, processes
 from rtool.train import core as training
+from rtool.train.card import write_model_card
 from rtool.train.core import Hyperparams
-from rtool.train.precision import LoraSettings, lora_user_error, precision
+from rtool.train.precision import LoraSettings, gradient_checkpointing, lora_user_error, precision
 
 
 @dataclass
@@ -78,6 +80,8 @@ class TrainRun:
     report_to: str = "none"  # --report-to: none | tensorboard | wandb (comma-separated for several)
     # What a --resume must keep (checkpoints.run_settings: every flag that changes what is trained); None: unchecked.
     settings: dict | None = None
+    # The command's merged flags, for the model card's command line (rtool.train.card); None: none recorded.
+    flags: dict | None = None
 
     @classmethod
     def from_flags(cls, opts, *, lr: float) -> "TrainRun":
@@ -101,6 +105,7 @@ class TrainRun:
             trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
             report_to=getattr(opts, "report_to", "none"))  # a command without the flag reports to none
         run.settings = checkpoints.run_settings({**vars(opts), "lr": run.hp.lr})
+        run.flags = {**vars(opts), "lr": run.hp.lr}
         run.check()
         return run
 
@@ -125,15 +130,20 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     with checkpoints.removed_if_failed_early(run.out):
         if run.settings is not None:
             checkpoints.check_run_settings(run.out, run.settings, resuming=checkpoint is not None)
-        _train(recipe, run, checkpoint)
+        rows = _train(recipe, run, checkpoint)
     if not processes.is_main_process():
         return None
     # After the other ranks are released: they need not wait for a picture.
     training.draw_curves(run.out, marks=recipe.curve_marks, metrics=recipe.curve_metrics)
+    local = Path(run.model).exists()  # a local model is named by its absolute path: the card may travel
+    card = write_model_card(run.out, base_model=str(Path(run.model).resolve()) if local else run.model,
+                            data=run.data, rows=rows, command=recipe.name, flags=run.flags or {})
+    logger.info("model card in %s", card)
     return run.out
 
 
-def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> None:
+def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> int:
+    """Train and save; return how many rows were read from run.data."""
     from rtool.io.models import check_causal_lm, load_model, load_tokenizer
     from rtool.io.records import ReadStats, read_records
 
@@ -144,6 +154,11 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> None:
         logger.warning("full fine-tuning with %s weights: AdamW updates smaller than their resolution round away "
                        "(at lr 1e-6 most of them); --dtype auto keeps float32 master weights with bf16 autocast",
                        prec.load_dtype)
+    hp = dataclasses.replace(run.hp, gradient_checkpointing=gradient_checkpointing(
+        run.hp.gradient_checkpointing, prec, lora=run.lora.enabled))
+    if hp.gradient_checkpointing and run.hp.gradient_checkpointing is None:
+        logger.info("gradient checkpointing on (auto: full fine-tuning on a GPU); --no-gradient-checkpointing is "
+                    "20-30%% faster when the memory allows")
     # The tokenizer loads first, alone: the examples are tokenized while the data is read, before the model loads.
     tokenizer = load_tokenizer(run.model, trust_remote_code=run.trust_remote_code, allow_pickle=run.allow_pickle,
                                padding_side="right")
@@ -171,7 +186,7 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> None:
         try:
             with training.stdout_to_stderr():
                 trainer = recipe.build_trainer(model=model, tokenizer=tokenizer, dataset=dataset,
-                                               args=training.trainer_args(run.hp, prec, report_to=run.report_to),
+                                               args=training.trainer_args(hp, prec, report_to=run.report_to),
                                                peft_config=peft_config, callbacks=callbacks)
         except ValueError as error:
             raise lora_user_error(error) or error
@@ -182,6 +197,7 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> None:
         del trainer, model  # the DDP wrapper goes before the process group does (processes.end_distributed)
         gc.collect()
     processes.end_distributed()
+    return stats.rows
 
 
 def adapter_start(model, peft_config):

@@ -1,0 +1,100 @@
+"""OUT/README.md, the model card every training run writes when it ends, checkpoint or not: what was trained from
+what, on which data (files with their row counts and sha256), by which command, to which final metrics, with the
+curves. Its front matter is the Hugging Face hub's (`base_model`, `library_name`, `tags`), so an uploaded OUT shows
+its lineage.
+
+    write_model_card(out, base_model="Qwen/Qwen2.5-1.5B", data="traces.jsonl", rows=7500, command="sft",
+                     flags={"lr": 2e-5, ...})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from pathlib import Path
+
+from rtool.train.checkpoints import METRICS_FILE
+
+CARD_FILE = "README.md"
+# Flags the card's command line leaves out: how the run was started, not what it trained.
+_NOT_IN_COMMAND = ("config", "resume", "overwrite")
+
+
+def write_model_card(out: Path, *, base_model: str, data: str, rows: int, command: str, flags: dict) -> Path:
+    """Write OUT/README.md; return its path. `rows` is how many rows were read from `data`; `flags` the command's
+    merged flags (defaults < YAML < command line), written back as the command line that repeats the run."""
+    from rtool import __version__
+
+    out = Path(out)
+    metrics = _last_metrics(out / METRICS_FILE)
+    lines = ["---", f"base_model: {json.dumps(base_model)}", "library_name: transformers",
+             f"tags: [rtool, {command}]", "---", "",
+             f"# {out.name}", "",
+             f"`rtool {command}` (rtool {__version__}) trained this model from `{base_model}`.", "",
+             "## Data", "", "| input | rows read | sha256 |", "| --- | ---: | --- |",
+             f"| `{data}` | {rows} | {_digest(data)} |", "",
+             "## Command", "", "The flags as the run used them (YAML included):", "", "```",
+             command_line(command, flags), "```", ""]
+    if metrics:
+        lines += ["## Final metrics", "", f"At step {metrics.get('step')}:", "", "| metric | value |",
+                  "| --- | ---: |"]
+        lines += [f"| {key} | {value:.6g} |" for key, value in metrics.items()
+                  if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)]
+        lines.append("")
+    if (out / "curves.png").exists():
+        lines += ["## Curves", "", "![training curves](curves.png)", "",
+                  f"Every logged step is in [{METRICS_FILE}]({METRICS_FILE}).", ""]
+    path = out / CARD_FILE
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def command_line(command: str, flags: dict) -> str:
+    """`rtool COMMAND --flag value ...` from merged flags: None and False left out (a flag at its off default),
+    True as the bare flag, except a tri-state's False, written as its --no- form."""
+    words = ["rtool", command]
+    for key, value in flags.items():
+        if key in _NOT_IN_COMMAND or value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is False:
+            if key == "gradient_checkpointing":  # auto, on or off: off must be said
+                words.append("--no-gradient-checkpointing")
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _digest(data: str) -> str:
+    """sha256 of a data file (of a saved dataset dir: of its files' names and bytes, in order); what else it is
+    when there is no file to hash."""
+    path = Path(data)
+    if data == "-":
+        return "stdin: not hashed"
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        return "not a local file: not hashed"
+    digest = hashlib.sha256()
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _last_metrics(path: Path) -> dict:
+    """The last row of metrics.jsonl that holds a loss (the end-of-run state), or {}."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return {}
+    with_loss = [row for row in rows if "loss" in row]
+    return (with_loss or rows or [{}])[-1]
