@@ -42,7 +42,14 @@ def export_cmd(
     prompt_field: PromptFieldOpt = None,
     skip_bad: SkipBadOpt = False,
 ) -> None:
-    """Write rows in TRL's conversational SFT, preference or stepwise-supervision format."""
+    """Write rows in TRL's conversational SFT, preference or stepwise-supervision format.
+
+    \b
+    rtool export --to trl-sft -i traces.jsonl -o trl-data/train.jsonl
+    trl sft --model_name_or_path S --dataset_name trl-data --output_dir runs/trl-sft
+    rtool export --to trl-preference < traces.jsonl > pairs.jsonl
+    rtool prm-label --policy S < traces.jsonl | rtool export --to trl-stepwise > steps.jsonl
+    """
     from rtool.generate.traces import choose_system_prompt
     from rtool.grade.fields import FieldMap
     from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records

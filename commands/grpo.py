@@ -15,9 +15,11 @@ Rows: any prompt field (prompt, messages, question, problem; a row's recorded pr
 for the accuracy reward, a gold answer (answer, gold, a solution's last \\boxed{}); one example per prompt id, so a
 distill traces file works too. --batch-size counts completions (TRL's per-device batch): batch-size x grad-accum x
 processes must hold whole groups of --num-generations.
-OUT receives the model (as sft), checkpoint-N dirs, metrics.jsonl (per logging step: reward, reward_std, reward/NAME
-and reward/NAME_std per function, accuracy, completion_length mean/median/min/max, truncated_share, zero_std_share,
-kl when --beta > 0, entropy, clip_ratio, learning_rate, tokens_per_s, completion_tokens_per_s) and curves.png.
+OUT receives the model (as sft), checkpoint-N dirs, metrics.jsonl (per logging step, TRL's metrics under TRL's names:
+reward, reward_std, rewards/NAME/mean and /std per function, completions/mean_length, /min_length, /max_length,
+completions/clipped_ratio, frac_reward_zero_std, kl when --beta > 0, entropy, clip_ratio/region_mean, learning_rate;
+and rtool's: accuracy, completion_length_median, completion_length_std, zero_std_share, tokens_per_s,
+completion_tokens_per_s) and curves.png.
 BAI's failure curves are watched live (rtool/train/failure_curves.py): a Sequence Length Collapse (completion length below
 --collapse-fraction of its first step's) or a Reward Hockey Stick (reward down by --drop-fraction of its scale, then
 back), each also beyond 4 standard errors of batch noise, is a warning on stderr, a `flags` entry in the metrics rows from then on, and a mark on curves.png.
@@ -57,7 +59,7 @@ def grpo_cmd(
     prm_agg: Annotated[str, typer.Option("--prm-agg", help="The prm reward's step aggregate: min | prod | last | mean.")] = "min",
     step_sep: StepSepOpt = "\\n\\n",
     num_generations: Annotated[int, typer.Option("--num-generations", "-G", "-n", help="Completions sampled per prompt (a group); at least 2.")] = 8,
-    max_completion_length: Annotated[int, typer.Option("--max-completion-length", help="Longest completion in tokens; longer ones are cut (truncated_share in the metrics).")] = 1024,
+    max_completion_length: Annotated[int, typer.Option("--max-completion-length", help="Longest completion in tokens; longer ones are cut (completions/clipped_ratio in the metrics).")] = 1024,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature of the groups (> 0).")] = 1.0,
     top_p: TopPOpt = 1.0,
     top_k: TopKOpt = 0,
@@ -80,7 +82,7 @@ def grpo_cmd(
     lr: LrOpt = None,
     lr_scheduler: LrSchedulerOpt = "linear",
     warmup_ratio: WarmupRatioOpt = 0.0,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Completions per device per forward pass (TRL's per-device batch); batch-size x grad-accum x processes completions, whole groups, make one optimizer step.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", "--per-device-train-batch-size", help="Completions per device per forward pass (TRL's per-device batch); batch-size x grad-accum x processes completions, whole groups, make one optimizer step.")] = 8,
     grad_accum: GradAccumOpt = 4,
     seed: SeedOpt = 0,
     logging_steps: LoggingStepsOpt = 1,

@@ -34,6 +34,8 @@ CHOICES = {
     "--vllm-mode": "colocate server",
     ("bon", "--method"): "majority naive weighted",
     ("merge-bai", "--method"): "linear task-arithmetic slerp ties dare-ties dare-linear",
+    ("export", "--to"): "trl-sft trl-preference trl-stepwise",
+    "--pairs": "first all",
 }
 
 

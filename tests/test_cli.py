@@ -10,7 +10,8 @@ import pytest
 from helpers import RTOOL
 from rtool import __version__
 
-COMMANDS = ["distill", "sft", "redi", "eval", "merge-bai", "plot", "prm-label", "prm-score", "prm-train", "bon", "grpo"]
+COMMANDS = ["distill", "sft", "redi", "eval", "merge-bai", "plot", "prm-label", "prm-score", "prm-train", "bon", "grpo",
+            "export"]
 HEAVY = ("torch", "transformers", "trl", "peft", "vllm", "datasets", "matplotlib", "tensorboard", "wandb")
 
 

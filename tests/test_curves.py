@@ -108,7 +108,7 @@ def test_marks_are_drawn_on_their_metric_only(tmp_path):
     marked = plot_curves(runs, tmp_path / "marked.png", metrics=["loss"],
                          marks=[Mark(4, "reward hockey stick", metric="loss", end=6)])
     elsewhere = plot_curves(runs, tmp_path / "elsewhere.png", metrics=["loss"],
-                            marks=[Mark(4, "sequence length collapse", metric="completion_length")])
+                            marks=[Mark(4, "sequence length collapse", metric="completions/mean_length")])
     assert red_pixels(plain) == 0
     assert red_pixels(marked) > 200  # a dashed line the height of the panel, a shaded span and its label
     assert red_pixels(elsewhere) == 0
@@ -209,9 +209,9 @@ def test_plot_check_prints_each_runs_failure_curves_as_json(tmp_path, capfd):
                                                                    ("sequence_length_collapse", 46)]
     assert lines[1]["flags"][1]["message"].startswith("sequence length collapse: mean completion length 150.0")
     assert not (tmp_path / "curves.png").exists() and not list(tmp_path.rglob("*.png"))
-    # The same trainer_state.json plots as rtool's metrics do, under rtool's name for the length.
+    # The same trainer_state.json plots as rtool's metrics do: rtool grpo logs TRL's names.
     code, stdout, stderr = run_in_process(capfd, "plot", healthy, "-o", tmp_path / "trl.png",
-                                          "--metrics", "reward,completion_length")
+                                          "--metrics", "reward,completions/mean_length")
     assert (code, stdout) == (0, f"{tmp_path / 'trl.png'}\n"), stderr
 
 
@@ -219,11 +219,18 @@ def test_trainer_state_rows_count_the_completions_they_average(tmp_path):
     path = tmp_path / "trainer_state.json"
     path.write_text(json.dumps(trl_state([0.5, 0.6, 0.7, 0.8], [10.0] * 4, batch=8, logging_steps=5)))
     rows = read_metrics(tmp_path)
-    assert [(row["step"], row["completions"], row["completion_length"]) for row in rows] == [
+    assert [(row["step"], row["completions"], row["completions/mean_length"]) for row in rows] == [
         (5, 40, 10.0), (10, 40, 10.0), (15, 40, 10.0), (20, 40, 10.0)]  # no eval row, no summary
     path.write_text('{"log_history": 3}')
     with pytest.raises(UserError, match="no log_history list"):
         read_metrics(path)
+
+
+def test_an_older_grpo_runs_names_read_as_trls(tmp_path):
+    old = {"step": 1, "reward": 0.5, "completion_length": 31.0, "truncated_share": 0.1, "zero_std_share": 0.2}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(old) + "\n")
+    assert read_metrics(tmp_path) == [{"step": 1, "reward": 0.5, "completions/mean_length": 31.0,
+                                       "completions/clipped_ratio": 0.1, "zero_std_share": 0.2}]
 
 
 def test_plot_needs_a_run_dir():

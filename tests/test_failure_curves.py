@@ -12,8 +12,8 @@ from rtool.train.failure_curves import COLLAPSE, DROP, HOCKEY_STICK, CurveWatch,
 
 
 def rows(rewards, lengths, reward_std=0.3, completions=32):
-    return [{"step": i + 1, "reward": r, "reward_std": reward_std, "completion_length": n, "completions": completions}
-            for i, (r, n) in enumerate(zip(rewards, lengths))]
+    return [{"step": i + 1, "reward": r, "reward_std": reward_std, "completions/mean_length": n,
+             "completions": completions} for i, (r, n) in enumerate(zip(rewards, lengths))]
 
 
 def healthy_runs(completions, *, rising, runs=300, steps=200, group=8, varied_prompts=False, seed=0):
@@ -33,7 +33,7 @@ def healthy_runs(completions, *, rising, runs=300, steps=200, group=8, varied_pr
     sigma2 = math.log(1 + 0.5 ** 2)
     lengths = rng.lognormal(np.log(mean_length) - sigma2 / 2, math.sqrt(sigma2), (runs, steps, completions))
     columns = (rewards.mean(2), rewards.std(2, ddof=1), lengths.mean(2), lengths.std(2, ddof=1))
-    return [[{"step": s + 1, "reward": r, "reward_std": rs, "completion_length": n, "completion_length_std": ns,
+    return [[{"step": s + 1, "reward": r, "reward_std": rs, "completions/mean_length": n, "completion_length_std": ns,
               "completions": completions} for s, (r, rs, n, ns) in enumerate(zip(*(c[run].tolist() for c in columns)))]
             for run in range(runs)]
 
@@ -68,7 +68,7 @@ def test_a_collapse_inside_the_first_window_is_measured_from_the_first_step():
     lengths = [800.0, 560.0, 330.0] + [330.0] * 17
     # A logged std (half the mean: long-tailed lengths) over 32 completions: the 3-step mean of 560, 330, 330 is not
     # yet below 400; the next step's is.
-    with_std = [{**row, "completion_length_std": row["completion_length"] / 2}
+    with_std = [{**row, "completion_length_std": row["completions/mean_length"] / 2}
                 for row in rows([0.5] * 20, lengths)]
     assert [(e.name, e.step) for e in CurveWatch().events(with_std)] == [(COLLAPSE, 5)]
     # No std (a TRL trainer_state.json): the series' own noise, inflated by the fall itself at first, holds it 2
@@ -79,7 +79,7 @@ def test_a_collapse_inside_the_first_window_is_measured_from_the_first_step():
 def test_a_drift_from_a_first_step_high_by_chance_is_no_collapse():
     # One step of 16 completions is +-12% (std half the mean); a third lower later is learning to be brief.
     lengths = [260.0] + [200.0, 190.0, 210.0] * 5 + [125.0] * 10
-    run = [{**row, "completion_length_std": row["completion_length"] / 2}
+    run = [{**row, "completion_length_std": row["completions/mean_length"] / 2}
            for row in rows([0.5] * len(lengths), lengths, completions=16)]
     assert CurveWatch().events(run) == []
     assert [e.name for e in CurveWatch().events([{**row, "completions": 1000} for row in run])] == [COLLAPSE]
@@ -136,7 +136,7 @@ def test_both_curves_in_one_run_in_the_order_they_showed():
     events = CurveWatch().events(rows(rewards, lengths))
     # Each a step after the first window that shows it: the series' own noise, inflated by the fall itself, holds it.
     assert [(e.name, e.step) for e in events] == [(HOCKEY_STICK, 8), (COLLAPSE, 15)]
-    assert [m.metric for m in event_marks(events)] == ["reward", "completion_length"]
+    assert [m.metric for m in event_marks(events)] == ["reward", "completions/mean_length"]
 
 
 def test_short_runs_and_missing_series_raise_nothing():

@@ -15,7 +15,7 @@ import torch
 from helpers import run_in_process
 from rtool.errors import UserError
 from rtool.grade.fields import FieldMap
-from rtool.train.grpo import GRPOPrompts, renamed_metrics
+from rtool.train.grpo import GRPOPrompts, window_metrics
 from rtool.io.records import Row
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,29 +53,27 @@ def test_a_prompt_without_gold_is_an_error_only_when_accuracy_needs_it():
     assert [e["answer"] for e in examples] == ["1", ""]
 
 
-def test_trl_metric_names_become_rtools():
+def test_trl_metrics_keep_trls_names():
     trl = {"reward": [0.5], "rewards/accuracy/mean": [0.25], "rewards/accuracy/std": [0.4],
            "completions/mean_length": [20.0], "completions/clipped_ratio": [0.1], "frac_reward_zero_std": [0.5],
            "clip_ratio/region_mean": [0.0], "clip_ratio/low_min": [0.0], "completions/max_terminated_length": [3.0],
            "entropy": [2.0], "kl": [0.01]}
-    out = renamed_metrics(trl, ["accuracy"])
-    assert dict(out) == {"reward": [0.5], "reward/accuracy": [0.25], "reward/accuracy_std": [0.4],
-                         "completion_length": [20.0], "truncated_share": [0.1], "zero_std_share": [0.5],
-                         "clip_ratio": [0.0], "entropy": [2.0], "kl": [0.01], "accuracy": [0.25]}
+    out = window_metrics(trl, ["accuracy"])
+    assert dict(out) == {**trl, "accuracy": [0.25]}  # TRL's names as TRL logs them, plus rtool's accuracy
     # Over a logging window of several steps, the length's extremes are the window's, not means of each step's.
-    window = renamed_metrics({"completions/min_length": [12.0, 7.0, 9.0], "completions/max_length": [80.0, 95.0]}, [])
-    assert dict(window) == {"completion_length_min": [7.0], "completion_length_max": [95.0]}
+    window = window_metrics({"completions/min_length": [12.0, 7.0, 9.0], "completions/max_length": [80.0, 95.0]}, [])
+    assert dict(window) == {"completions/min_length": [7.0], "completions/max_length": [95.0]}
 
 
 def test_curve_panels_lead_with_reward_and_skip_a_lone_rewards_copy():
     from rtool.train.grpo import curve_panels
 
-    one = [{"step": 1, "loss": 0.0, "reward": 0.5, "reward/accuracy": 0.5, "accuracy": 0.5, "completion_length": 9.0,
-            "entropy": 1.0, "learning_rate": 1e-3, "flags": ["x"]}]
-    assert curve_panels(one) == ["reward", "completion_length", "entropy", "loss", "learning_rate"]  # accuracy=1 alone
-    two = [{**one[0], "reward": 0.6, "reward/format": 1.0, "reward/format_std": 0.0, "kl": 0.1}]
-    assert curve_panels(two) == ["reward", "reward/accuracy", "reward/format", "accuracy", "completion_length", "kl",
-                                 "entropy", "loss", "learning_rate"]
+    one = [{"step": 1, "loss": 0.0, "reward": 0.5, "rewards/accuracy/mean": 0.5, "accuracy": 0.5,
+            "completions/mean_length": 9.0, "entropy": 1.0, "learning_rate": 1e-3, "flags": ["x"]}]
+    assert curve_panels(one) == ["reward", "completions/mean_length", "entropy", "loss", "learning_rate"]
+    two = [{**one[0], "reward": 0.6, "rewards/format/mean": 1.0, "rewards/format/std": 0.0, "kl": 0.1}]
+    assert curve_panels(two) == ["reward", "rewards/accuracy/mean", "rewards/format/mean", "accuracy",
+                                 "completions/mean_length", "kl", "entropy", "loss", "learning_rate"]
 
 
 # The command on the tiny Llama.
@@ -112,18 +110,20 @@ def test_training_logs_rewards_by_name_and_their_weighted_sum(capfd, tmp_path, t
     rows = metrics(out)
     assert [row["step"] for row in rows] == [1, 2, 3]
     for row in rows:
-        expected = {"loss", "learning_rate", "tokens_per_s", "reward", "reward_std", "reward/accuracy",
-                    "reward/format", "reward/length", "reward/length_std", "accuracy", "completion_length",
-                    "completion_length_median", "completion_length_min", "completion_length_max", "truncated_share",
+        # TRL's metrics under TRL's names (what TRL's GRPOTrainer logs), rtool's additions under rtool's.
+        expected = {"loss", "learning_rate", "tokens_per_s", "reward", "reward_std", "rewards/accuracy/mean",
+                    "rewards/format/mean", "rewards/length/mean", "rewards/length/std", "accuracy",
+                    "completions/mean_length", "completion_length_median", "completions/min_length",
+                    "completions/max_length", "completions/clipped_ratio", "frac_reward_zero_std",
                     "zero_std_share", "kl", "entropy", "completion_tokens_per_s"}
         assert expected <= set(row), expected - set(row)
-        assert not any(key.startswith(("completions/", "rewards/")) for key in row)
+        assert not {"completion_length", "truncated_share", "reward/accuracy"} & set(row)
         # The reward is the weighted sum of the functions' means (no reward gave None here).
-        assert row["reward"] == pytest.approx(row["reward/accuracy"] + 0.5 * row["reward/format"]
-                                              + 0.25 * row["reward/length"], abs=1e-5)
-        assert -1 <= row["reward/length"] <= 0 and 0 <= row["truncated_share"] <= 1
-        assert 1 <= row["completion_length_min"] <= row["completion_length_median"] <= row[
-            "completion_length_max"] <= 24
+        assert row["reward"] == pytest.approx(row["rewards/accuracy/mean"] + 0.5 * row["rewards/format/mean"]
+                                              + 0.25 * row["rewards/length/mean"], abs=1e-5)
+        assert -1 <= row["rewards/length/mean"] <= 0 and 0 <= row["completions/clipped_ratio"] <= 1
+        assert 1 <= row["completions/min_length"] <= row["completion_length_median"] <= row[
+            "completions/max_length"] <= 24
         assert row["completion_tokens_per_s"] > 0 and math.isfinite(row["kl"]) and row["entropy"] > 0
         assert "flags" not in row
     before, after = weights(tiny_model_dir), weights(out)
@@ -208,7 +208,7 @@ def test_metrics_match_the_completions_counted_independently(capfd, tmp_path, mo
     assert any(0 < row["accuracy"] < 1 for row in rows)
     assert any(0 < row["zero_std_share"] < 1 for row in rows)
     first = rows[0]
-    seconds = first["completions"] * first["completion_length"] / first["completion_tokens_per_s"]
+    seconds = first["completions"] * first["completions/mean_length"] / first["completion_tokens_per_s"]
     assert seconds < 1.5, seconds  # one step's time, not the 2 s of setup before it
 
 
@@ -226,7 +226,7 @@ def test_a_python_reward_is_imported_weighted_and_logged_under_its_name(capfd, t
                                "--reward", "accuracy=1,python:my_rewards:quarter=2")
     assert code == 0, stderr
     for row in metrics(out):
-        assert row["reward/quarter"] == 0.25 and row["reward/quarter_std"] == 0.0
+        assert row["rewards/quarter/mean"] == 0.25 and row["rewards/quarter/std"] == 0.0
         assert row["reward"] == pytest.approx(row["accuracy"] + 0.5, abs=1e-6)
 
     broken = tmp_path / "broken"
@@ -249,7 +249,7 @@ def test_a_prm_reward_scores_completions_in_0_1(capfd, tmp_path, tiny_model_dir,
     assert code == 0, stderr
     assert "read as qwen-prm" in stderr
     for row in metrics(out):
-        assert 0 < row["reward/prm"] < 1 and row["reward"] == pytest.approx(row["reward/prm"])
+        assert 0 < row["rewards/prm/mean"] < 1 and row["reward"] == pytest.approx(row["rewards/prm/mean"])
         assert "accuracy" not in row
 
 
@@ -266,7 +266,7 @@ def test_a_length_collapse_warns_once_flags_the_rows_and_marks_the_curves(capfd,
                                "--temperature", "1.0")
     assert code == 0, stderr
     rows = metrics(out)
-    lengths = [row["completion_length"] for row in rows]
+    lengths = [row["completions/mean_length"] for row in rows]
     assert lengths[-1] < 0.5 * (lengths[0] + lengths[1]) / 2, lengths
     assert " ".join(stderr.split()).count("sequence length collapse: mean completion length") == 1
     flagged = [row["step"] for row in rows if "sequence_length_collapse" in row.get("flags", [])]
@@ -275,7 +275,7 @@ def test_a_length_collapse_warns_once_flags_the_rows_and_marks_the_curves(capfd,
 
     marks = event_marks(CurveWatch(window=2).events(rows))
     assert [(m.step, m.metric) for m in marks if m.label == "sequence length collapse"] == [
-        (flagged[0], "completion_length")]
+        (flagged[0], "completions/mean_length")]
     # `rtool plot --check` finds it in the run's metrics.jsonl (at the default 3-step window: the same step or later).
     code, stdout, _ = run_in_process(capfd, "plot", out, "--check")
     checked = json.loads(stdout)
@@ -322,7 +322,7 @@ def test_lora_with_config_saves_adapter_and_merged_model(capfd, tmp_path, tiny_m
     assert code == 0, stderr
     assert stdout == f"{out}\n"
     assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
-    assert "reward/length" in metrics(out)[0]
+    assert "rewards/length/mean" in metrics(out)[0]
     before, merged = weights(tiny_model_dir), weights(out / "merged")
     changed = {name for name in before if not torch.equal(before[name], merged[name])}
     assert changed and all("q_proj" in name or "v_proj" in name for name in changed)

@@ -193,6 +193,12 @@ def test_trl_preference_rows_are_pairs_already():
         (conversation, "good3", "bad3"),
     ]
     assert (counts.preference, counts.graded_pairs, counts.prompts, counts.rows) == (3, 1, 1, 5)
+    # With rtool's system prompt: TRL's conversational rows are trained as they are; bare prompts get it.
+    built = build_pairs(rows_of(records), FieldMap(), "Think.")
+    think = {"role": "system", "content": "Think."}
+    assert [p.messages for p in built] == [[think, {"role": "user", "content": "question g"}],
+                                           [think, {"role": "user", "content": "Q1"}], conversation, conversation]
+    assert [p.recorded for p in built] == [False, False, True, True]
 
 
 @pytest.mark.parametrize("record, where, message", [

@@ -81,7 +81,7 @@ def test_full_finetune_changes_weights_logs_metrics_and_generates(capfd, tmp_pat
     assert stdout == f"{out}\n"
     assert "20 training rows of 23 read, skipped 3 with correct == false" in stderr
     # Rows without prompt_messages get the system prompt distill and eval send by default.
-    assert "no row records its conversation (prompt_messages): all get the system prompt " \
+    assert "no row records its conversation (prompt_messages or a conversational prompt): all get the system prompt " \
         "'Please reason step by step" in flat(stderr)
 
     before, after = weights(tiny_model_dir), weights(out)

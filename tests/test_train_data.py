@@ -40,6 +40,10 @@ def row(data, line=1):
     ({"prompt_messages": [{"role": "user", "content": "Which?\n\nA. x\nB. y"}], "question": "Which?",
       "options": {"A": "x", "B": "y"}}, FieldMap(), None, [{"role": "user", "content": "Which?\n\nA. x\nB. y"}],
      True),
+    # A prompt that is already a conversation (TRL's conversational rows) is taken as it is: no system prompt added.
+    ({"prompt": RECORDED[1:], "completion": [{"role": "assistant", "content": "5"}]}, FieldMap(), "Think.",
+     RECORDED[1:], True),
+    ({"messages": [*RECORDED, {"role": "assistant", "content": "5"}]}, FieldMap(), "Think.", RECORDED, True),
     # An explicit --prompt-field names the prompt, whatever the row records.
     ({"prompt_messages": RECORDED, "question": "Q"}, FieldMap(prompt_field="question"), None,
      [{"role": "user", "content": "Q"}], False),
@@ -97,8 +101,8 @@ def test_sft_examples_filter_count_and_apply_the_length_policy(tokenizer, caplog
     with caplog.at_level(logging.INFO, logger="rtool"):
         dropping.report()
     assert "sft: 2 training rows of 4 read, skipped 1 with correct == false" in caplog.text
-    assert "1 rows train on the conversation they record (prompt_messages), 1 get the system prompt 'Think.'" \
-        in caplog.text
+    assert "1 rows train on the conversation they record (prompt_messages or a conversational prompt), 1 bare " \
+        "prompts get the system prompt 'Think.'" in caplog.text
     assert "dropped 1 rows longer than --max-length 128 tokens" in caplog.text
 
     cutting = SFTExamples(FieldMap(), system="Think.", max_length=128, truncation="keep-start",

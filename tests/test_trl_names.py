@@ -69,3 +69,26 @@ def test_every_training_command_takes_trl_flag_names(capfd, command):
                  "--lr-scheduler-type", "--use-peft", "--resume-from-checkpoint", "--warmup-ratio", "--max-steps",
                  "--seed", "--logging-steps", "--save-steps"):
         assert name in stdout, name
+
+
+def test_trl_conversational_rows_train_as_they_are_bare_prompts_get_the_system(tiny_model_dir, caplog):
+    import logging
+
+    from rtool.grade.fields import FieldMap
+    from rtool.io.models import load_tokenizer
+    from rtool.io.records import Row
+    from rtool.train.data import SFTExamples
+
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="right")
+    rows = [Row({"prompt": [{"role": "user", "content": "1+1?"}],
+                 "completion": [{"role": "assistant", "content": "2"}]}, "t.jsonl", 1),
+            Row({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},
+                "t.jsonl", 2),
+            Row({"prompt": "3+3?", "completion": "6"}, "t.jsonl", 3)]
+    examples = SFTExamples(FieldMap(), system="Think.", max_length=512)
+    texts = [tokenizer.decode(example["input_ids"]) for example in examples(rows, tokenizer)]
+    assert ["Think." in text for text in texts] == [False, False, True]
+    with caplog.at_level(logging.INFO, logger="rtool"):
+        examples.report()
+    assert "2 rows train on the conversation they record (prompt_messages or a conversational prompt), 1 bare " \
+           "prompts get the system prompt 'Think.'" in caplog.text

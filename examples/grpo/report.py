@@ -35,7 +35,7 @@ def grpo_curves(run_dir: Path) -> dict:
     rows = [row for row in metrics(run_dir) if "reward" in row]
     first, last = rows[:WINDOW], rows[-WINDOW:]
     out = {key: {"start": mean_of(first, key), "end": mean_of(last, key)}
-           for key in ("reward", "zero_std_share", "completion_length", "entropy")}
+           for key in ("reward", "zero_std_share", "completions/mean_length", "entropy")}
     out["flags"] = sorted({flag for row in rows for flag in row.get("flags", [])})
     return out
 
@@ -80,7 +80,8 @@ def one_run(work: Path) -> int:
     print(f"GRPO's groups, first -> last {WINDOW} logged steps: reward (accuracy at T {s['temperature']:g}) "
           f"{pct(g['reward']['start'])} -> {pct(g['reward']['end'])}; groups all right or all wrong (no signal) "
           f"{pct(g['zero_std_share']['start'])} -> {pct(g['zero_std_share']['end'])}; completion length "
-          f"{g['completion_length']['start']:.1f} -> {g['completion_length']['end']:.1f} tokens; failure curves: "
+          f"{g['completions/mean_length']['start']:.1f} -> {g['completions/mean_length']['end']:.1f} tokens; "
+          "failure curves: "
           f"{', '.join(g['flags']) or 'none'}")
     arms.print_stages(s["seconds"], s["load"])
     return arms.broken(p, "grpo example", stage1_above=STAGE1_ABOVE_UNTRAINED)

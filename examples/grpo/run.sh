@@ -81,9 +81,9 @@ ended=$(date +%s.%N)
 awk -v b="$started" -v e="$ended" 'BEGIN { printf "total\t%.1f\n", e - b }' >> "$work/timings.tsv"
 printf '{"seed": %s, "samples": %s, "temperature": %s, "load": {"start": "%s", "end": "%s"}}\n' "$seed" \
     "$samples" "$temperature" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)" > "$work/run.json"
-# accuracy is reward/accuracy (the only reward here); zero_std_share is the share of groups whose completions all
+# accuracy is rewards/accuracy/mean (the only reward here); zero_std_share is the share of groups whose completions all
 # scored alike (all right or all wrong): those carry no gradient.
 rtool plot "$work/grpo" -o "$work/grpo-curves.png" \
-    --metrics reward,zero_std_share,completion_length,entropy,grad_norm,learning_rate \
+    --metrics reward,zero_std_share,completions/mean_length,entropy,grad_norm,learning_rate \
     --title "seed $seed, GRPO from stage 1: reward = accuracy of the sampled groups (T $temperature)" > /dev/null
 python "$here/report.py" "$work"

@@ -266,7 +266,7 @@ class MetricsCallback(TrainerCallback):
         return f"elapsed {format_duration(elapsed)}  ETA {eta}"
 
 
-_PROGRESS_EXTRAS = (("reward", "reward"), ("accuracy", "accuracy"), ("completion_length", "length"))
+_PROGRESS_EXTRAS = (("reward", "reward"), ("accuracy", "accuracy"), ("completions/mean_length", "length"))
 
 
 def _fmt(value, spec: str = ".4g") -> str:

@@ -4,7 +4,7 @@
     plot_curves({"sft": rows}, "runs/sft/curves.png")        # loss, learning_rate, then every other numeric series
     plot_curves({"sft": read_metrics("runs/sft"), "redi": read_metrics("runs/redi")}, "cmp.png",
                 metrics=["loss", "chosen_logp"])             # one line per run in each panel
-    plot_curves(runs, "grpo.png", marks=[Mark(120, "sequence length collapse", metric="completion_length"),
+    plot_curves(runs, "grpo.png", marks=[Mark(120, "sequence length collapse", metric="completions/mean_length"),
                                          Mark(300, "reward hockey stick", metric="reward", end=340)])
 
 Every training command writes OUT/curves.png when it ends (`write_curves`, called by `run.run_training`);
@@ -28,8 +28,10 @@ METRICS_FILE = "metrics.jsonl"
 # A transformers/TRL run's log (OUT/trainer_state.json, OUT/checkpoint-N/trainer_state.json), read where a run has no
 # metrics.jsonl.
 TRAINER_STATE_FILE = "trainer_state.json"
-# TRL's GRPO metric names the failure curves read -> rtool's (reward and reward_std are the same in both).
-TRL_NAMES = {"completions/mean_length": "completion_length"}
+# rtool grpo's names before it kept TRL's (issue 18) -> TRL's: an older run's metrics.jsonl reads as a new one's.
+OLD_GRPO_NAMES = {"completion_length": "completions/mean_length", "completion_length_min": "completions/min_length",
+                  "completion_length_max": "completions/max_length", "truncated_share": "completions/clipped_ratio",
+                  "terminated_length": "completions/mean_terminated_length", "clip_ratio": "clip_ratio/region_mean"}
 CURVES_FILE = "curves.png"
 # Drawn first, in this order, when logged; the rest follow in the order the run first logged them.
 FIRST = ("loss", "learning_rate")
@@ -92,7 +94,7 @@ def read_metrics(source: str | Path) -> list[dict]:
             except ValueError:
                 continue
             if isinstance(row, dict) and _number(row.get("step")) is not None:
-                rows.append(row)
+                rows.append({OLD_GRPO_NAMES.get(key, key): value for key, value in row.items()})
     if not rows:
         raise UserError("no metrics rows (each line: a JSON object with a 'step')", path=path)
     return rows
@@ -100,7 +102,7 @@ def read_metrics(source: str | Path) -> list[dict]:
 
 def read_trainer_state(path: str | Path) -> list[dict]:
     """The training rows of a transformers/TRL trainer_state.json's `log_history` (not its eval rows or end-of-run
-    summary), with TRL's `completions/mean_length` as `completion_length` and, beside a `reward`, the `completions`
+    summary), under TRL's names as rtool grpo's are, and, beside a `reward`, the `completions`
     the row averages: `train_batch_size` x the steps since the previous row. That is the per-device batch: with
     several processes or gradient accumulation a step holds more, so the failure curves' standard errors err large."""
     path = Path(path)
@@ -117,7 +119,7 @@ def read_trainer_state(path: str | Path) -> list[dict]:
         step = _number(entry.get("step")) if isinstance(entry, dict) else None
         if step is None or "train_runtime" in entry or any(key.startswith("eval_") for key in entry):
             continue
-        row = {TRL_NAMES.get(key, key): value for key, value in entry.items()}
+        row = dict(entry)
         if batch and "reward" in row and step > last_step:
             row["completions"] = batch * (step - last_step)
         rows.append(row)

@@ -12,9 +12,11 @@ sees. Shared by every training command (sft now; redi, grpo, prm-train build on 
 
 Which conversation a row trains on (rtool's rule): a row's `prompt_messages` (distill writes it: the conversation
 exactly as sent to the teacher, system prompt included) wins, so the student learns from what the teacher answered
-whatever `system` says (when --system or --no-system was given, `warn_recorded_wins` says for how many rows).
-Rows without it build the conversation from their prompt field with `system` before it. An explicit
-`--prompt-field` (FieldMap.prompt_field) names the prompt and wins over `prompt_messages`.
+whatever `system` says. A row whose prompt is already a conversation (a list of messages: TRL's conversational
+`prompt` or `messages`) is trained as it is too, with its own system turn or none. Only a bare prompt (a string,
+which rtool renders as the user's turn) gets `system` before it. When --system or --no-system was given,
+`warn_recorded_wins` says for how many rows it did not apply. An explicit `--prompt-field`
+(FieldMap.prompt_field) names the prompt and wins over `prompt_messages`.
 
 Length (rtool's rule): a row whose prompt + completion tokens exceed `max_length` is dropped by default
 ("drop"): cutting it would train on a trace without its final answer and end-of-turn token. "keep-start" keeps its
@@ -31,14 +33,18 @@ from rtool.grade.fields import COMPLETION_FIELDS, FieldMap
 from rtool.log import logger
 
 RECORDED_PROMPT = "prompt_messages"
+# How the logs name the conversations rows carry, which get no system prompt added.
+CARRIED = "prompt_messages or a conversational prompt"
 TRUNCATIONS = ("drop", "keep-start")
 
 
 def prompt_messages(row, fields: FieldMap, system: str | None) -> tuple[list[dict], bool]:
-    """(messages ending with the user's turn, whether they are the row's recorded `prompt_messages`)."""
+    """(messages ending with the user's turn, whether the row carries them: its recorded `prompt_messages`, or a
+    prompt that is a list of messages, taken as it is). `system` goes before a bare (string) prompt only."""
     if not fields.prompt_field and row.get(RECORDED_PROMPT) is not None:
         return recorded_messages(row), True
-    return fields.messages(row, system), False
+    carried = not isinstance(row[fields.prompt_key(row)], str)
+    return fields.messages(row, None if carried else system), carried
 
 
 def warn_recorded_wins(name: str, count: int, system: str | None, what: str = "rows") -> None:
@@ -48,9 +54,9 @@ def warn_recorded_wins(name: str, count: int, system: str | None, what: str = "r
     if not count:
         return
     asked = f"--system {system!r}" if system is not None else "--no-system"
-    logger.warning("%s: %s was not applied to %d %s: they keep the conversation they record (prompt_messages, its "
-                   "system prompt included); pass --prompt-field to build their prompt from a field with %s instead",
-                   name, asked, count, what, asked)
+    logger.warning("%s: %s was not applied to %d %s: they keep the conversation they record (prompt_messages or a "
+                   "conversational prompt, with its own system turn or none); pass --prompt-field to build their "
+                   "prompt from a text field with %s instead", name, asked, count, what, asked)
 
 
 def recorded_messages(row) -> list[dict]:
@@ -118,7 +124,7 @@ class ExampleCounts:
     read: int = 0
     kept: int = 0
     incorrect: int = 0  # skipped: correct == false
-    recorded: int = 0  # kept rows trained on their recorded prompt_messages
+    recorded: int = 0  # kept rows trained on the conversation they carry (prompt_messages, a conversational prompt)
     too_long: int = 0  # rows longer than max_length (dropped, or cut under keep-start)
     no_completion: int = 0  # keep-start: the prompt alone fills max_length, dropped
 
@@ -179,12 +185,12 @@ class SFTExamples:
         logger.info("%s: %d training rows of %d read%s", name, c.kept, c.read, note)
         system = f"the system prompt {self.system!r}" if self.system else "no system prompt"
         if c.kept and c.recorded == c.kept:
-            logger.info("%s: every row trains on the conversation it records (prompt_messages)", name)
+            logger.info("%s: every row trains on the conversation it records (%s), as it is", name, CARRIED)
         elif c.recorded:
-            logger.info("%s: %d rows train on the conversation they record (prompt_messages), %d get %s", name,
-                        c.recorded, c.kept - c.recorded, system)
+            logger.info("%s: %d rows train on the conversation they record (%s), %d bare prompts get %s", name,
+                        c.recorded, CARRIED, c.kept - c.recorded, system)
         elif c.kept:
-            logger.info("%s: no row records its conversation (prompt_messages): all get %s", name, system)
+            logger.info("%s: no row records its conversation (%s): all get %s", name, CARRIED, system)
         if self.system_explicit:
             warn_recorded_wins(name, c.recorded, self.system)
         if c.too_long:

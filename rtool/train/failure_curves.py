@@ -1,7 +1,7 @@
 """BAI's two failure curves of RL on a reasoning actor, watched over a run's logged steps (arXiv 2509.00309).
 
     watch = CurveWatch(collapse_fraction=0.5, drop_fraction=0.3, window=3)
-    events = watch.events(rows)        # metrics rows: step, reward, reward_std, completion_length, completions
+    events = watch.events(rows)        # rows: step, reward, reward_std, completions/mean_length, completions
     [e.name for e in events]           # ["sequence_length_collapse", "reward_hockey_stick"]
     event_marks(events)                # rtool.train.curves.Mark's for OUT/curves.png
 
@@ -46,6 +46,8 @@ from typing import Iterable, Sequence
 COLLAPSE = "sequence_length_collapse"
 HOCKEY_STICK = "reward_hockey_stick"
 DROP = "reward_drop"
+# The mean completion length under TRL's name, as rtool grpo and TRL's GRPOTrainer both log it.
+MEAN_LENGTH = "completions/mean_length"
 
 # E|x - y| = 2 sigma / sqrt(pi) for two independent normal steps.
 _MEAN_CHANGE_TO_SIGMA = math.sqrt(math.pi) / 2
@@ -104,7 +106,7 @@ class CurveWatch:
         """The failure curves in metrics `rows` (in step order), at most one of each kind, in the order they showed.
         `completions`: per row, where a row has no `completions` of its own (None: only the series' own noise)."""
         rows = list(rows)
-        found = [self.length_collapse(points(rows, "completion_length", "completion_length_std", completions)),
+        found = [self.length_collapse(points(rows, MEAN_LENGTH, "completion_length_std", completions)),
                  self.reward_hockey_stick(points(rows, "reward", "reward_std", completions))]
         return sorted((event for event in found if event is not None), key=lambda e: e.step)
 
@@ -195,7 +197,7 @@ def event_marks(events: Iterable[CurveEvent]) -> list:
     marks = []
     for event in events:
         if event.name == COLLAPSE:
-            marks.append(Mark(event.step, "sequence length collapse", metric="completion_length"))
+            marks.append(Mark(event.step, "sequence length collapse", metric=MEAN_LENGTH))
         else:
             marks.append(Mark(event.step, event.name.replace("_", " "), metric="reward", end=event.end))
     return marks

@@ -11,12 +11,15 @@ with TRL's loss types, clipping (epsilon) and KL (beta) to the starting model. r
 - the prompts as distill sent them: a row's recorded `prompt_messages`, else its prompt field after the system
   prompt (rtool.train.data's rule), one example per prompt id (a traces file with n samples per prompt is read as
   its prompts), the gold answer and multiple-choice options beside it for the accuracy reward;
-- metrics under plain names (`GRPO_METRIC_NAMES`): reward and reward_std, reward/NAME per reward function,
-  accuracy, completions (how many the row averages, every process's), completion_length (mean, std, median, min,
-  max, over every process's), truncated_share, zero_std_share (groups whose completions all got one reward: no
-  signal; counted per group whatever --scale-rewards is), kl, entropy, clip_ratio, completion_tokens_per_s (from
-  the first step: setup is not generation); num_tokens counts this process run's tokens (a resumed run's from its
-  checkpoint, as sft's), so tokens_per_s is this run's;
+- TRL's metrics under TRL's names, so TRL dashboards read rtool runs (reward, reward_std, rewards/NAME/mean and
+  /std, completions/mean_length, completions/clipped_ratio, frac_reward_zero_std, kl, entropy, clip_ratio/...;
+  completions/min_length and /max_length are the logging window's extremes, not the mean of each step's), and
+  rtool's additions under rtool's names: accuracy (rewards/accuracy/mean again), completions (how many the row
+  averages, every process's), completion_length_median and completion_length_std (over every process's),
+  zero_std_share (groups whose completions all got one reward: no signal; counted per group whatever
+  --scale-rewards is, where TRL's frac_reward_zero_std is the whole batch's under --scale-rewards batch),
+  completion_tokens_per_s (from the first step: setup is not generation); num_tokens counts this process run's
+  tokens (a resumed run's from its checkpoint, as sft's), so tokens_per_s is this run's;
 - BAI's failure curves watched live (rtool.train.failure_curves): a warning when one shows, and from then on a `flags`
   list in every metrics row (so in the final one).
 """
@@ -33,30 +36,19 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rtool.errors import UserError, one_of
-from rtool.train.failure_curves import CurveWatch
+from rtool.train.failure_curves import MEAN_LENGTH, CurveWatch
 from rtool.grade.fields import FieldMap, prompt_id
 from rtool.log import logger
-from rtool.train.data import prompt_messages
+from rtool.train.data import CARRIED, prompt_messages
 
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
 SCALE_REWARDS = ("group", "batch", "none")
 
-# TRL's metric names -> rtool's (None: not written; the rest keep TRL's name).
-GRPO_METRIC_NAMES = {
-    "completions/mean_length": "completion_length",
-    "completions/min_length": "completion_length_min",
-    "completions/max_length": "completion_length_max",
-    "completions/clipped_ratio": "truncated_share",
-    "completions/mean_terminated_length": "terminated_length",
-    "completions/min_terminated_length": None,
-    "completions/max_terminated_length": None,
-    "frac_reward_zero_std": "zero_std_share",
-    "clip_ratio/region_mean": "clip_ratio",
-    "clip_ratio/low_mean": None,
-    "clip_ratio/high_mean": None,
-    "clip_ratio/low_min": None,
-    "clip_ratio/high_max": None,
-}
+# TRL's name of the share of completions cut at --max-completion-length (the mean length's: failure_curves).
+TRUNCATED = "completions/clipped_ratio"
+# Window extremes: TRL's log averages each step's minimum (maximum); the window's is the minimum of them.
+WINDOW_EXTREMES = {"completions/min_length": min, "completions/max_length": max,
+                   "completions/min_terminated_length": min, "completions/max_terminated_length": max}
 
 
 @dataclass
@@ -181,7 +173,9 @@ class GRPOPrompts:
                     f" ({c.repeated} rows repeat a prompt id already read: one example per prompt)"
                     if c.repeated else "")
         if c.recorded:
-            logger.info("%s: %d prompts as their rows record them (prompt_messages)", self.name, c.recorded)
+            logger.info("%s: %d prompts as their rows record them (%s), %d bare prompts get %s", self.name,
+                        c.recorded, CARRIED, c.kept - c.recorded,
+                        f"the system prompt {self.system!r}" if self.system else "no system prompt")
         if c.no_gold:
             logger.info("%s: %d prompts without a gold answer", self.name, c.no_gold)
 
@@ -189,23 +183,13 @@ class GRPOPrompts:
         return "the input has no rows"
 
 
-def renamed_metrics(metrics: dict, reward_labels: Iterable[str]) -> defaultdict:
-    """TRL's per-step metric lists under rtool's names (GRPO_METRIC_NAMES; rewards/NAME/mean -> reward/NAME,
-    rewards/NAME/std -> reward/NAME_std; `accuracy` beside reward/accuracy; the length's min and max over all the
-    logging window's steps)."""
-    out: defaultdict = defaultdict(list)
-    for key, values in metrics.items():
-        if key.startswith("rewards/") and key.endswith(("/mean", "/std")):
-            name, kind = key[len("rewards/"):].rsplit("/", 1)
-            out[f"reward/{name}" + ("_std" if kind == "std" else "")] = list(values)
-            continue
-        new = GRPO_METRIC_NAMES.get(key, key)
-        if new is not None:
-            out[new] = list(values)
-    if "accuracy" in set(reward_labels) and "reward/accuracy" in out:
-        out["accuracy"] = list(out["reward/accuracy"])
-    # The window's extremes, not the mean of each step's (TRL's log averages every list it holds).
-    for key, extreme in (("completion_length_min", min), ("completion_length_max", max)):
+def window_metrics(metrics: dict, reward_labels: Iterable[str]) -> defaultdict:
+    """TRL's per-step metric lists of a logging window, under TRL's names, with `accuracy` (rtool's: a copy of
+    rewards/accuracy/mean) and the window's extremes of the min and max lengths (WINDOW_EXTREMES)."""
+    out: defaultdict = defaultdict(list, {key: list(values) for key, values in metrics.items()})
+    if "accuracy" in set(reward_labels) and "rewards/accuracy/mean" in out:
+        out["accuracy"] = list(out["rewards/accuracy/mean"])
+    for key, extreme in WINDOW_EXTREMES.items():
         if out.get(key):
             out[key] = [extreme(out[key])]
     return out
@@ -236,7 +220,7 @@ def trainer_class():
     from trl import GRPOTrainer
 
     class RtoolGRPOTrainer(GRPOTrainer):
-        """TRL's GRPOTrainer writing rtool's metric names, the median completion length, completion tokens/s, and
+        """TRL's GRPOTrainer adding rtool's metrics (the median completion length, completion tokens/s, ...) and
         watching BAI's failure curves (warning once per curve, `flags` in every row from then on)."""
 
         def __init__(self, *args, watch: CurveWatch, reward_labels: list[str], **kwargs):
@@ -270,7 +254,7 @@ def trainer_class():
         def log(self, logs: dict, start_time: float | None = None) -> None:
             mode = "train" if self.model.training else "eval"
             if mode == "train" and self._metrics[mode]:
-                metrics = renamed_metrics(self._metrics[mode], self.reward_labels)
+                metrics = window_metrics(self._metrics[mode], self.reward_labels)
                 if self._no_signal:  # TRL's frac_reward_zero_std is the whole batch's under --scale-rewards batch
                     metrics["zero_std_share"] = [sum(self._no_signal) / len(self._no_signal)]
                 if self._lengths:
@@ -294,7 +278,7 @@ def trainer_class():
             if self._history is None:
                 self._history = _earlier_rows(Path(self.args.output_dir), self.state.global_step)
             row = {"step": self.state.global_step}
-            for key in ("reward", "reward_std", "completion_length", "completion_length_std", "completions"):
+            for key in ("reward", "reward_std", MEAN_LENGTH, "completion_length_std", "completions"):
                 value = _nan_mean(metrics.get(key, []))
                 if value is not None:
                     row[key] = value
@@ -340,14 +324,14 @@ def make_trainer(*, model, tokenizer, dataset, args: dict, peft_config, callback
 
 # OUT/curves.png's panels, in order, where logged: what a GRPO run is watched by first (reward/NAME only when there
 # are several rewards: with one it repeats `reward`).
-CURVE_PANELS = ("reward", "accuracy", "completion_length", "completion_length_median", "truncated_share",
-                "zero_std_share", "kl", "entropy", "loss", "grad_norm", "learning_rate", "completion_tokens_per_s")
+CURVE_PANELS = ("reward", "accuracy", MEAN_LENGTH, "completion_length_median", TRUNCATED, "zero_std_share", "kl",
+                "entropy", "loss", "grad_norm", "learning_rate", "completion_tokens_per_s")
 
 
 def curve_panels(rows: list[dict]) -> list[str]:
     """The series OUT/curves.png draws for a GRPO run's metrics rows."""
     logged = {key for row in rows for key, value in row.items() if isinstance(value, (int, float))}
-    per_reward = sorted(key for key in logged if key.startswith("reward/") and not key.endswith("_std"))
+    per_reward = sorted(key for key in logged if key.startswith("rewards/") and key.endswith("/mean"))
     panels = [name for name in CURVE_PANELS if name in logged]
     if all(row.get("accuracy") == row.get("reward") for row in rows):  # accuracy=1 alone: the same curve twice
         panels = [name for name in panels if name != "accuracy"]

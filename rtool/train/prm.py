@@ -46,7 +46,7 @@ from rtool.grade.fields import FieldMap
 from rtool.log import logger
 from rtool.grade.metrics import auc
 from rtool.prm.score import QWEN_SEPARATOR, PRMScorer, write_trained_settings
-from rtool.train.data import TRUNCATIONS, prompt_messages, warn_recorded_wins
+from rtool.train.data import CARRIED, TRUNCATIONS, prompt_messages, warn_recorded_wins
 from rtool.train.core import MetricsCallback
 
 LABELS = ("hard", "soft")
@@ -225,7 +225,7 @@ class StepCounts:
     read: int = 0
     kept: int = 0  # rows trained on (or held out)
     trl: int = 0  # kept rows in TRL's stepwise format
-    recorded: int = 0  # kept rows trained on their recorded prompt_messages
+    recorded: int = 0  # kept rows trained on the conversation they carry (prompt_messages, a conversational prompt)
     steps: int = 0  # steps kept
     correct: int = 0  # of them labelled 1
     too_long: int = 0  # rows longer than max_length (dropped, or cut under keep-start)
@@ -309,8 +309,8 @@ class PRMExamples:
                     trl, self.labels)
         if c.kept and c.recorded < c.kept:
             system = f"the system prompt {self.system!r}" if self.system else "no system prompt"
-            logger.info("%s: %d rows record no conversation (prompt_messages): they get %s", name,
-                        c.kept - c.recorded, system)
+            logger.info("%s: %d rows record no conversation (%s): they get %s", name, c.kept - c.recorded, CARRIED,
+                        system)
         if self.system_explicit:
             warn_recorded_wins(name, c.recorded, self.system)
         if len(c.step_seps) > 1:

@@ -23,7 +23,8 @@ per prompt, the first positive with the first negative; `all` every combination,
 pairs combine the earliest samples ((1,1), (1,2), (2,1), (2,2), (1,3), ...), which `max_pairs_per_prompt` keeps.
 Rows in TRL's preference format (`prompt`, `chosen`, `rejected`; text or messages; or an implicit prompt in the
 chosen conversation) are one pair each. A pair trains both sides on the chosen row's conversation
-(`rtool.train.data.prompt_messages`: a recorded `prompt_messages` wins). Each side is tokenized and length-fitted as
+(`rtool.train.data.prompt_messages`: a recorded `prompt_messages` or a conversational prompt is taken as it is;
+a bare prompt gets the system prompt). Each side is tokenized and length-fitted as
 sft does (`rtool.train.data`); a pair with either side too long is dropped and counted under --truncation drop.
 """
 
@@ -39,7 +40,7 @@ from transformers import Trainer
 from rtool.errors import UserError, one_of
 from rtool.grade.fields import PROMPT_FIELDS, FieldMap, prompt_id
 from rtool.log import logger
-from rtool.train.data import (RECORDED_PROMPT, TRUNCATIONS, fit_length, prompt_messages, tokenize_completion,
+from rtool.train.data import (CARRIED, RECORDED_PROMPT, TRUNCATIONS, fit_length, prompt_messages, tokenize_completion,
                               warn_recorded_wins)
 
 PAIRINGS = ("first", "all")
@@ -135,7 +136,7 @@ class Pair:
     messages: list[dict]
     chosen: str
     rejected: str
-    recorded: bool = False  # the conversation is the chosen row's recorded prompt_messages
+    recorded: bool = False  # the conversation is the chosen row's own (prompt_messages, a conversational prompt)
 
 
 @dataclass
@@ -152,7 +153,7 @@ class PairCounts:
     too_long: int = 0  # pairs with a side longer than max_length (dropped, or cut under keep-start)
     no_completion: int = 0  # keep-start: a side with no completion token left, dropped
     kept: int = 0  # pairs trained on
-    recorded: int = 0  # kept pairs trained on a recorded prompt_messages
+    recorded: int = 0  # kept pairs trained on the conversation their row carries, as it is
 
     @property
     def pairs(self) -> int:
@@ -277,7 +278,7 @@ def _preference_pair(row, fields: FieldMap, system: str | None) -> Pair:
     if explicit:
         messages, recorded = prompt_messages(row, fields, system)
     else:
-        messages, recorded = _implicit_prompt(row, system), False
+        messages, recorded = _implicit_prompt(row), True  # a conversation: taken as it is
     pid = str(row["id"]) if row.get("id") not in (None, "") else ""
     return Pair(pid, messages, _side(row, "chosen"), _side(row, "rejected"), recorded)
 
@@ -299,7 +300,7 @@ def _side(row, key: str) -> str:
     return text
 
 
-def _implicit_prompt(row, system: str | None) -> list[dict]:
+def _implicit_prompt(row) -> list[dict]:
     value = row["chosen"]
     if not isinstance(value, list):
         raise row.error("no prompt field", field="prompt", hint="a preference row with text 'chosen' needs 'prompt'")
@@ -308,8 +309,6 @@ def _implicit_prompt(row, system: str | None) -> list[dict]:
     prompt = messages[:last]
     if not prompt or prompt[-1]["role"] != "user":
         raise row.error("field 'chosen' has no user turn before its answer, and the row no prompt", field="chosen")
-    if system and prompt[0]["role"] != "system":
-        prompt = [{"role": "system", "content": system}] + prompt
     return prompt
 
 
@@ -401,12 +400,12 @@ class RediPairs:
         if c.kept:
             system = f"the system prompt {self.system!r}" if self.system else "no system prompt"
             if c.recorded == c.kept:
-                how = "every pair trains on the conversation its correct row records (prompt_messages)"
+                how = f"every pair trains on the conversation its correct row records ({CARRIED}), as it is"
             elif c.recorded:
-                how = (f"{c.recorded} pairs train on the conversation their correct row records (prompt_messages), "
-                       f"{c.kept - c.recorded} get {system}")
+                how = (f"{c.recorded} pairs train on the conversation their correct row records ({CARRIED}), "
+                       f"{c.kept - c.recorded} bare prompts get {system}")
             else:
-                how = f"no row records its conversation (prompt_messages): all get {system}"
+                how = f"no row records its conversation ({CARRIED}): all get {system}"
             logger.info("%s: training on %d pairs; %s", name, c.kept, how)
             if self.system_explicit:
                 warn_recorded_wins(name, c.recorded, self.system, "pairs")
