@@ -18,7 +18,7 @@ def setup(verbosity: int = 0) -> None:
     from rich.console import Console
 
     if sys.stderr.isatty():
-        handler = RichHandler(console=stderr_console(), show_time=False, show_path=False, markup=False)
+        handler = RichHandler(console=log_console(), show_time=False, show_path=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         # A log file or pipe gets whole lines in rich's layout: rich wraps at 80 columns there and pads each line,
@@ -29,6 +29,20 @@ def setup(verbosity: int = 0) -> None:
     logger.setLevel(level)
     logger.propagate = False
     _quiet_libraries(show_progress=verbosity > 0)
+
+
+_log_console = None
+
+
+def log_console():
+    """The rich console log lines go to on a terminal, one per process: a live progress bar (rtool.progress) draws on
+    it too, so log lines print above the bar instead of through it."""
+    global _log_console
+    if _log_console is None:
+        from rich.console import Console
+
+        _log_console = Console(stderr=True, soft_wrap=True)  # stderr=True: whatever sys.stderr is when it writes
+    return _log_console
 
 
 def stderr_console():
