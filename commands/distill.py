@@ -29,6 +29,7 @@ from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendO
                            PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TemperatureOpt, TopKOpt, TopPOpt, TrustRemoteCodeOpt)
 from rtool.options import SplitOpt, SubsetOpt
+from rtool.options import ChatTemplateOpt, GpuMemoryUtilizationOpt, MaxModelLenOpt, TensorParallelSizeOpt
 
 
 def distill_cmd(
@@ -61,6 +62,10 @@ def distill_cmd(
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    chat_template: ChatTemplateOpt = None,
+    tensor_parallel_size: TensorParallelSizeOpt = None,
+    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
+    max_model_len: MaxModelLenOpt = None,
 ) -> None:
     """Sample N completions per prompt from a teacher, grade each against the gold answer, keep them all."""
     from rtool.grade.fields import FieldMap
@@ -91,7 +96,7 @@ def distill_cmd(
         logger.info("resuming: %d samples already in %s", len(done), out)
     writer = RecordWriter(out, append=not overwrite)  # an unwritable --out is refused before the teacher loads
 
-    from rtool.generate.backends import open_backend
+    from rtool.generate.backends import engine_settings, open_backend
     from rtool.generate.traces import sample_traces, sampling_record, warn_truncated
     from rtool.progress import Progress
 
@@ -99,7 +104,9 @@ def distill_cmd(
     rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=stats), input)
     generator = open_backend(teacher, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                              dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                             allow_pickle=allow_pickle, request_timeout=request_timeout)
+                             allow_pickle=allow_pickle, request_timeout=request_timeout,
+                             **engine_settings(chat_template, tensor_parallel_size, gpu_memory_utilization,
+                                               max_model_len))
     summary = _Summary()
     try:
         sampling = sampling_record(generator, params, system_prompt)

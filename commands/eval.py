@@ -28,6 +28,7 @@ from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendO
                            PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, SystemOpt,
                            TemperatureOpt, TopKOpt, TopPOpt, TrustRemoteCodeOpt)
 from rtool.options import SplitOpt, SubsetOpt
+from rtool.options import ChatTemplateOpt, GpuMemoryUtilizationOpt, MaxModelLenOpt, TensorParallelSizeOpt
 
 
 def eval_cmd(
@@ -62,6 +63,10 @@ def eval_cmd(
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    chat_template: ChatTemplateOpt = None,
+    tensor_parallel_size: TensorParallelSizeOpt = None,
+    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
+    max_model_len: MaxModelLenOpt = None,
 ) -> None:
     """Grade a model on a benchmark, or grade existing completions; print one JSON summary."""
     from rtool.grade.fields import FieldMap
@@ -98,11 +103,13 @@ def eval_cmd(
     finished = False
     try:
         if model is not None:
-            from rtool.generate.backends import open_backend
+            from rtool.generate.backends import engine_settings, open_backend
 
             generator = open_backend(model, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                                      dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                     allow_pickle=allow_pickle, request_timeout=request_timeout)
+                                     allow_pickle=allow_pickle, request_timeout=request_timeout,
+                                     **engine_settings(chat_template, tensor_parallel_size, gpu_memory_utilization,
+                                                       max_model_len))
             system_prompt = choose_system_prompt(system, no_system)
             sampling = sampling_record(generator, params, system_prompt)
             graded = _generate_and_grade(generator, rows, fields, params, system_prompt, batch_size)

@@ -32,6 +32,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rtool.options import ChatTemplateOpt
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ConfigOpt, EpochsOpt, GradAccumOpt,
                            GradientCheckpointingOpt, LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt,
                            LoraTargetsOpt, LrOpt, LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt,
@@ -69,7 +70,9 @@ def grpo_cmd(
     scale_rewards: Annotated[str, typer.Option("--scale-rewards", help="Advantage scaling: group (divide by the group's std) | batch | none (Dr. GRPO).")] = "group",
     num_iterations: Annotated[int, typer.Option("--num-iterations", help="Optimizer passes over each generated batch (mu).")] = 1,
     mask_truncated: Annotated[bool, typer.Option("--mask-truncated", help="Leave completions cut at --max-completion-length out of the loss (DAPO).")] = False,
-    use_vllm: Annotated[bool, typer.Option("--use-vllm", help="Generate with vLLM in the training process (colocate); needs vllm and a CUDA GPU.")] = False,
+    use_vllm: Annotated[bool, typer.Option("--use-vllm", help="Generate with vLLM (--vllm-mode: in the training process, or a `trl vllm-serve` server); needs vllm and a CUDA GPU.")] = False,
+    vllm_mode: Annotated[Optional[str], typer.Option("--vllm-mode", help="With --use-vllm: colocate (vLLM inside the training processes, the default) | server (TRL's `trl vllm-serve --model M` on other GPUs, at --vllm-server-url; weights are synced to it each step).", show_default=False)] = None,
+    vllm_server_url: Annotated[Optional[str], typer.Option("--vllm-server-url", help="--vllm-mode server: the URL `trl vllm-serve` listens at [default: TRL's, http://0.0.0.0:8000].", show_default=False)] = None,
     collapse_fraction: Annotated[float, typer.Option("--collapse-fraction", help="Sequence Length Collapse: mean completion length below this share of its first logged step's (and beyond batch noise).")] = 0.5,
     drop_fraction: Annotated[float, typer.Option("--drop-fraction", help="Reward Hockey Stick: mean reward falls this share of its scale below its first steps' mean, and beyond batch noise (then climbs back).")] = 0.3,
     watch_window: Annotated[int, typer.Option("--watch-window", help="Logged steps averaged for the failure curves' start and current values.")] = 3,
@@ -101,6 +104,7 @@ def grpo_cmd(
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Train with GRPO on verifiable rewards; BAI's failure curves watched and drawn. Full weights or LoRA.
 
@@ -127,6 +131,7 @@ def grpo_cmd(
                             temperature=o.temperature, top_p=o.top_p, top_k=o.top_k, beta=o.beta, epsilon=o.epsilon,
                             loss_type=o.loss_type, scale_rewards=o.scale_rewards, num_iterations=o.num_iterations,
                             mask_truncated=o.mask_truncated, use_vllm=o.use_vllm,
+                            vllm_mode=o.vllm_mode, vllm_server_url=o.vllm_server_url,
                             watch=CurveWatch(o.collapse_fraction, o.drop_fraction, o.watch_window))
     settings.check(batch_size=o.batch_size, grad_accum=o.grad_accum, processes=world_size())
     one_of("--prm-agg", o.prm_agg, AGGREGATIONS)

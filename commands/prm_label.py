@@ -36,6 +36,7 @@ from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ApiModelOpt, BackendO
                            PromptFieldOpt, RepetitionPenaltyOpt, RequestTimeoutOpt, SeedOpt, SkipBadOpt, StepSepOpt,
                            SystemOpt, TemperatureOpt, TopKOpt, TopPOpt, TrustRemoteCodeOpt)
 from rtool.options import SplitOpt, SubsetOpt
+from rtool.options import ChatTemplateOpt, GpuMemoryUtilizationOpt, MaxModelLenOpt, TensorParallelSizeOpt
 
 
 def prm_label_cmd(
@@ -72,6 +73,10 @@ def prm_label_cmd(
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    chat_template: ChatTemplateOpt = None,
+    tensor_parallel_size: TensorParallelSizeOpt = None,
+    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
+    max_model_len: MaxModelLenOpt = None,
 ) -> None:
     """Label every step of each trace by rolling the policy out from it (Math-Shepherd); write step_labels/values."""
     from rtool.grade.fields import FieldMap
@@ -108,7 +113,7 @@ def prm_label_cmd(
         logger.info("resuming: %d traces already in %s", len(done), out)
     writer = RecordWriter(out, append=not overwrite)  # an unwritable --out is refused before the policy loads
 
-    from rtool.generate.backends import open_backend
+    from rtool.generate.backends import engine_settings, open_backend
     from rtool.prm.label import labeling_record
     from rtool.progress import Progress, count_rows
 
@@ -116,7 +121,9 @@ def prm_label_cmd(
     rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=stats), input)
     generator = open_backend(policy, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                              dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                             allow_pickle=allow_pickle, request_timeout=request_timeout)
+                             allow_pickle=allow_pickle, request_timeout=request_timeout,
+                             **engine_settings(chat_template, tensor_parallel_size, gpu_memory_utilization,
+                                               max_model_len))
     run = _Run(fields, system_prompt, sep, label_all, skip_ungraded, done, count_truncated,
                system_explicit=system is not None or no_system)
     try:

@@ -33,6 +33,7 @@ from typing import Annotated, Optional
 import typer
 
 from rtool.errors import UserError
+from rtool.options import ChatTemplateOpt
 from rtool.options import (AllowPickleOpt, DeviceOpt, DtypeOpt, InputOpt, NoSystemOpt, OutOpt, OverwriteOpt,
                            PromptFieldOpt, SkipBadOpt, StepSepOpt, SystemOpt, TrustRemoteCodeOpt)
 from rtool.options import SplitOpt, SubsetOpt
@@ -63,11 +64,13 @@ def prm_score_cmd(
     device: DeviceOpt = "auto",
     trust_remote_code: TrustRemoteCodeOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Score every step of each completion with a process reward model; write each row with step_scores and score."""
     from rtool.errors import one_of
     from rtool.grade.fields import FieldMap
     from rtool.log import logger
+    from rtool.io.models import read_chat_template
     from rtool.prm.score import AGGREGATIONS, FORMATS, PRMScorer, check_lam, parse_step_sep
     from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records
     from rtool.progress import Progress, count_rows
@@ -90,7 +93,8 @@ def prm_score_cmd(
     rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=stats), input)
 
     load = dict(step_sep=sep, batch_size=batch_size, dtype=dtype, device=device,
-                trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+                trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                chat_template=read_chat_template(chat_template))
     scorer = PRMScorer.load(prm, format=format, **load)
     orm_scorer = None
     if orm is not None:

@@ -30,6 +30,7 @@ from typing import Annotated, Optional
 import typer
 
 from rtool.options import DEFAULT_MAX_LENGTH
+from rtool.options import ChatTemplateOpt
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
@@ -83,6 +84,7 @@ def prm_train_cmd(
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Train a token-classification PRM (qwen-prm: <extra_0> after each step) on step-labelled traces.
 

@@ -27,6 +27,7 @@ from typing import Annotated, Optional
 import typer
 
 from rtool.options import DEFAULT_MAX_LENGTH
+from rtool.options import ChatTemplateOpt
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
@@ -80,6 +81,7 @@ def redi_cmd(
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Train on (correct, incorrect) pairs with the REDI loss, no reference model; full weights or LoRA.
 

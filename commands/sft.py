@@ -23,6 +23,7 @@ from typing import Annotated
 import typer
 
 from rtool.options import DEFAULT_MAX_LENGTH
+from rtool.options import ChatTemplateOpt
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
                            LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt, LoraTargetsOpt, LrOpt,
                            LrSchedulerOpt, MaxStepsOpt, MergeLoraOpt, NoSystemOpt, OutDirOpt, PromptFieldOpt,
@@ -74,6 +75,7 @@ def sft_cmd(
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Fine-tune a model on prompt/completion rows, loss on the completion; full weights or LoRA.
 

@@ -51,6 +51,11 @@ BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences (prom
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (key from OPENAI_API_KEY).")]
 ApiModelOpt = Annotated[Optional[str], typer.Option("--api-model", help="Model name sent to an OpenAI-compatible endpoint (default: the first from /v1/models).")]
 RequestTimeoutOpt = Annotated[float, typer.Option("--request-timeout", help="Seconds per HTTP request to an endpoint (long: a non-streaming server answers only when a whole reasoning trace is done).")]
+ChatTemplateOpt = Annotated[Optional[Path], typer.Option("--chat-template", help="A Jinja chat template file used in place of the tokenizer's (a base model has none; TRL's --chat_template_path). hf backend and training: set on the tokenizer (a trained OUT keeps it); vllm: LLM.chat's chat_template; openai: sent as the request's chat_template (vLLM's and SGLang's servers take it).")]
+# vLLM engine options (--backend vllm only; unset: vLLM's defaults). rtool.generate.backends.vllm.engine_options.
+TensorParallelSizeOpt = Annotated[Optional[int], typer.Option("--tensor-parallel-size", help="vllm backend: GPUs the model is split across (vLLM's tensor parallelism) [default: 1].", show_default=False)]
+GpuMemoryUtilizationOpt = Annotated[Optional[float], typer.Option("--gpu-memory-utilization", help="vllm backend: share of each GPU's memory vLLM may take, in (0, 1] [default: vLLM's 0.9].", show_default=False)]
+MaxModelLenOpt = Annotated[Optional[int], typer.Option("--max-model-len", help="vllm backend: longest prompt + completion in tokens the engine plans for (less KV-cache memory than the model's full context) [default: the model's].", show_default=False)]
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of flag values (precedence: defaults < YAML < flags).")]
 

@@ -371,6 +371,31 @@ def test_bad_input_is_one_line_and_leaves_no_run(capfd, tmp_path, tiny_model_dir
     assert "--temperature must be > 0" in fails("--temperature", "0")
     if not _vllm_on_gpu():
         assert "--use-vllm needs vllm installed and a CUDA GPU" in fails("--use-vllm")
+        assert "--use-vllm needs vllm" in fails("--use-vllm", "--vllm-mode", "server")
+    assert "--vllm-mode without --use-vllm" in fails("--vllm-mode", "server")
+    assert "--vllm-server-url without --use-vllm" in fails("--vllm-server-url", "http://localhost:8000")
+    assert "unknown --vllm-mode 'remote'" in fails("--use-vllm", "--vllm-mode", "remote")
+    assert "--vllm-server-url is for --vllm-mode server" in fails("--use-vllm", "--vllm-mode", "colocate",
+                                                                  "--vllm-server-url", "http://h:8000")
+
+
+@pytest.mark.parametrize("flags, mode, url", [
+    ({}, "colocate", None),
+    ({"vllm_mode": "colocate"}, "colocate", None),
+    ({"vllm_mode": "server"}, "server", None),
+    ({"vllm_mode": "server", "vllm_server_url": "http://gpu7:8000/"}, "server", "http://gpu7:8000"),
+    ({"vllm_server_url": "http://gpu7:8001"}, "server", "http://gpu7:8001"),  # a server URL means server mode
+])
+def test_grpo_config_carries_the_vllm_mode_and_server(tmp_path, flags, mode, url):
+    from rtool.train.core import Hyperparams, trainer_args
+    from rtool.train.grpo import GRPOSettings, grpo_config
+    from rtool.train.precision import precision
+
+    args = trainer_args(Hyperparams(out=tmp_path, batch_size=2), precision("auto", lora=False))  # what a run passes
+    config = grpo_config(args, GRPOSettings(num_generations=2, use_vllm=True, **flags), [1.0])
+    assert config.use_vllm and config.vllm_mode == mode
+    assert config.vllm_server_base_url == url
+    assert not grpo_config(args, GRPOSettings(num_generations=2), [1.0]).use_vllm
 
 
 def _vllm_on_gpu() -> bool:

@@ -208,3 +208,19 @@ def test_a_token_classification_adapter_is_refused_as_a_causal_lm(tiny_model_dir
     adapter.save_pretrained(tmp_path / "adapter")
     with pytest.raises(UserError, match="a TOKEN_CLS adapter"):
         load_model(tmp_path / "adapter")
+
+
+def test_an_adapters_missing_base_is_named_as_coming_from_adapter_config(adapter_dir, tmp_path):
+    import json as json_
+
+    path, _ = adapter_dir
+    moved = tmp_path / "adapter"
+    shutil.copytree(path, moved)
+    config = json_.loads((moved / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "runs/base"  # relative to where training ran, not to here
+    (moved / "adapter_config.json").write_text(json_.dumps(config))
+    with pytest.raises(UserError) as error:
+        load_model(moved, device="cpu")
+    line = error.value.render()
+    assert line.startswith(f"{moved / 'adapter_config.json'}: the adapter's base model 'runs/base'"), line
+    assert "base_model_name_or_path" in line

@@ -110,9 +110,10 @@ def test_full_finetune_changes_weights_logs_metrics_and_generates(capfd, tmp_pat
     assert generated.shape[1] > inputs["input_ids"].shape[1]
 
 
-def test_lora_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, traces):
+def test_lora_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, traces, monkeypatch):
     out = tmp_path / "lora"
-    code, stdout, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", out, *FAST,
+    monkeypatch.chdir(Path(tiny_model_dir).parent)  # --model as a relative path: the adapter records it absolute
+    code, stdout, stderr = run_sft(capfd, "--model", Path(tiny_model_dir).name, "--data", traces, "--out", out, *FAST,
                                    "--lora", "--lora-r", "4", "--lora-targets", "q_proj,v_proj", "--merge-lora",
                                    "--mask-thought", "0.2", "--no-system")
     assert code == 0, stderr
@@ -122,6 +123,8 @@ def test_lora_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, tr
     assert not (out / "model.safetensors").exists()
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
 
+    recorded = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == str(Path(tiny_model_dir).resolve())
     from transformers import AutoModelForCausalLM
 
     merged = AutoModelForCausalLM.from_pretrained(out / "merged")

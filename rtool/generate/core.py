@@ -138,13 +138,18 @@ def continues(conversation: list[dict]) -> bool:
     return bool(conversation) and conversation[-1].get("role") == "assistant"
 
 
+def require_chat_template(tokenizer) -> None:
+    """UserError when the tokenizer cannot render a conversation: a base model ships no chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("the model's tokenizer has no chat template",
+                        hint="use an instruct/chat model, or pass --chat-template FILE (a Jinja chat template)")
+
+
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
     """Token ids of each conversation through the chat template, ending with the open assistant turn; a
     conversation that `continues` ends with its partial assistant message instead, its text appended as is to the
     open turn (no end of turn after it)."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError("the model's tokenizer has no chat template",
-                        hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json")
+    require_chat_template(tokenizer)
     texts = []
     for conv in conversations:
         partial = conv[-1]["content"] if continues(conv) else ""
@@ -177,6 +182,7 @@ def render_turn(tokenizer, messages: list[dict], completion: str) -> tuple[str, 
     endpoint's reasoning field starts with one). The end of turn is what the template writes after an assistant
     message (e.g. "<|im_end|>\\n"), or the eos token when it cannot be found.
     """
+    require_chat_template(tokenizer)
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return prompt, _without_open_think(prompt, completion), _end_of_turn(tokenizer, messages)
 

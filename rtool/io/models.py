@@ -169,11 +169,35 @@ def _hub_error(spec: str, error: Exception) -> UserError:
     )
 
 
+def read_chat_template(path) -> str | None:
+    """The text of a `--chat-template FILE` (a Jinja chat template, as in a tokenizer's chat_template.jinja), checked
+    to compile; None for None. A missing file or a Jinja syntax error is a UserError naming the file (and line)."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("no such chat template file", path=path, field="chat-template") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the chat template: {error}", path=path) from None
+    if not text.strip():
+        raise UserError("the chat template file is empty", path=path)
+    import jinja2
+
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        raise UserError(f"not a valid Jinja template: {error.message}", path=path, line=error.lineno) from None
+    return text
+
+
 def load_tokenizer(spec, *, trust_remote_code: bool = False, allow_pickle: bool = False,
-                   padding_side: str = "left", source: Source | None = None):
+                   padding_side: str = "left", source: Source | None = None, chat_template: str | None = None):
     """Load the tokenizer of a model spec (same kinds as `load_model`) with a pad token and `padding_side` set.
 
     Left padding is what batched generation needs; pass padding_side="right" for training collators that expect it.
+    `chat_template` (a template's text: `read_chat_template`) replaces the tokenizer's own, or gives one to a base
+    model that has none; a tokenizer saved afterwards (a trained OUT) keeps it.
     """
     from transformers import AutoTokenizer
 
@@ -187,9 +211,9 @@ def load_tokenizer(spec, *, trust_remote_code: bool = False, allow_pickle: bool 
     elif src.kind == "peft":
         # An adapter dir saved by a trainer usually carries the (possibly extended) tokenizer; else use the base's.
         if not (Path(path) / "tokenizer_config.json").is_file():
-            base = localize(resolve_source(_adapter_base(Path(path)), allow_pickle=True), allow_pickle=True)
+            base = _adapter_base_source(Path(path), allow_pickle=True)
             return load_tokenizer(base.path, trust_remote_code=trust_remote_code, padding_side=padding_side,
-                                  source=base)
+                                  source=base, chat_template=chat_template)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     except OSError as error:
@@ -205,6 +229,8 @@ def load_tokenizer(spec, *, trust_remote_code: bool = False, allow_pickle: bool 
             raise UserError("tokenizer has neither a pad nor an eos token", path=path)
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     return tokenizer
 
 
@@ -223,8 +249,38 @@ def _adapter_base(adapter_dir: Path) -> str:
     return base
 
 
+def _adapter_base_source(adapter_dir: Path, *, allow_pickle: bool) -> Source:
+    """The base model an adapter names, resolved; an error says the name came from the adapter's config (the user
+    did not type it: a relative path recorded where training ran, a base since moved)."""
+    base = _adapter_base(adapter_dir)
+    try:
+        return localize(resolve_source(base, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+    except UserError as error:
+        raise UserError(f"the adapter's base model {base!r}, named by base_model_name_or_path in "
+                        f"adapter_config.json: {error.message}", path=adapter_dir / "adapter_config.json",
+                        hint=error.hint or "point base_model_name_or_path at the base model's dir or hub id"
+                        ) from error
+
+
+def record_absolute_base(adapter_dir: Path) -> None:
+    """Make a saved adapter's base_model_name_or_path absolute when it is a local path: PEFT records the path as the
+    user typed it (`--model ../base`), which breaks as soon as the adapter is used from another directory. A hub
+    id, or a path that does not exist here, is left as it is."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base or not Path(os.path.expanduser(base)).exists():
+        return
+    absolute = str(Path(os.path.expanduser(base)).resolve())
+    if absolute != base:
+        config["base_model_name_or_path"] = absolute
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
-               allow_pickle: bool = False, for_training: bool = False):
+               allow_pickle: bool = False, for_training: bool = False, chat_template: str | None = None):
     """Load (model, tokenizer) from a local dir, hub id, .gguf file or PEFT adapter dir.
 
     GGUF weights are dequantized into a plain model (savable and trainable). A PEFT adapter is loaded on its base
@@ -240,7 +296,8 @@ def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_
     else:
         model = _load_base(src, torch_dtype, device, trust_remote_code, allow_pickle)
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-                               padding_side="right" if for_training else "left", source=src)
+                               padding_side="right" if for_training else "left", source=src,
+                               chat_template=chat_template)
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id  # else generate() warns on every call
@@ -265,7 +322,7 @@ def require_causal_lm(src: Source, spec) -> None:
         if task in NOT_LM_TASKS:
             raise UserError(f"a {task} adapter (a classifier such as a PRM), not a causal LM: its head would be "
                             "dropped", path=str(spec), hint=_CAUSAL_LM_HINT)
-        base = localize(resolve_source(_adapter_base(Path(src.path)), allow_pickle=True), allow_pickle=True)
+        base = _adapter_base_source(Path(src.path), allow_pickle=True)
         require_causal_lm(base, spec)
         return
     if src.kind not in ("dir", "hub") or src.converted:
@@ -371,7 +428,7 @@ def _load_peft(src: Source, torch_dtype, device, trust_remote_code, allow_pickle
     from peft import PeftModel
 
     base_spec = _adapter_base(Path(src.path))
-    base_src = localize(resolve_source(base_spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
+    base_src = _adapter_base_source(Path(src.path), allow_pickle=allow_pickle)
     if base_src.kind == "peft":
         raise UserError("an adapter's base model is itself an adapter; merge it first", path=src.path)
     base = _load_base(base_src, torch_dtype, device, trust_remote_code, allow_pickle)  # a GGUF base is kept unmerged
@@ -407,7 +464,7 @@ def load_token_classifier(spec, *, num_labels: int = 2, new_tokens=(), dtype: st
     if src.kind == "peft" and _adapter_task(Path(src.path)) == "TOKEN_CLS":
         from peft import PeftModel
 
-        base_spec = _adapter_base(Path(src.path))
+        base_spec = _adapter_base_source(Path(src.path), allow_pickle=allow_pickle).path
         base, _ = load_token_classifier(base_spec, num_labels=num_labels, new_tokens=new_tokens, dtype=dtype,
                                         device=device, trust_remote_code=trust_remote_code,
                                         allow_pickle=allow_pickle)

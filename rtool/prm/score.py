@@ -199,9 +199,10 @@ class PRMScorer:
     @classmethod
     def load(cls, spec, *, format: str = "auto", step_sep: str = DEFAULT_STEP_SEP, batch_size: int = 8,
              dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
-             allow_pickle: bool = False) -> "PRMScorer":
+             allow_pickle: bool = False, chat_template: str | None = None) -> "PRMScorer":
         """Load `spec` (a local HF dir or hub id with *.safetensors) and decide its convention (`format="auto"`:
-        from its config and tokenizer). Raises UserError for models that fit no convention."""
+        from its config and tokenizer). Raises UserError for models that fit no convention. `chat_template` (a
+        template's text) replaces the tokenizer's."""
         from rtool.io.models import load_tokenizer, localize, resolve_device, resolve_dtype, resolve_source
 
         one_of("--format", format, FORMATS)
@@ -216,7 +217,7 @@ class PRMScorer:
                                  "--merge-lora)")
         config = _config_dict(src.path, name)
         tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-                                   padding_side="right", source=src)
+                                   padding_side="right", source=src, chat_template=chat_template)
         architectures = config.get("architectures") or []
         arch = architectures[0] if architectures else None
         fmt = detect_format(architectures, tokenizer, name) if format == "auto" else format

@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from transformers import TrainerCallback
 
 from rtool.errors import UserError, one_of
+from rtool.io.models import record_absolute_base
 from rtool.log import logger
 from rtool.progress import format_duration
 from rtool.train.checkpoints import METRICS_FILE, checkpoint_step, trim_metrics
@@ -305,6 +306,8 @@ def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, 
     with stdout_to_stderr():
         trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        record_absolute_base(out)  # a LoRA run's adapter: usable from any directory
     if merge_lora and trainer.is_world_process_zero():
         merge_adapter(out, out / "merged", trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                       loader=loader)

@@ -43,6 +43,7 @@ from rtool.train.data import CARRIED, prompt_messages
 
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
 SCALE_REWARDS = ("group", "batch", "none")
+VLLM_MODES = ("colocate", "server")  # TRL's vllm_mode
 
 # TRL's name of the share of completions cut at --max-completion-length (the mean length's: failure_curves).
 TRUNCATED = "completions/clipped_ratio"
@@ -67,6 +68,10 @@ class GRPOSettings:
     num_iterations: int = 1
     mask_truncated: bool = False
     use_vllm: bool = False
+    # --vllm-mode: colocate (vLLM inside the training processes) | server (TRL's `trl vllm-serve`, at
+    # --vllm-server-url: TRL's default http://0.0.0.0:8000 when unset). Both need --use-vllm.
+    vllm_mode: str | None = None
+    vllm_server_url: str | None = None
     watch: CurveWatch = field(default_factory=CurveWatch)
 
     def check(self, *, batch_size: int, grad_accum: int, processes: int) -> None:
@@ -96,6 +101,7 @@ class GRPOSettings:
             raise UserError(f"--batch-size {batch_size} x --grad-accum {grad_accum} x {processes} process(es) = "
                             f"{per_step} completions per step, not a multiple of --num-generations "
                             f"{self.num_generations}", hint="each step must hold whole groups of completions")
+        self._check_vllm_mode()
         if self.use_vllm:
             from rtool.generate.backends import vllm_usable
 
@@ -103,6 +109,24 @@ class GRPOSettings:
                 raise UserError("--use-vllm needs vllm installed and a CUDA GPU",
                                 hint="pip install 'rtool[vllm]' on a GPU machine, or drop --use-vllm (generation "
                                      "then runs through transformers)")
+
+    def _check_vllm_mode(self) -> None:
+        given = [flag for flag, value in (("--vllm-mode", self.vllm_mode), ("--vllm-server-url", self.vllm_server_url))
+                 if value is not None]
+        if given and not self.use_vllm:
+            raise UserError(f"{' and '.join(given)} without --use-vllm", hint="add --use-vllm, or drop them")
+        if self.vllm_mode is not None:
+            one_of("--vllm-mode", self.vllm_mode, VLLM_MODES)
+        if self.vllm_server_url is not None:
+            if self.vllm_mode == "colocate":
+                raise UserError("--vllm-server-url is for --vllm-mode server; colocate starts vLLM in this process")
+            if not self.vllm_server_url.startswith(("http://", "https://")):
+                raise UserError(f"--vllm-server-url must be an http(s) URL, got {self.vllm_server_url!r}",
+                                hint="e.g. http://localhost:8000, where `trl vllm-serve --model M` listens")
+
+    def resolved_vllm_mode(self) -> str:
+        """colocate, unless server was asked for (or a server URL given)."""
+        return self.vllm_mode or ("server" if self.vllm_server_url else "colocate")
 
     def config_args(self) -> dict:
         """GRPOConfig keyword arguments for these settings."""
@@ -112,7 +136,9 @@ class GRPOSettings:
                     num_iterations=self.num_iterations, mask_truncated_completions=self.mask_truncated,
                     use_vllm=self.use_vllm)
         if self.use_vllm:
-            args["vllm_mode"] = "colocate"
+            args["vllm_mode"] = self.resolved_vllm_mode()
+            if self.vllm_server_url is not None:
+                args["vllm_server_base_url"] = self.vllm_server_url.rstrip("/")
         return args
 
 
@@ -306,17 +332,22 @@ def _earlier_rows(out: Path, before_step: int) -> list[dict]:
     return [row for row in rows if row["step"] < before_step]
 
 
+def grpo_config(args: dict, settings: GRPOSettings, reward_weights: list[float]):
+    """TRL's GRPOConfig from the shared trainer arguments (`core.trainer_args`) and the GRPO settings."""
+    from trl import GRPOConfig
+
+    # Each metrics row averages its whole logging window: a first row of step 1 alone would weigh one batch as much
+    # as a window in the failure-curve watch's starting values.
+    return GRPOConfig(**{**args, "logging_first_step": False}, **settings.config_args(), reward_weights=reward_weights,
+                      remove_unused_columns=False, log_completions=False)
+
+
 def make_trainer(*, model, tokenizer, dataset, args: dict, peft_config, callbacks, rewards, settings: GRPOSettings):
     """rtool's GRPOTrainer from the shared trainer arguments (`core.trainer_args`), a `rtool.train.rewards.RewardSet`
     and the GRPO settings. With `peft_config`, TRL adds the LoRA adapter (and needs no reference model copy: the
     adapter off is the reference)."""
-    from trl import GRPOConfig
-
     functions, weights = rewards.functions()
-    # Each metrics row averages its whole logging window: a first row of step 1 alone would weigh one batch as much
-    # as a window in the failure-curve watch's starting values.
-    config = GRPOConfig(**{**args, "logging_first_step": False}, **settings.config_args(), reward_weights=weights,
-                        remove_unused_columns=False, log_completions=False)
+    config = grpo_config(args, settings, weights)
     return trainer_class()(model=model, reward_funcs=functions, args=config, train_dataset=dataset,
                            processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
                            watch=settings.watch, reward_labels=[spec.label for spec in rewards.specs])

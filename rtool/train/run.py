@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from rtool.errors import UserError
+from rtool.io.models import read_chat_template
 from rtool.log import logger
 from rtool.train import checkpoints, processes
 from rtool.train import core as training
@@ -78,6 +79,7 @@ class TrainRun:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     report_to: str = "none"  # --report-to: none | tensorboard | wandb (comma-separated for several)
+    chat_template: str | None = None  # --chat-template FILE's text: the tokenizer's template for this run and OUT
     # What a --resume must keep (checkpoints.run_settings: every flag that changes what is trained); None: unchecked.
     settings: dict | None = None
     # The command's merged flags, for the model card's command line (rtool.train.card); None: none recorded.
@@ -103,7 +105,8 @@ class TrainRun:
             dtype=opts.dtype, resume=opts.resume, overwrite=getattr(opts, "overwrite", False), skip_bad=opts.skip_bad,
             split=getattr(opts, "split", None), subset=getattr(opts, "subset", None),
             trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
-            report_to=getattr(opts, "report_to", "none"))  # a command without the flag reports to none
+            report_to=getattr(opts, "report_to", "none"),  # a command without the flag reports to none
+            chat_template=read_chat_template(getattr(opts, "chat_template", None)))
         run.settings = checkpoints.run_settings({**vars(opts), "lr": run.hp.lr})
         run.flags = {**vars(opts), "lr": run.hp.lr}
         run.check()
@@ -161,7 +164,7 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> int:
                     "20-30%% faster when the memory allows")
     # The tokenizer loads first, alone: the examples are tokenized while the data is read, before the model loads.
     tokenizer = load_tokenizer(run.model, trust_remote_code=run.trust_remote_code, allow_pickle=run.allow_pickle,
-                               padding_side="right")
+                               padding_side="right", chat_template=run.chat_template)
     stats = ReadStats()
 
     def examples() -> Iterator[dict]:

@@ -44,12 +44,15 @@ def vllm_usable() -> bool:
 def open_backend(spec, backend: str = "auto", *, base_url: str | None = None, api_model: str | None = None,
                  batch_size: int = 16, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
                  allow_pickle: bool = False, request_timeout: float = 60.0, max_retries: int = 5,
-                 max_batch_tokens: int | None = None) -> Backend:
+                 max_batch_tokens: int | None = None, chat_template: str | None = None,
+                 vllm_engine: dict | None = None) -> Backend:
     """Open a generation backend for `spec` (a model dir/id/.gguf/adapter, or an http(s) endpoint URL).
 
     backend="auto" picks openai when `spec` or `base_url` is an http(s) URL, vllm when it is installed and a GPU
     is visible, else hf. `batch_size` is sequences per forward batch (hf), or concurrent requests per endpoint
     (openai). Several comma-separated URLs (in `spec` or `base_url`) are a fleet served together.
+    `chat_template` (a template's text) replaces the model's on every backend; `vllm_engine` (vllm.engine_options)
+    goes to vLLM's engine, and is an error with another backend.
     """
     one_of("backend", backend, BACKENDS)
     if batch_size < 1:
@@ -63,11 +66,14 @@ def open_backend(spec, backend: str = "auto", *, base_url: str | None = None, ap
                             hint="use --backend openai or auto")
         from rtool.generate.backends.fleet import FleetBackend
 
+        _no_engine_options(vllm_engine, "openai")
         return FleetBackend(fleet, model=model, concurrency=batch_size, request_timeout=request_timeout,
-                            max_retries=max_retries)
+                            max_retries=max_retries, chat_template=chat_template)
     if backend == "auto":
         backend = "openai" if is_url(spec) or is_url(base_url) else "vllm" if vllm_usable() else "hf"
         logger.debug("backend auto -> %s", backend)
+    if backend != "vllm":
+        _no_engine_options(vllm_engine, backend)
     if backend == "openai":
         from rtool.generate.backends.openai import OpenAIBackend
 
@@ -78,16 +84,36 @@ def open_backend(spec, backend: str = "auto", *, base_url: str | None = None, ap
         else:
             raise UserError("the openai backend needs an endpoint", hint="pass --base-url http://HOST:PORT/v1")
         return OpenAIBackend(url, model=model, concurrency=batch_size, request_timeout=request_timeout,
-                             max_retries=max_retries)
+                             max_retries=max_retries, chat_template=chat_template)
     if is_url(spec):
         raise UserError(f"{spec} is an endpoint URL; the {backend} backend needs a local model",
                         hint="use --backend openai or auto")
     if backend == "vllm":
         from rtool.generate.backends.vllm import VLLMBackend
 
-        return VLLMBackend(spec, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        return VLLMBackend(spec, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                           chat_template=chat_template, **(vllm_engine or {}))
     from rtool.generate.backends.hf import HFBackend
 
     return HFBackend.load(spec, batch_size=batch_size, dtype=dtype, device=device,
                           trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-                          max_batch_tokens=max_batch_tokens)
+                          max_batch_tokens=max_batch_tokens, chat_template=chat_template)
+
+
+def engine_settings(chat_template_file=None, tensor_parallel_size: int | None = None,
+                    gpu_memory_utilization: float | None = None, max_model_len: int | None = None) -> dict:
+    """open_backend's chat_template and vllm_engine from the flags of a generating command (--chat-template FILE
+    read and checked; the vLLM engine options checked), to pass as `open_backend(spec, **engine_settings(...))`."""
+    from rtool.generate.backends.vllm import engine_options
+    from rtool.io.models import read_chat_template
+
+    return {"chat_template": read_chat_template(chat_template_file),
+            "vllm_engine": engine_options(tensor_parallel_size, gpu_memory_utilization, max_model_len)}
+
+
+def _no_engine_options(vllm_engine: dict | None, backend: str) -> None:
+    if vllm_engine:
+        from rtool.generate.backends.vllm import engine_flags
+
+        raise UserError(f"{engine_flags(vllm_engine)}: vLLM engine options, but the backend is {backend}",
+                        hint="pass --backend vllm, or drop them")

@@ -68,10 +68,11 @@ class FleetBackend(Backend):
     kind = "openai"  # what a row's sampling records: the same requests as one endpoint's, so --resume mixes them
 
     def __init__(self, urls: list[str], *, model: str | None = None, concurrency: int = 16,
-                 request_timeout: float = 60.0, max_retries: int = 5):
+                 request_timeout: float = 60.0, max_retries: int = 5, chat_template: str | None = None):
         self.urls, self.model, self.concurrency = urls, model, concurrency
         self.servers = len(urls)
-        self._client_options = {"request_timeout": request_timeout, "max_retries": max_retries, "in_fleet": True}
+        self._client_options = {"request_timeout": request_timeout, "max_retries": max_retries, "in_fleet": True,
+                                "chat_template": chat_template}
         self._endpoints = [_Endpoint(url) for url in urls]
         self._turn = 0  # round-robin position
         self._changed = threading.Condition()

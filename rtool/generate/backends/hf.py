@@ -77,12 +77,12 @@ class HFBackend(Backend):
 
     @classmethod
     def load(cls, spec, *, batch_size=16, dtype="auto", device="auto", trust_remote_code=False,
-             allow_pickle=False, max_batch_tokens=None, generation=None) -> "HFBackend":
+             allow_pickle=False, max_batch_tokens=None, generation=None, chat_template=None) -> "HFBackend":
         from rtool.io.models import load_model
 
         generation = generation_mode(generation)  # a bad RTOOL_HF_GENERATION fails before the model loads
         model, tokenizer = load_model(spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                      allow_pickle=allow_pickle)
+                                      allow_pickle=allow_pickle, chat_template=chat_template)
         return cls(model, tokenizer, name=str(spec), batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                    generation=generation)
 

@@ -73,12 +73,16 @@ class OpenAIBackend(Backend):
     kind = "openai"
 
     def __init__(self, base_url: str, *, model: str | None = None, concurrency: int = 16,
-                 request_timeout: float = 60.0, max_retries: int = 5, in_fleet: bool = False):
+                 request_timeout: float = 60.0, max_retries: int = 5, in_fleet: bool = False,
+                 chat_template: str | None = None):
         """`in_fleet`: one of several endpoints (rtool.generate.backends.fleet), whose caller runs `sample` from its own
         threads: a refused or lost connection gives up after one retry (another endpoint can take the request at
-        once), and retries are logged at debug level (the fleet warns when an endpoint goes out of rotation)."""
+        once), and retries are logged at debug level (the fleet warns when an endpoint goes out of rotation).
+        `chat_template` (a template's text) is sent with every request as `chat_template`, which vLLM's and
+        SGLang's servers use in place of the model's; other servers may refuse or ignore it."""
         self.base_url = normalize_base_url(base_url)
         self.request_timeout, self.max_retries, self.in_fleet = request_timeout, max_retries, in_fleet
+        self.chat_template = chat_template
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rtool-openai")
         self._lock = threading.Lock()
         self._send_extras = True  # top_k, min_p, repetition_penalty: until the server refuses them
@@ -103,6 +107,8 @@ class OpenAIBackend(Backend):
         """One completion of `conversation` with `seed`, in the calling thread (retries included)."""
         body = {"model": self.model, "messages": conversation, "n": 1, "temperature": params.temperature,
                 "top_p": params.top_p, "max_tokens": params.max_new_tokens, "seed": seed}
+        if self.chat_template is not None:
+            body["chat_template"] = self.chat_template
         continued = continues(conversation)
         if continued:  # write on from the end of the partial assistant message (vLLM's and SGLang's extension)
             body.update(continue_final_message=True, add_generation_prompt=False)
@@ -116,6 +122,9 @@ class OpenAIBackend(Backend):
         try:
             return self._request("POST", "/chat/completions", body, parse=parse)
         except _UnsupportedField as error:
+            if error.field == "chat_template":
+                raise UserError(f"{self.base_url} does not accept a chat_template ({error.message})",
+                                hint="serve the model with vLLM or SGLang, or drop --chat-template") from None
             if error.field in _CONTINUE_FIELDS:
                 raise UserError(f"{self.base_url} cannot continue a partial assistant message: it does not accept "
                                 f"{error.field} ({error.message})",
@@ -241,7 +250,8 @@ def _unsupported_field(status: int, message: str, body: dict | None) -> str | No
     """The sampling field a 400/422 answer complains about ("Unrecognized request argument supplied: top_k")."""
     if status not in (400, 422) or not body:
         return None
-    return next((name for name in _CONTINUE_FIELDS + _EXTRA_FIELDS if name in body and name in message), None)
+    return next((name for name in _CONTINUE_FIELDS + _EXTRA_FIELDS + ("chat_template",)
+                 if name in body and name in message), None)
 
 
 def _first_continuation(data: dict) -> Completion:

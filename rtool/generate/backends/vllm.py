@@ -8,14 +8,43 @@ from rtool.errors import UserError, one_of
 from rtool.generate.core import Backend, Completion, continues, request_seeds
 
 
+def engine_options(tensor_parallel_size: int | None = None, gpu_memory_utilization: float | None = None,
+                   max_model_len: int | None = None) -> dict:
+    """vLLM `LLM(...)` keyword arguments from the --tensor-parallel-size, --gpu-memory-utilization and
+    --max-model-len flags: only those given (vLLM's own defaults otherwise: 1 GPU, 0.9 of its memory, the model's
+    context length), each checked here so a bad value fails before vLLM starts."""
+    options: dict = {}
+    if tensor_parallel_size is not None:
+        if tensor_parallel_size < 1:
+            raise UserError(f"--tensor-parallel-size must be at least 1, got {tensor_parallel_size}")
+        options["tensor_parallel_size"] = tensor_parallel_size
+    if gpu_memory_utilization is not None:
+        if not 0 < gpu_memory_utilization <= 1:
+            raise UserError(f"--gpu-memory-utilization must be in (0, 1], got {gpu_memory_utilization}",
+                            hint="the share of each GPU's memory vLLM may take, e.g. 0.9")
+        options["gpu_memory_utilization"] = gpu_memory_utilization
+    if max_model_len is not None:
+        if max_model_len < 1:
+            raise UserError(f"--max-model-len must be at least 1, got {max_model_len}")
+        options["max_model_len"] = max_model_len
+    return options
+
+
+def engine_flags(options: dict) -> str:
+    """The flags that set `options` (engine_options' keys), for messages."""
+    return ", ".join("--" + key.replace("_", "-") for key in options)
+
+
 class VLLMBackend(Backend):
     """vLLM's offline engine (`LLM.chat`): needs the vllm package and a CUDA GPU. A PEFT adapter dir is served as
-    a LoRA on its base model; a .gguf file is passed to vLLM with its own tokenizer."""
+    a LoRA on its base model; a .gguf file is passed to vLLM with its own tokenizer. `engine_kwargs` go to
+    `vllm.LLM` (`engine_options` builds them from the flags); `chat_template` (a template's text) goes to every
+    `LLM.chat` call in place of the tokenizer's."""
 
     kind = "vllm"
 
     def __init__(self, spec, *, dtype: str = "auto", trust_remote_code: bool = False, allow_pickle: bool = False,
-                 **engine_kwargs):
+                 chat_template: str | None = None, **engine_kwargs):
         from rtool.io.models import DTYPES, _adapter_base, localize, require_causal_lm, resolve_source
 
         if importlib.util.find_spec("vllm") is None:
@@ -29,7 +58,7 @@ class VLLMBackend(Backend):
 
         src = localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
         require_causal_lm(src, spec)  # a PRM would be served as a pooling model, or its head dropped
-        self.name, self.lora = str(spec), None
+        self.name, self.lora, self.chat_template = str(spec), None, chat_template
         model = src.gguf_file or src.path
         if src.kind == "peft":
             from pathlib import Path
@@ -70,7 +99,8 @@ class VLLMBackend(Backend):
                 continue
             outs = self.llm.chat([conversations[flat[j][0]] for j in part], [sampling[j] for j in part],
                                  use_tqdm=False, add_generation_prompt=not continued,
-                                 continue_final_message=continued, lora_request=self.lora)
+                                 continue_final_message=continued, lora_request=self.lora,
+                                 chat_template=self.chat_template)
             for j, out in zip(part, outs):
                 o = out.outputs[0]
                 results[flat[j][0]].append(
