@@ -123,3 +123,30 @@ def test_count_rows(tmp_path):
     assert count_rows("-") is None
     assert count_rows(tmp_path) is None  # a dataset folder: no cheap count
     assert count_rows(tmp_path / "missing.jsonl") is None  # the reader says what is wrong with it
+
+
+def test_a_terminal_gets_a_live_bar_and_the_log_lines(prompts, tiny_model_dir):
+    import os
+    import pty
+
+    leader, follower = pty.openpty()  # stderr on a terminal; stdout stays a pipe
+    child = subprocess.Popen([RTOOL, "distill", "--teacher", str(tiny_model_dir), "-n", "2", "--temperature", "0",
+                              "--max-new-tokens", "4", "-i", str(prompts)], stdout=subprocess.PIPE,
+                             stderr=follower, env={**os.environ, "RTOOL_DEBUG": "0", "COLUMNS": "160"})
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    stdout, _ = child.communicate(timeout=120)
+    os.close(leader)
+    assert child.returncode == 0, seen.decode(errors="replace")
+    assert len(jsonl(stdout)) == 6
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))
+    assert re.search(r"distill .*6/6 rows \S+ rows/s", screen)  # the bar, finished
+    assert "every sample of a prompt is the same greedy answer" in screen  # a warning still shows beside it
