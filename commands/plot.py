@@ -27,7 +27,7 @@ import typer
 
 def plot_cmd(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", show_default=False, help="Training output dirs (the --out of sft, redi, grpo) or their metrics.jsonl files; a transformers/TRL run's trainer_state.json (or its dir) too.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write (replaced atomically).")] = Path("curves.png"),
+    out: Annotated[Path, typer.Option("--out", "--output", "-o", help="PNG file to write (replaced atomically).")] = Path("curves.png"),
     metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated metric names to draw, in order (default: every numeric series in the runs' metrics.jsonl).")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Title above the panels (default: the run names).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Draw nothing: print each run's failure curves (reward drop or hockey stick, sequence length collapse) as a JSON line.")] = False,

@@ -262,7 +262,7 @@ complete -c rtool -n '__fish_seen_subcommand_from merge-bai' -l help -s h -d 'Sh
 complete -c rtool -n '__fish_seen_subcommand_from merge-bai' -l debug -d 'Show tracebacks (also RTOOL_DEBUG=1); accepted anywhere on the line'
 complete -c rtool -n '__fish_seen_subcommand_from merge-bai' -l quiet -s q -d 'Only warnings and errors on stderr (no progress, tables or summaries); accepted anywhere on the line'
 complete -c rtool -n '__fish_seen_subcommand_from merge-bai' -l verbose -s v -d 'Debug logs on stderr; accepted anywhere on the line'
-complete -c rtool -n '__fish_seen_subcommand_from plot' -l out -s o -r -F -d 'PNG file to write (replaced atomically)'
+complete -c rtool -n '__fish_seen_subcommand_from plot' -l out -l output -s o -r -F -d 'PNG file to write (replaced atomically)'
 complete -c rtool -n '__fish_seen_subcommand_from plot' -l metrics -r -F -d 'Comma-separated metric names to draw, in order (default: every numeric series in the runs\' metrics.jsonl)'
 complete -c rtool -n '__fish_seen_subcommand_from plot' -l title -r -F -d 'Title above the panels (default: the run names)'
 complete -c rtool -n '__fish_seen_subcommand_from plot' -l check -d 'Draw nothing: print each run\'s failure curves (reward drop or hockey stick, sequence length collapse) as a JSON line'

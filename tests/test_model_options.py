@@ -41,9 +41,10 @@ def test_distill_into_a_base_model_needs_and_takes_a_chat_template(base_model_di
     assert refused.returncode == 2, refused.stderr.decode()
     assert "has no chat template" in last_error_line(refused) and "--chat-template" in last_error_line(refused)
     result = run_rtool("distill", "-t", base_model_dir, "-n", 1, "--max-new-tokens", 4,
-                       "--chat-template", template_file, input=PROMPTS)
+                       "--chat-template", template_file, "-q", input=PROMPTS)
     assert result.returncode == 0, result.stderr.decode()
     assert [row["id"] for row in jsonl(result.stdout)] == ["0", "1"]
+    assert "distill: 2 prompts" not in result.stderr.decode()  # -q after the subcommand: the summary is info
 
 
 def test_sft_on_a_base_model_with_a_chat_template_keeps_it_in_out(capfd, tmp_path, base_model_dir, template_file):
