@@ -150,3 +150,31 @@ def test_a_terminal_gets_a_live_bar_and_the_log_lines(prompts, tiny_model_dir):
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))
     assert re.search(r"distill .*6/6 rows \S+ rows/s", screen)  # the bar, finished
     assert "every sample of a prompt is the same greedy answer" in screen  # a warning still shows beside it
+
+
+def test_prm_label_counts_traces_labelled_and_dropped(tmp_path, tiny_model_dir):
+    traces = tmp_path / "traces.jsonl"
+    rows = [{"id": "a", "problem": "1+1?", "answer": "2", "completion": "One.\n\n\\boxed{2}"},
+            {"id": "b", "problem": "2+2?", "completion": "Two.\n\n\\boxed{4}"},  # no gold: dropped, still counted
+            {"id": "c", "problem": "3+3?", "answer": "6", "completion": "Three.\n\n\\boxed{6}"}]
+    traces.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run_rtool("prm-label", "--policy", tiny_model_dir, "-k", 1, "--max-new-tokens", 4, "--batch-size", 3,
+                       "--skip-ungraded", "-i", traces, env=EVERY_ROW)
+    assert result.returncode == 0, result.stderr.decode()
+    assert [row["id"] for row in jsonl(result.stdout)] == ["a", "c"]
+    lines = status_lines(result.stderr, "prm-label")
+    assert [(int(m.group(2)), int(m.group(3))) for m in lines] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_prm_score_counts_rows_scored(tmp_path):
+    from prm_models import build_prm
+
+    prm = build_prm("qwen-prm", tmp_path / "prm")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"id": i, "problem": "1+1?", "completion": "One.\n\n\\boxed{2}"}) + "\n"
+                            for i in range(3)))
+    result = run_rtool("prm-score", "--prm", prm, "--device", "cpu", "--dtype", "float32", "-i", rows, env=EVERY_ROW)
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(jsonl(result.stdout)) == 3
+    lines = status_lines(result.stderr, "prm-score")
+    assert [(int(m.group(2)), int(m.group(3))) for m in lines] == [(1, 3), (2, 3), (3, 3)]
