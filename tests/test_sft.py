@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -122,9 +123,9 @@ def test_lora_saves_adapter_and_merged_model(capfd, tmp_path, tiny_model_dir, tr
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
     assert not (out / "model.safetensors").exists()
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
-
     recorded = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert recorded == str(Path(tiny_model_dir).resolve())
+
     from transformers import AutoModelForCausalLM
 
     merged = AutoModelForCausalLM.from_pretrained(out / "merged")
