@@ -15,6 +15,7 @@ LAYERS = [
     {"rtool.io"},                         # rows, tensors, checkpoints in and out
     {"rtool.grade"},                      # fields, answers, verifier, metrics
     {"rtool.generate"},                   # the generation interface, backends/, sampler, traces (graded)
+    {"rtool.curate"},                     # the data stage: decontaminate, difficulty, select
     {"rtool.prm", "rtool.merge"},         # PRM scoring and step labels, best-of-N | merge-bai
     {"rtool.train"},                      # the shared trainer core, one module per objective (grpo uses the PRM)
     {"rtool.commands"},                   # thin flag wiring, one module per subcommand
