@@ -67,7 +67,7 @@ def _commands(model):
         (["redi", "--model", model, "--data", "{data}", "--out", "{out}"], "dir"),
         (["grpo", "--model", model, "--data", "{data}", "--out", "{out}"], "dir"),
         (["prm-train", "--model", model, "--data", "{data}", "--out", "{out}"], "dir"),
-        (["merge-bai", "-r", model, "-i", model, "-p", model, "--out", "{out}"], "dir"),
+        (["merge-bai", "-r", model, "--instruct-model", model, "-p", model, "--out", "{out}"], "dir"),
     ]
 
 
