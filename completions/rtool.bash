@@ -2,7 +2,7 @@
 _rtool() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="" values=""
     (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
-    local commands="distill sft redi grpo eval merge-bai plot prm-label prm-score prm-train bon export"
+    local commands="distill sft redi grpo eval merge-bai plot prm-label prm-score prm-train bon export nll"
     local command="" word
     for word in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         case " $commands " in *" $word "*) command="$word"; break ;; esac
@@ -21,6 +21,7 @@ _rtool() {
         prm-train) opts="--model -m --model-name-or-path --data -d --dataset-name --split --subset --out -o --output-dir --config --labels --eval-split --eval-steps --system --no-system --prompt-field --epochs --num-train-epochs --max-steps --lr --learning-rate --lr-scheduler --lr-scheduler-type --warmup-ratio --batch-size --per-device-train-batch-size --grad-accum --gradient-accumulation-steps --max-length --truncation --seed --logging-steps --save-steps --report-to --resume --resume-from-checkpoint --overwrite --gradient-checkpointing --no-gradient-checkpointing --lora --use-peft --lora-r --lora-alpha --lora-dropout --lora-targets --lora-target-modules --merge-lora --dtype --skip-bad --trust-remote-code --allow-pickle --chat-template --help -h --debug --quiet -q --verbose -v"; case "$prev" in --lr-scheduler|--lr-scheduler-type) values="linear cosine cosine_with_restarts polynomial constant constant_with_warmup inverse_sqrt cosine_with_min_lr cosine_warmup_with_min_lr warmup_stable_decay" ;; --truncation) values="drop keep-start" ;; --report-to) values="none tensorboard wandb" ;; --dtype) values="auto float32 bfloat16 float16" ;; esac ;;
         bon) opts="--input -i --split --subset --out --output -o --overwrite --method --score-field --n -n --sorted --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v"; case "$prev" in --method) values="majority naive weighted" ;; esac ;;
         export) opts="--to --input -i --split --subset --out --output -o --overwrite --include-incorrect --pairs --max-pairs-per-prompt --system --no-system --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v"; case "$prev" in --to) values="trl-sft trl-preference trl-stepwise" ;; --pairs) values="first all" ;; esac ;;
+        nll) opts="--model -m --input -i --split --subset --out --output -o --overwrite --batch-size --system --no-system --prompt-field --skip-bad --dtype --device --trust-remote-code --allow-pickle --chat-template --help -h --debug --quiet -q --verbose -v"; case "$prev" in --dtype) values="auto float32 bfloat16 float16" ;; --device) values="auto cpu cuda" ;; esac ;;
         "") if [[ "$cur" != -* ]]; then COMPREPLY=($(compgen -W "$commands" -- "$cur")); return; fi ;;
     esac
     if [[ -n "$values" ]]; then
