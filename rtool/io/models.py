@@ -211,7 +211,7 @@ def load_tokenizer(spec, *, trust_remote_code: bool = False, allow_pickle: bool 
     elif src.kind == "peft":
         # An adapter dir saved by a trainer usually carries the (possibly extended) tokenizer; else use the base's.
         if not (Path(path) / "tokenizer_config.json").is_file():
-            base = _adapter_base_source(Path(path), allow_pickle=True)
+            base = adapter_base_source(Path(path), allow_pickle=True)
             return load_tokenizer(base.path, trust_remote_code=trust_remote_code, padding_side=padding_side,
                                   source=base, chat_template=chat_template)
     try:
@@ -249,7 +249,7 @@ def _adapter_base(adapter_dir: Path) -> str:
     return base
 
 
-def _adapter_base_source(adapter_dir: Path, *, allow_pickle: bool) -> Source:
+def adapter_base_source(adapter_dir: Path, *, allow_pickle: bool) -> Source:
     """The base model an adapter names, resolved; an error says the name came from the adapter's config (the user
     did not type it: a relative path recorded where training ran, a base since moved)."""
     base = _adapter_base(adapter_dir)
@@ -322,7 +322,7 @@ def require_causal_lm(src: Source, spec) -> None:
         if task in NOT_LM_TASKS:
             raise UserError(f"a {task} adapter (a classifier such as a PRM), not a causal LM: its head would be "
                             "dropped", path=str(spec), hint=_CAUSAL_LM_HINT)
-        base = _adapter_base_source(Path(src.path), allow_pickle=True)
+        base = adapter_base_source(Path(src.path), allow_pickle=True)
         require_causal_lm(base, spec)
         return
     if src.kind not in ("dir", "hub") or src.converted:
@@ -428,7 +428,7 @@ def _load_peft(src: Source, torch_dtype, device, trust_remote_code, allow_pickle
     from peft import PeftModel
 
     base_spec = _adapter_base(Path(src.path))
-    base_src = _adapter_base_source(Path(src.path), allow_pickle=allow_pickle)
+    base_src = adapter_base_source(Path(src.path), allow_pickle=allow_pickle)
     if base_src.kind == "peft":
         raise UserError("an adapter's base model is itself an adapter; merge it first", path=src.path)
     base = _load_base(base_src, torch_dtype, device, trust_remote_code, allow_pickle)  # a GGUF base is kept unmerged
@@ -464,7 +464,7 @@ def load_token_classifier(spec, *, num_labels: int = 2, new_tokens=(), dtype: st
     if src.kind == "peft" and _adapter_task(Path(src.path)) == "TOKEN_CLS":
         from peft import PeftModel
 
-        base_spec = _adapter_base_source(Path(src.path), allow_pickle=allow_pickle).path
+        base_spec = adapter_base_source(Path(src.path), allow_pickle=allow_pickle).path
         base, _ = load_token_classifier(base_spec, num_labels=num_labels, new_tokens=new_tokens, dtype=dtype,
                                         device=device, trust_remote_code=trust_remote_code,
                                         allow_pickle=allow_pickle)

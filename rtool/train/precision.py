@@ -9,7 +9,6 @@ what a LoRA run leaves behind (`merge_adapter`: the base with the adapter merged
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,13 +162,14 @@ def stored_dtype(spec, *, trust_remote_code: bool = False) -> str:
     """The dtype a checkpoint stores its weights in, as named in `--dtype`: its config's dtype (for a PEFT adapter,
     its base model's), float32 when the config names none (as transformers then loads it) and for GGUF files (a
     dequantized model's values fit float32 exactly, not bf16)."""
-    from rtool.io.models import DTYPES, localize, resolve_source
+    from rtool.io.models import DTYPES, adapter_base_source, localize, resolve_source
 
     src = localize(resolve_source(spec, allow_pickle=True), allow_pickle=True)
     if src.kind == "gguf":
         return "float32"
     if src.kind == "peft":
-        return stored_dtype(_adapter_base_of(Path(src.path)), trust_remote_code=trust_remote_code)
+        base = adapter_base_source(Path(src.path), allow_pickle=True)
+        return stored_dtype(base.gguf_file or base.path, trust_remote_code=trust_remote_code)
     config_file = Path(src.path) / "config.json"
     if config_file.is_file():
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -179,14 +179,3 @@ def stored_dtype(spec, *, trust_remote_code: bool = False) -> str:
         config = AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code).to_dict()
     name = str(config.get("dtype") or config.get("torch_dtype") or "float32").replace("torch.", "")
     return name if name in DTYPES and name != "auto" else "float32"
-
-
-def _adapter_base_of(adapter_dir: Path) -> str:
-    # As rtool.io.models resolves it: a relative base path is tried relative to the adapter dir too.
-    base = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base:
-        raise UserError("adapter_config.json has no base_model_name_or_path", path=adapter_dir)
-    if not Path(os.path.expanduser(base)).exists() and (adapter_dir / base).exists():
-        return str(adapter_dir / base)
-    return base
-

@@ -45,7 +45,7 @@ class VLLMBackend(Backend):
 
     def __init__(self, spec, *, dtype: str = "auto", trust_remote_code: bool = False, allow_pickle: bool = False,
                  chat_template: str | None = None, **engine_kwargs):
-        from rtool.io.models import DTYPES, _adapter_base, localize, require_causal_lm, resolve_source
+        from rtool.io.models import DTYPES, adapter_base_source, localize, require_causal_lm, resolve_source
 
         if importlib.util.find_spec("vllm") is None:
             raise UserError("the vllm backend needs the vllm package", hint="pip install 'rtool[vllm]', or use --backend hf")
@@ -65,7 +65,7 @@ class VLLMBackend(Backend):
 
             from vllm.lora.request import LoRARequest
 
-            model = _adapter_base(Path(src.path))
+            model = adapter_base_source(Path(src.path), allow_pickle=allow_pickle).path
             engine_kwargs.setdefault("enable_lora", True)
             self.lora = LoRARequest("adapter", 1, src.path)
         if not allow_pickle and src.kind != "gguf":
