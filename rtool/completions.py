@@ -36,6 +36,7 @@ CHOICES = {
     ("merge-bai", "--method"): "linear task-arithmetic slerp ties dare-ties dare-linear",
     ("export", "--to"): "trl-sft trl-preference trl-stepwise",
     "--pairs": "first all",
+    ("select", "--prefer"): "shortest longest nll first random",
 }
 
 

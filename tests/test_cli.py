@@ -11,7 +11,7 @@ from helpers import RTOOL
 from rtool import __version__
 
 COMMANDS = ["distill", "sft", "redi", "eval", "merge-bai", "plot", "prm-label", "prm-score", "prm-train", "bon", "grpo",
-            "export", "nll"]
+            "export", "nll", "difficulty", "select"]
 HEAVY = ("torch", "transformers", "trl", "peft", "vllm", "datasets", "matplotlib", "tensorboard", "wandb")
 
 
@@ -54,7 +54,8 @@ def test_unknown_flag_is_a_usage_error():
     assert result.returncode == 2 and "No such option" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["eval --records /dev/stdout", "bon", "bon --sorted"])
+@pytest.mark.parametrize("command", ["eval --records /dev/stdout", "bon", "bon --sorted", "difficulty",
+                                     "select --include-incorrect"])
 def test_broken_pipe_ends_quietly(tmp_path, command):
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"id": i, "problem": "x", "answer": "1", "completion": "\\boxed{1}"}) + "\n"

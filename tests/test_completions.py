@@ -25,7 +25,7 @@ def complete_in_bash(words):
 
 
 def test_bash_completes_commands_and_their_flags():
-    assert complete_in_bash(["rtool", "di"]) == ["distill"]
+    assert complete_in_bash(["rtool", "di"]) == ["distill", "difficulty"]
     assert "--teacher" in complete_in_bash(["rtool", "distill", "--te"])
     assert complete_in_bash(["rtool", "eval", "--rec"]) == ["--records"]
 
@@ -34,6 +34,7 @@ def test_bash_offers_the_values_of_choice_flags():
     assert complete_in_bash(["rtool", "distill", "--backend", ""]) == ["auto", "hf", "vllm", "openai"]
     assert complete_in_bash(["rtool", "sft", "--report-to", "t"]) == ["tensorboard"]
     assert complete_in_bash(["rtool", "bon", "--method", "w"]) == ["weighted"]
+    assert complete_in_bash(["rtool", "select", "--prefer", "s"]) == ["shortest"]
     assert complete_in_bash(["rtool", "merge-bai", "--method", "dare"]) == ["dare-ties", "dare-linear"]
     assert "cosine_with_min_lr" in complete_in_bash(["rtool", "grpo", "--lr-scheduler", "cos"])
 

@@ -373,6 +373,18 @@ def first_rows(rows: Iterator[Row], path: str | Path) -> Iterator[Row]:
     return itertools.chain([first], iterator)
 
 
+def read_sources(sources: list[str], **options) -> Iterator[Row]:
+    """The rows of several sources one after the other (`rtool difficulty a.jsonl b.jsonl`); each must hold rows.
+    `options` go to read_records. The first source's first row is read now, as first_rows does."""
+    def rest() -> Iterator[Row]:
+        for source in sources[1:]:
+            yield from first_rows(read_records(source, **options), source)
+
+    import itertools
+
+    return itertools.chain(first_rows(read_records(sources[0], **options), sources[0]), rest())
+
+
 @dataclass
 class Written:
     """What an output file already holds, for --resume: the keys of its finished rows, and the first settings

@@ -1,0 +1,129 @@
+"""rtool select: per prompt, at most K correct, distinct, short enough traces, the preferred first; bad input."""
+
+import json
+
+import pytest
+
+from helpers import jsonl, run_in_process, run_rtool
+from rtool.curate.selection import SelectRules, SelectStats, jaccard, select_traces, shingles
+from rtool.errors import UserError
+from rtool.grade.fields import FieldMap
+from rtool.io.records import Row
+
+TEXT = "we add two and two to get four so the answer is four"  # 13 words: 11 shingles
+
+
+@pytest.mark.parametrize("a, b, similarity", [
+    (TEXT, TEXT, 1.0),
+    (TEXT, TEXT.upper().replace(" ", "  "), 1.0),           # case and spacing do not count
+    (TEXT, TEXT + " indeed", 11 / 12),                      # one shingle more
+    (TEXT, "so " + TEXT, 11 / 12),
+    (TEXT, TEXT.replace("two and two", "two plus two"), 8 / 14),  # 3 shingles changed on each side
+    ("four", "four", 1.0), ("four", "five", 0.0), ("", "", 1.0),
+    ("a b c d", "x y z w", 0.0)])
+def test_jaccard_of_word_3gram_shingles(a, b, similarity):
+    assert jaccard(shingles(a), shingles(b)) == pytest.approx(similarity)
+
+
+def trace(id, completion, correct=True, tokens=None, nll=None, line=1, **extra):
+    row = {"id": id, "problem": f"p{id}", "completion": completion, "correct": correct, **extra}
+    if tokens is not None:
+        row["completion_tokens"] = tokens
+    if nll is not None:
+        row["nll"] = nll
+    return Row(row, "t.jsonl", line)
+
+
+def chosen(rows, **rules):
+    stats = SelectStats()
+    out = list(select_traces(rows, SelectRules(**rules).check(), FieldMap(), stats=stats))
+    return [(r["id"], r["completion"]) for r in out], stats
+
+
+ROWS = [trace(1, "long " * 9 + "end", tokens=10, nll=0.5), trace(1, "short one", tokens=2, nll=0.9),
+        trace(1, "wrong", correct=False, tokens=1, nll=0.1), trace(1, "mid mid mid", tokens=3, nll=0.2),
+        trace(2, "ungraded", correct=None, tokens=1, nll=0.1), trace(2, "only", tokens=1, nll=0.3)]
+
+
+@pytest.mark.parametrize("rules, expected", [
+    (dict(prefer="shortest"), [(1, "short one"), (2, "only")]),
+    (dict(prefer="longest"), [(1, "long " * 9 + "end"), (2, "only")]),
+    (dict(prefer="nll"), [(1, "mid mid mid"), (2, "only")]),
+    (dict(prefer="first"), [(1, "long " * 9 + "end"), (2, "only")]),
+    (dict(prefer="shortest", per_prompt=2), [(1, "short one"), (1, "mid mid mid"), (2, "only")]),
+    (dict(prefer="nll", include_incorrect=True), [(1, "wrong"), (2, "ungraded")]),
+    (dict(prefer="longest", max_tokens=3), [(1, "mid mid mid"), (2, "only")]),
+])
+def test_rules(rules, expected):
+    assert chosen(ROWS, **rules)[0] == expected
+
+
+def test_counts():
+    _, stats = chosen(ROWS, prefer="shortest", per_prompt=2, max_tokens=3)
+    assert (stats.rows, stats.incorrect, stats.ungraded, stats.too_long, stats.over_limit, stats.kept,
+            stats.prompts) == (6, 1, 1, 1, 0, 3, 2)
+
+
+def test_duplicates_drop_the_less_preferred_copy():
+    rows = [trace(1, TEXT, tokens=13, nll=0.9), trace(1, TEXT, tokens=13, nll=0.1),
+            trace(1, TEXT + " indeed", tokens=14, nll=0.05), trace(1, "another way entirely", tokens=3, nll=0.5)]
+    picked, stats = chosen(rows, prefer="nll", per_prompt=3)
+    assert picked == [(1, TEXT + " indeed"), (1, "another way entirely")]  # 11/12 >= 0.9: both TEXTs are near
+    assert (stats.duplicates, stats.near_duplicates) == (0, 2)
+    picked, stats = chosen(rows, prefer="nll", per_prompt=3, dedup_threshold=1.0)  # exact duplicates only
+    assert picked == [(1, TEXT + " indeed"), (1, TEXT), (1, "another way entirely")]
+    assert picked[1] == (1, TEXT) and (stats.duplicates, stats.near_duplicates) == (1, 0)
+
+
+def test_random_is_fixed_by_the_seed_and_not_by_the_input_order():
+    rows = [trace(1, f"answer number {i}") for i in range(8)]
+    first, _ = chosen(rows, prefer="random", per_prompt=3, seed=1)
+    again, _ = chosen(rows, prefer="random", per_prompt=3, seed=1)
+    others = {tuple(chosen(rows, prefer="random", per_prompt=3, seed=s)[0]) for s in range(2, 8)}
+    assert first == again and len(others | {tuple(first)}) > 1
+
+
+@pytest.mark.parametrize("rules, message", [
+    (dict(per_prompt=0), "--per-prompt must be at least 1, got 0"),
+    (dict(prefer="best"), "unknown --prefer 'best' (valid: shortest, longest, nll, first, random)"),
+    (dict(dedup_threshold=0.0), "--dedup-threshold must be in (0, 1], got 0 (1.0 drops exact duplicates only)")])
+def test_bad_rules(rules, message):
+    with pytest.raises(UserError) as error:
+        SelectRules(**rules).check()
+    assert error.value.render() == message
+
+
+def test_cli_from_stdin_and_a_file(tmp_path):
+    more = tmp_path / "t2.jsonl"
+    more.write_text(json.dumps(trace(1, "a second teacher's short way", tokens=6)) + "\n"
+                    + json.dumps(trace(2, "no length known")) + "\n")
+    stdin = "".join(json.dumps(row) + "\n" for row in ROWS)
+    result = run_rtool("select", "--per-prompt", "2", "--max-tokens", "5", "-", more, input=stdin)
+    assert result.returncode == 0, result.stderr.decode()
+    assert [(r["id"], r["completion"]) for r in jsonl(result.stdout)] == [
+        (1, "short one"), (1, "mid mid mid"), (2, "only"), (2, "no length known")]
+    assert jsonl(result.stdout)[0] == dict(ROWS[1])  # rows pass through unchanged
+    err = result.stderr.decode()
+    assert "1 traces have no completion_tokens: kept whatever their length (--max-tokens 5)" in err
+    assert ("select: 8 read, 1 incorrect dropped, 1 ungraded dropped, 2 too long, 0 duplicates dropped (0 exact, "
+            "0 near), 0 past --per-prompt, 4 kept for 2 prompts") in err
+
+
+@pytest.mark.parametrize("args, row, error", [
+    (["--per-prompt", "0"], None, "rtool: error: --per-prompt must be at least 1, got 0"),
+    ([], {"id": 1, "problem": "x", "completion": "c"},
+     "rtool: error: {rows}:2: missing field 'correct' (grade the traces first (distill grades rows with a gold "
+     "answer; rtool eval --records) or pass --include-incorrect)"),
+    (["--prefer", "nll"], {"id": 1, "problem": "x", "completion": "c", "correct": True},
+     "rtool: error: {rows}:2: missing field 'nll' (score the traces first: rtool nll --model S)"),
+    (["--max-tokens", "9"], {"id": 1, "problem": "x", "completion": "c", "correct": True, "completion_tokens": "9",
+                             "nll": 1.0},
+     "rtool: error: {rows}:2: field 'completion_tokens' must be a whole number, got '9'")])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capfd, args, row, error):
+    rows = tmp_path / "rows.jsonl"
+    good = {"id": 1, "problem": "x", "completion": "c", "correct": True, "nll": 1.0, "completion_tokens": 1}
+    rows.write_text(json.dumps(good) + "\n" + (json.dumps(row) + "\n" if row else ""))
+    out_path = tmp_path / "out.jsonl"
+    code, out, err = run_in_process(capfd, "select", "-i", rows, "-o", out_path, *args)
+    assert code == 2 and err.strip().splitlines() == [error.format(rows=rows)]
+    assert not out_path.exists()
