@@ -52,7 +52,13 @@ def nll_cmd(
     allow_pickle: AllowPickleOpt = False,
     chat_template: ChatTemplateOpt = None,
 ) -> None:
-    """Write each trace row with the student's mean negative log-likelihood per completion token (nll)."""
+    """Write each trace row with the student's mean negative log-likelihood per completion token (nll).
+
+    The row is tokenized as sft trains on it; a lower nll: a trace the student finds more likely.
+
+    \b
+    rtool nll --model S < traces.jsonl | rtool select --per-prompt 1 --prefer nll > train.jsonl
+    """
     from rtool.generate.traces import choose_system_prompt
     from rtool.grade.fields import FieldMap
     from rtool.io.models import load_model, read_chat_template

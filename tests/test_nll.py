@@ -101,3 +101,9 @@ def test_row_without_completion_is_one_line_error(tmp_path, tiny_model_dir, trac
     assert skipped.returncode == 0, skipped.stderr.decode()
     assert [row["id"] for row in jsonl(skipped.stdout)] == [traces[0]["id"], traces[1]["id"]]
     assert "skipped 1" in skipped.stderr.decode()
+
+
+def test_help_shows_the_pipeline():
+    result = run_rtool("nll", "--help")
+    assert result.returncode == 0
+    assert "rtool nll --model S < traces.jsonl | rtool select --per-prompt 1 --prefer nll" in result.stdout.decode()
