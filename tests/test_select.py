@@ -75,6 +75,15 @@ def test_duplicates_drop_the_less_preferred_copy():
     assert picked[1] == (1, TEXT) and (stats.duplicates, stats.near_duplicates) == (1, 0)
 
 
+def test_rows_without_id_are_grouped_by_the_prompt_as_distill_keys_them():
+    rows = [Row({"question": q, "completion": c, "correct": True}, "t", i)
+            for i, (q, c) in enumerate([("What is 2+2?", "four it is"), ("What is 3+3?", "six"),
+                                        ("What is 2+2?", "4")])]
+    stats = SelectStats()
+    picked = select_traces(rows, SelectRules(prefer="shortest"), FieldMap(), stats=stats)
+    assert [row["completion"] for row in picked] == ["4", "six"] and stats.prompts == 2
+
+
 def test_random_is_fixed_by_the_seed_and_not_by_the_input_order():
     rows = [trace(1, f"answer number {i}") for i in range(8)]
     first, _ = chosen(rows, prefer="random", per_prompt=3, seed=1)

@@ -9,8 +9,8 @@ them: `rtool.grade.fields.prompt_id`). The pass rate is correct / graded: a samp
 (no gold answer, an ungradable answer) is counted in `samples`, never guessed right or wrong. `pass_rate_by` is the
 same rate per `teacher` (the model name distill and `eval --records` write); rows without a teacher are left out of it.
 
-The grade buckets (`difficulty`) follow DeepDistill's pass-rate grading (Tian et al. 2025: difficulty graded by the
-pass rate over several samples) with fixed, closed-open bins:
+The grade buckets (`difficulty`) follow DeepDistill's idea (a-m-team 2025, AM-DeepSeek-Distilled-40M: difficulty
+graded by the pass rate over several passes of several models); the bins are rtool's own, fixed and documented:
     pass_rate 1.0 -> trivial, [0.75, 1) -> easy, [0.25, 0.75) -> medium, (0, 0.25) -> hard, 0 -> unsolved,
     no graded sample -> null.
 Memory: one prompt row and a few counters per prompt (not the samples), so it reads any number of samples.
