@@ -2,7 +2,7 @@
 _rtool() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="" values=""
     (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
-    local commands="distill sft redi grpo eval merge-bai plot prm-label prm-score prm-train bon export nll difficulty select"
+    local commands="distill sft redi grpo eval merge-bai plot prm-label prm-score prm-train bon export nll decontaminate difficulty select"
     local command="" word
     for word in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         case " $commands " in *" $word "*) command="$word"; break ;; esac
@@ -22,6 +22,7 @@ _rtool() {
         bon) opts="--input -i --split --subset --out --output -o --overwrite --method --score-field --n -n --sorted --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v"; case "$prev" in --method) values="majority naive weighted" ;; esac ;;
         export) opts="--to --input -i --split --subset --out --output -o --overwrite --include-incorrect --pairs --max-pairs-per-prompt --system --no-system --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v"; case "$prev" in --to) values="trl-sft trl-preference trl-stepwise" ;; --pairs) values="first all" ;; esac ;;
         nll) opts="--model -m --input -i --split --subset --out --output -o --overwrite --batch-size --system --no-system --prompt-field --skip-bad --dtype --device --trust-remote-code --allow-pickle --chat-template --help -h --debug --quiet -q --verbose -v"; case "$prev" in --dtype) values="auto float32 bfloat16 float16" ;; --device) values="auto cpu cuda" ;; esac ;;
+        decontaminate) opts="--bench -b --input -i --split --subset --out --output -o --overwrite --ngram --field --bench-field --bench-split --report --skip-bad --help -h --debug --quiet -q --verbose -v";;
         difficulty) opts="--input -i --split --subset --out --output -o --overwrite --keep --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v";;
         select) opts="--input -i --split --subset --out --output -o --overwrite --per-prompt -k --prefer --include-incorrect --dedup-threshold --max-tokens --seed --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v"; case "$prev" in --prefer) values="shortest longest nll first random" ;; esac ;;
         "") if [[ "$cur" != -* ]]; then COMPREPLY=($(compgen -W "$commands" -- "$cur")); return; fi ;;

@@ -76,7 +76,7 @@ def _closed_stdout_ends_quietly(command):
 
 
 def _register_commands() -> None:
-    from rtool.commands import (bon, difficulty, distill, eval as eval_module, export, grpo, merge_bai,
+    from rtool.commands import (bon, decontaminate, difficulty, distill, eval as eval_module, export, grpo, merge_bai,
                                 nll, plot, prm_label, prm_score, prm_train, redi, select_traces, sft)
 
     for name, command in [("distill", distill.distill_cmd), ("sft", sft.sft_cmd), ("redi", redi.redi_cmd),
@@ -85,6 +85,7 @@ def _register_commands() -> None:
                           ("plot", plot.plot_cmd), ("prm-label", prm_label.prm_label_cmd),
                           ("prm-score", prm_score.prm_score_cmd), ("prm-train", prm_train.prm_train_cmd),
                           ("bon", bon.bon_cmd), ("export", export.export_cmd), ("nll", nll.nll_cmd),
+                          ("decontaminate", decontaminate.decontaminate_cmd),
                           ("difficulty", difficulty.difficulty_cmd), ("select", select_traces.select_cmd)]:
         app.command(name)(_closed_stdout_ends_quietly(command))
 

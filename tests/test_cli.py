@@ -11,7 +11,7 @@ from helpers import RTOOL
 from rtool import __version__
 
 COMMANDS = ["distill", "sft", "redi", "eval", "merge-bai", "plot", "prm-label", "prm-score", "prm-train", "bon", "grpo",
-            "export", "nll", "difficulty", "select"]
+            "export", "nll", "decontaminate", "difficulty", "select"]
 HEAVY = ("torch", "transformers", "trl", "peft", "vllm", "datasets", "matplotlib", "tensorboard", "wandb")
 
 
