@@ -3,9 +3,13 @@
     rtool eval --model ckpt/sft --bench math500 -n 4 --temperature 0.6 > summary.json          # shipped
     rtool eval --model ckpt/sft --bench openai/gsm8k --subset main --split test > summary.json   # a hub id
     rtool distill --teacher T -n 8 < test.jsonl | rtool eval --records graded.jsonl
+    rtool eval --group-by teacher < traces.jsonl                     # one summary per teacher (T1, T2 appended)
 
 stdout: one JSON summary: prompts, samples per prompt, pass@1 (mean over samples), unbiased pass@k for k = 1, 2,
 4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable count. stderr: a table.
+`--group-by FIELD` (e.g. teacher) tallies each value of the field apart: stdout is one JSON object keyed by the
+value, each a summary as above (`jq '.T1["pass@1"]'`), stderr a table with one row per value; rows without the
+field are summarised under "(none)" (a warning counts them). Samples of one prompt in two groups are no repeat.
 `-o FILE` writes the summary to FILE instead (atomically; an existing FILE is refused unless --overwrite).
 `--records FILE` writes the graded per-sample rows, whole when the run ends without an error (a file that holds rows
 already is refused unless --overwrite).
@@ -38,6 +42,7 @@ def eval_cmd(
     split: SplitOpt = None,
     subset: SubsetOpt = None,
     records: Annotated[Optional[str], typer.Option("--records", help="Write the graded per-sample rows to this JSONL file (when the run ends whole).")] = None,
+    group_by: Annotated[Optional[str], typer.Option("--group-by", help="One summary per value of this row field (such as teacher), in one JSON object keyed by the value; rows without the field: key \"(none)\".")] = None,
     out: Annotated[str, typer.Option("--out", "--output", "-o", help="Write the JSON summary to this file (atomically, when the run ends whole) instead of stdout; '-' is stdout.")] = "-",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out or --records FILE when it already exists (default: refuse).")] = False,
     num_samples: NumSamplesOpt = 1,
@@ -71,7 +76,7 @@ def eval_cmd(
     """Grade a model on a benchmark, or grade existing completions; print one JSON summary."""
     from rtool.grade.fields import FieldMap
     from rtool.log import stderr_console
-    from rtool.grade.metrics import EvalTally
+    from rtool.grade.metrics import EvalTally, GroupedTally
     from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records, write_json
     from rtool import __version__
     from rtool.generate.traces import choose_system_prompt, sampling_record, warn_identical_samples, warn_truncated
@@ -80,6 +85,7 @@ def eval_cmd(
     fields = FieldMap(prompt_field, answer_field)
     stats = ReadStats()
     tally = EvalTally()
+    grouped = GroupedTally(group_by) if group_by else None
     if model is not None and bench is None:
         raise UserError("--model needs --bench FILE", hint="the prompts and gold answers to evaluate on")
     if model is None and bench is not None:
@@ -119,9 +125,10 @@ def eval_cmd(
         total = rows_in * num_samples if rows_in is not None and model is not None else rows_in
         with Progress("eval", total=total) as progress:
             for row, input_row in graded:
-                tally.add(row["id"], row["pred"], row["correct"], row.get("completion_tokens"),
-                          row.get("finish_reason"), sample=row.get("sample"), source=input_row,
-                          bon_n=row.get("bon_n"), bon_method=row.get("bon_method"))
+                counted = grouped.tally_for(row) if grouped else tally
+                counted.add(row["id"], row["pred"], row["correct"], row.get("completion_tokens"),
+                            row.get("finish_reason"), sample=row.get("sample"), source=input_row,
+                            bon_n=row.get("bon_n"), bon_method=row.get("bon_method"))
                 if writer is not None:
                     writer.write(row)
                 progress.advance()
@@ -133,14 +140,25 @@ def eval_cmd(
             writer.close()
         elif writer is not None:
             writer.abort()  # --records FILE stays as it was
-    summary = {"model": model, "bench": source if source != "-" else None, **tally.summary()}
-    if stats.skipped:
-        summary["skipped_lines"] = stats.skipped
-    if model is not None:  # what produced the numbers: the model as the backend named it, settings, seed, system
-        summary["sampling"] = {**sampling, "n": num_samples}
-        warn_truncated(tally.truncated, tally.samples, max_new_tokens)
-    summary["rtool_version"] = __version__
-    _show_table(summary, stderr_console())
+    def described(counts: dict) -> dict:
+        summary = {"model": model, "bench": source if source != "-" else None, **counts}
+        if stats.skipped:
+            summary["skipped_lines"] = stats.skipped
+        if model is not None:  # what produced the numbers: the model as the backend named it, settings, seed, system
+            summary["sampling"] = {**sampling, "n": num_samples}
+        summary["rtool_version"] = __version__
+        return summary
+
+    tallies = list(grouped.groups.values()) if grouped else [tally]
+    if model is not None:
+        warn_truncated(sum(t.truncated for t in tallies), sum(t.samples for t in tallies), max_new_tokens)
+    if grouped is None:
+        summary = described(tally.summary())
+        _show_table(summary, stderr_console())
+    else:
+        summary = {key: described(counts) for key, counts in grouped.summary().items()}
+        _warn_missing_group(grouped)
+        _show_group_table(group_by, summary, stderr_console())
     write_json(summary, out)
 
 
@@ -183,6 +201,41 @@ def _grade_completions(rows, fields, workers: int) -> Iterator[tuple[dict, dict]
         if gold is None and isinstance(row.get("correct"), bool):
             correct = row["correct"]
         yield {**row, "id": prompt_id(row, fields), "pred": pred, "correct": correct}, row
+
+
+def _warn_missing_group(grouped) -> None:
+    from rtool.grade.metrics import NO_GROUP
+    from rtool.log import logger
+
+    if grouped.missing:
+        logger.warning("eval: %d rows without field %r (or null): summarised under %r", grouped.missing,
+                       grouped.field, NO_GROUP)
+
+
+def _show_group_table(field: str, summaries: dict, console) -> None:
+    """One row per group: the headline numbers of each summary (the JSON has them all)."""
+    from rich.table import Table
+
+    def percent(value) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    def tokens(value) -> str:
+        return "n/a" if value is None else f"{value:.0f}"
+
+    table = Table(title=f"rtool eval: by {field}", show_header=True)
+    # Short headers: stderr is 80 columns wide when it is not a terminal; a long value folds, never cut. tokens:
+    # the mean; the median and the rest are in the JSON.
+    table.add_column(field, overflow="fold", min_width=min(24, max(map(len, [field, *summaries]))))
+    for name in ("prompts", "samples", "pass@1", "maj@n", "tokens", "trunc.", "ungr."):
+        table.add_column(name, justify="right", no_wrap=True)
+    for key, summary in summaries.items():
+        majority = next((k for k in summary if k.startswith("maj@")), None)
+        table.add_row(key, str(summary["prompts"]), str(summary["samples"]),
+                      percent(summary["pass@1"]) if "pass@1" in summary else "-",
+                      percent(summary[majority]) if majority else "-",
+                      tokens(summary["mean_tokens"]),
+                      percent(summary["truncated_share"]), str(summary["ungradable"]))
+    console.print(table)
 
 
 def _show_table(summary: dict, console) -> None:

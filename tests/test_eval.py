@@ -166,3 +166,29 @@ def test_summary_records_what_produced_it_and_warns_once_when_samples_are_cut(tm
     # Two tokens end no answer: every sample was cut, and one warning says which flag to raise.
     assert " ".join(stderr.split()).count("100% of samples (6 of 6) ended at --max-new-tokens 2") == 1
     assert "raise it" in stderr
+
+
+def test_group_by_teacher_summarises_each_teacher_apart():
+    """Two teachers' samples 0..3 of the same prompts, appended: one summary per teacher, keyed by its name (no
+    repeat error: each teacher is tallied apart); a row without the field goes under "(none)", with a warning."""
+    rows = []
+    for teacher, texts, tokens in (("T1", ["\\boxed{4}", "\\boxed{4}", "\\boxed{4}", "\\boxed{5}"], 10),
+                                   ("T2", ["\\boxed{5}", "\\boxed{4}", "\\boxed{6}", "\\boxed{5}"], 50)):
+        for i, text in enumerate(texts):
+            rows.append({"id": "p1", "problem": "2+2?", "answer": "4", "completion": text, "sample": i,
+                         "teacher": teacher, "completion_tokens": tokens * (i + 1),
+                         "finish_reason": "length" if teacher == "T2" and i == 3 else "stop"})
+    rows.append({"id": "p1", "problem": "2+2?", "answer": "4", "completion": "\\boxed{4}", "sample": 0})
+    result = run_rtool("eval", "--group-by", "teacher", input="".join(json.dumps(r) + "\n" for r in rows))
+    assert result.returncode == 0, result.stderr.decode()
+    summary = json.loads(result.stdout)
+    assert list(summary) == ["T1", "T2", "(none)"]
+    t1, t2 = summary["T1"], summary["T2"]
+    assert t1["pass@1"] == 0.75 and t2["pass@1"] == 0.25
+    assert t1["maj@4"] == 1.0 and t2["maj@4"] == 0.0
+    assert t1["mean_tokens"] == 25 and t2["median_tokens"] == 125
+    assert t1["truncated_share"] == 0 and t2["truncated_share"] == 0.25
+    assert summary["(none)"]["samples"] == 1 and summary["(none)"]["pass@1"] == 1.0
+    stderr = result.stderr.decode()
+    assert "by teacher" in stderr and "T2" in stderr and "25.0%" in stderr  # the table: one row per teacher
+    assert "1 rows without field 'teacher'" in stderr

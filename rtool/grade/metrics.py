@@ -9,10 +9,12 @@ bon's chosen rows grade as maj@n does, whatever the order of the lines.
 Each (prompt, sample) is counted once: a repeat is an error, not a second vote.
 Rows from `rtool bon` (they carry `bon_n`) are one chosen row per (prompt, bon_n): they are tallied per bon_n, and
 the summary reports accuracy per bon_n (the best-of-N curve) instead of pass@k over samples.
+`GroupedTally` keeps one EvalTally per value of a field (`rtool eval --group-by teacher`).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from array import array
 from collections import Counter
@@ -201,6 +203,33 @@ class EvalTally:
             "truncated_share": round(self.truncated / self.samples, 6) if self.samples else None,
             "ungradable": self.ungradable,
         }
+
+
+NO_GROUP = "(none)"  # the group of rows without the --group-by field
+
+
+@dataclass
+class GroupedTally:
+    """One `EvalTally` per value of a row field (`rtool eval --group-by teacher`): each group is tallied as a run of
+    its own, so two teachers' samples 0..n-1 of one prompt are no repeat. Rows without the field (or null) go to
+    the group `NO_GROUP`, counted in `missing`. A value that is not a string is keyed by its JSON text."""
+
+    field: str
+    groups: dict = field(default_factory=dict)  # key -> EvalTally, in order of first appearance
+    missing: int = 0
+
+    def tally_for(self, row: dict) -> EvalTally:
+        value = row.get(self.field)
+        if value is None:
+            self.missing += 1
+            key = NO_GROUP
+        else:
+            key = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return self.groups.setdefault(key, EvalTally())
+
+    def summary(self) -> dict:
+        """{value: that group's `EvalTally.summary()`}."""
+        return {key: tally.summary() for key, tally in self.groups.items()}
 
 
 def _sample_number(sample, source: Row | None) -> int | None:
