@@ -11,6 +11,13 @@ teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens, s
 also `endpoint` (the URL that drew the sample). Negatives are kept:
 `rtool sft` skips them by default and `rtool redi` learns from them. A summary goes to stderr.
 
+`--prompt-template FILE`: a Jinja template over the row's fields renders the user's turn in place of the prompt
+field, e.g. an instruction in the user turn (DeepSeek-R1's card) or LiteCoT's concise rewriting chosen by the row's
+`difficulty` (rtool/generate/templates.py: sandboxed; a field a row lacks stops the run with its file:line);
+`prompt_messages` records the rendering:
+
+    rtool distill --teacher T --prompt-template concise.j2 < graded.jsonl > concise.jsonl
+
 `--out FILE` refuses a file that already holds samples unless `--resume` (add the missing samples, with the same
 sampling settings: a different setting is an error, not a silent mix) or `--overwrite` (start the file again).
 """
@@ -55,6 +62,7 @@ def distill_cmd(
     request_timeout: RequestTimeoutOpt = 600.0,
     resume: Annotated[bool, typer.Option("--resume", help="Skip (id, sample) pairs already in --out and append the rest (same sampling settings required).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start --out again when it already holds samples (default: refuse).")] = False,
+    prompt_template: Annotated[Optional[Path], typer.Option("--prompt-template", help="A Jinja template file over the row's fields that renders the user's turn in place of the prompt field (sandboxed; a field a row lacks is an error).")] = None,
     prompt_field: PromptFieldOpt = None,
     answer_field: AnswerFieldOpt = None,
     skip_bad: SkipBadOpt = False,
@@ -85,6 +93,11 @@ def distill_cmd(
     warn_identical_samples(params)
     system_prompt = choose_system_prompt(system, no_system)
     fields = FieldMap(prompt_field, answer_field)
+    template = None
+    if prompt_template is not None:
+        from rtool.generate.templates import PromptTemplate
+
+        template = PromptTemplate.load(prompt_template)  # a bad template is refused before the teacher loads
     # --overwrite never reads the old file: starting again must work whatever it holds.
     existing = read_written(Path(out), key=lambda row: (str(row["id"]), int(row["sample"])), settings_field="sampling",
                             command="distill", needs="id and sample") if out != "-" and not overwrite else Written()
@@ -119,7 +132,8 @@ def distill_cmd(
         with writer, Progress("distill", total=_samples_to_draw(input, params.n, done)) as progress:
             # A fleet has --batch-size requests in flight per endpoint: chunks as many times wider keep all busy.
             for trace in sample_traces(generator, rows, fields, params, system=system_prompt,
-                                       chunk_prompts=batch_size * generator.servers, done=done):
+                                       chunk_prompts=batch_size * generator.servers, done=done,
+                                       template=template):
                 writer.write(trace.record(teacher=generator.name, sampling=sampling))
                 summary.add(trace)
                 progress.advance()

@@ -43,6 +43,7 @@ complete -c rtool -n '__fish_seen_subcommand_from distill' -l api-model -r -F -d
 complete -c rtool -n '__fish_seen_subcommand_from distill' -l request-timeout -r -F -d 'Seconds per HTTP request to an endpoint (long: a non-streaming server answers only when a whole reasoning trace is done)'
 complete -c rtool -n '__fish_seen_subcommand_from distill' -l resume -d 'Skip (id, sample) pairs already in --out and append the rest (same sampling settings required)'
 complete -c rtool -n '__fish_seen_subcommand_from distill' -l overwrite -d 'Start --out again when it already holds samples (default: refuse)'
+complete -c rtool -n '__fish_seen_subcommand_from distill' -l prompt-template -r -F -d 'A Jinja template file over the row\'s fields that renders the user\'s turn in place of the prompt field (sandboxed; a field a row lacks is an error)'
 complete -c rtool -n '__fish_seen_subcommand_from distill' -l prompt-field -r -F -d 'Field holding the prompt (default: auto: prompt, messages, question, problem)'
 complete -c rtool -n '__fish_seen_subcommand_from distill' -l answer-field -r -F -d 'Field holding the gold answer (default: auto: answer with \'#### n\', answer, gold, solution\'s last \\boxed{})'
 complete -c rtool -n '__fish_seen_subcommand_from distill' -l skip-bad -d 'Skip malformed input lines (counted on stderr) instead of stopping'

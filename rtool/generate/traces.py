@@ -58,9 +58,11 @@ class Trace:
 
 
 def sample_traces(backend, rows: Iterable[Row], fields: FieldMap, params, *, system: str | None = None,
-                  chunk_prompts: int = 64, done: set | None = None) -> Iterator[Trace]:
+                  chunk_prompts: int = 64, done: set | None = None, template=None) -> Iterator[Trace]:
     """Generate params.n samples per row, grade each against the row's gold answer, skip (id, sample) pairs in
-    `done`. Prompts are validated before their chunk is generated; only missing samples are generated."""
+    `done`. Prompts are validated before their chunk is generated; only missing samples are generated. `template`
+    (a `rtool.generate.templates.PromptTemplate`) renders the user's turn from the row's fields in place of its
+    prompt field."""
     from rtool.generate.core import sample_seed
 
     done = done if done is not None else set()
@@ -71,7 +73,8 @@ def sample_traces(backend, rows: Iterable[Row], fields: FieldMap, params, *, sys
             return
         pending = []
         for row in chunk:
-            messages = fields.messages(row, system)  # raises a UserError naming file:line for a bad prompt
+            # Either raises a UserError naming file:line for a bad prompt (or a field the template needs).
+            messages = template.messages(row, system) if template else fields.messages(row, system)
             identifier = prompt_id(row, fields)
             missing = [s for s in range(params.n) if (identifier, s) not in done]
             if missing:

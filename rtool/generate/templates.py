@@ -1,0 +1,68 @@
+"""Prompt templates: a Jinja template over a row's fields renders the user's turn (`rtool distill --prompt-template`).
+
+    template = PromptTemplate.load("concise.j2")
+    messages = template.messages(row, system)    # [system?] + the rendered user turn; UserError naming the row
+
+The template sees every field of the row by name (`{{ problem }}`, `{% if difficulty == "hard" %}`) and the whole
+row as `row` (for names that are not identifiers: `{{ row["my-field"] }}`). It runs in Jinja's sandbox (no access
+to Python internals: a template file is input, not code) with StrictUndefined: a field the row lacks is an error
+naming the row's file:line and the field, never an empty string in the prompt. A single trailing newline of the
+file is dropped (Jinja's default), so the file may end with one. The rendering is the whole user turn: a
+multiple-choice row's options are not appended (the template shows them as it likes).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rtool.errors import UserError
+
+_UNDEFINED = re.compile(r"'([^']+)' is undefined")
+
+
+@dataclass
+class PromptTemplate:
+    path: str
+    template: object  # jinja2.Template
+
+    @classmethod
+    def load(cls, path) -> "PromptTemplate":
+        """The template in file `path`; UserError for a file that cannot be read or is not valid Jinja."""
+        from jinja2 import StrictUndefined, TemplateSyntaxError
+        from jinja2.sandbox import SandboxedEnvironment
+
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"cannot read the prompt template: {error.strerror or error}", path=str(path)) from None
+        environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        try:
+            return cls(str(path), environment.from_string(text))
+        except TemplateSyntaxError as error:
+            raise UserError(f"not a valid Jinja template: {error.message}", path=str(path), line=error.lineno,
+                            hint="see https://jinja.palletsprojects.com/en/stable/templates/") from None
+
+    def render(self, row) -> str:
+        """The user's turn for `row`; UserError naming the row's file:line (and the missing field)."""
+        from jinja2 import TemplateError, UndefinedError
+
+        try:
+            text = self.template.render({**row, "row": row})
+        except UndefinedError as error:
+            missing = _UNDEFINED.search(str(error))
+            name = missing.group(1) if missing else None
+            problem = f"field {name!r} is missing" if name else str(error)
+            raise row.error(f"--prompt-template {self.path}: {problem}", field=name,
+                            hint="add the field to the rows or guard it with {% if NAME is defined %}") from None
+        except TemplateError as error:
+            raise row.error(f"--prompt-template {self.path}: {error}") from None
+        if not text.strip():
+            raise row.error(f"--prompt-template {self.path} renders an empty prompt for this row")
+        return text
+
+    def messages(self, row, system: str | None) -> list[dict]:
+        """The conversation to send: `system` (when given), then the rendered user turn."""
+        user = {"role": "user", "content": self.render(row)}
+        return [{"role": "system", "content": system}, user] if system else [user]

@@ -1,0 +1,68 @@
+"""rtool distill --prompt-template: a Jinja template over the row's fields renders the user's turn, and
+prompt_messages records the rendering; a field a row lacks, or a broken template, is one line and exit 2."""
+
+import json
+
+import pytest
+
+from helpers import jsonl, last_error_line, run_in_process
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FLAGS = ["-n", 1, "--max-new-tokens", 4, "--batch-size", 2]
+# LiteCoT-style: the instruction depends on the row's difficulty. The file ends with a newline (dropped by Jinja).
+TEMPLATE = """{% if difficulty == "easy" %}Answer briefly.{% else %}Think it through step by step.{% endif %}
+
+Problem: {{ problem }}
+"""
+ROWS = [{"id": "a", "problem": "What is 1 + 1?", "answer": "2", "difficulty": "easy"},
+        {"id": "b", "problem": "What is 12 * 13?", "answer": "156", "difficulty": "hard"}]
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def distill(capfd, tmp_path, model_dir, rows, template_text, *extra):
+    data = write(tmp_path, "prompts.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    template = write(tmp_path, "prompt.j2", template_text)
+    return run_in_process(capfd, "distill", "--teacher", model_dir, "-i", data, "--prompt-template", template,
+                          *FLAGS, *extra)
+
+
+def test_template_renders_the_user_turn_and_prompt_messages_record_it(capfd, tmp_path, tiny_model_dir):
+    code, out, err = distill(capfd, tmp_path, tiny_model_dir, ROWS, TEMPLATE, "--no-system")
+    assert code == 0, err
+    traces = jsonl(out)
+    assert [t["id"] for t in traces] == ["a", "b"]
+    assert traces[0]["prompt_messages"] == [{"role": "user",
+                                             "content": "Answer briefly.\n\nProblem: What is 1 + 1?"}]
+    assert traces[1]["prompt_messages"] == [{"role": "user",
+                                             "content": "Think it through step by step.\n\nProblem: What is 12 * 13?"}]
+
+
+def test_template_follows_the_system_prompt(capfd, tmp_path, tiny_model_dir):
+    code, out, err = distill(capfd, tmp_path, tiny_model_dir, ROWS[:1], "Q: {{ problem }}", "--system", "Be brief.")
+    assert code == 0, err
+    assert jsonl(out)[0]["prompt_messages"] == [{"role": "system", "content": "Be brief."},
+                                                {"role": "user", "content": "Q: What is 1 + 1?"}]
+
+
+def test_missing_field_is_one_line_naming_the_row_and_field(capfd, tmp_path, tiny_model_dir):
+    rows = [ROWS[0], {"id": "c", "problem": "What is 3 + 3?", "answer": "6"}]  # no difficulty
+    code, out, err = distill(capfd, tmp_path, tiny_model_dir, rows, TEMPLATE)
+    assert code == 2, err
+    line = [line for line in err.splitlines() if line.startswith("rtool: error:")][-1]
+    assert "prompts.jsonl:2" in line and "'difficulty'" in line and "prompt.j2" in line, line
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, fragment", [("{% if problem %}unclosed", "prompt.j2:1: not a valid Jinja template"),
+                                            ("{{ problem.__class__.__mro__ }}", "prompts.jsonl:1")])
+def test_broken_or_unsafe_template_is_refused(capfd, tmp_path, tiny_model_dir, text, fragment):
+    code, out, err = distill(capfd, tmp_path, tiny_model_dir, ROWS, text)
+    assert code == 2, err
+    assert fragment in err and "Traceback" not in err, err
+    assert out == ""
