@@ -107,3 +107,21 @@ def test_help_shows_the_pipeline():
     result = run_rtool("nll", "--help")
     assert result.returncode == 0
     assert "rtool nll --model S < traces.jsonl | rtool select --per-prompt 1 --prefer nll" in result.stdout.decode()
+
+
+def test_a_few_sft_steps_on_a_trace_lower_its_nll(tmp_path, capfd, tiny_model_dir, traces):
+    """nll measures what sft trains: after 5 sft steps on one trace (as sft tokenizes it: recorded prompt_messages,
+    completion, end of turn), the student's nll of that trace is lower, by more than float noise."""
+    from helpers import run_in_process
+
+    trace = traces[5]  # the row with prompt_messages: the conversation sft trains on is the recorded one
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps(trace) + "\n")
+    out = tmp_path / "trained"
+    code, _, err = run_in_process(capfd, "sft", "--model", tiny_model_dir, "--data", data, "--out", out,
+                                  "--max-steps", 5, "--lr", "1e-2", "--warmup-ratio", 0, "--batch-size", 1,
+                                  "--logging-steps", 1, "--max-length", 256)
+    assert code == 0, err
+    before = run_nll(tmp_path, tiny_model_dir, [trace])[0]["nll"]
+    after = run_nll(tmp_path, out, [trace])[0]["nll"]
+    assert after < before - 0.1, (before, after)
