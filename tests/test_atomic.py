@@ -164,7 +164,7 @@ def test_merge_output_made_by_someone_else_while_merging_is_kept(tmp_path):
     from rtool.merge.bai import staged_output
 
     out = tmp_path / "out"
-    with pytest.raises(UserError, match="output dir exists.*--force"):
+    with pytest.raises(UserError, match="output dir exists.*--overwrite"):
         with staged_output(out) as tmp:
             (tmp / "model.safetensors").write_bytes(b"ours")
             _old(out)
