@@ -21,9 +21,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rtool.options import InputOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt
-
-FilesArg = Annotated[Optional[list[str]], typer.Argument(metavar="FILES", show_default=False, help="More input sources (read after --input when it is given), e.g. one file per teacher.")]
+from rtool.options import FilesArg, InputOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt
 
 
 def difficulty_cmd(

@@ -23,6 +23,8 @@ DATA_SOURCES = ("a .jsonl/.json/.parquet/.csv file, a saved HF dataset dir, a fo
                 "them out (DIR/data/train-*.parquet, DIR/test.jsonl), a hub dataset id (org/name; offline from the "
                 "local hub cache), a benchmark rtool ships (gsm8k, math500)")
 InputOpt = Annotated[str, typer.Option("--input", "-i", help=f"Input rows: {DATA_SOURCES}, or '-' for stdin.")]
+# Commands that merge several sources (difficulty, select): more inputs as arguments after --input.
+FilesArg = Annotated[Optional[list[str]], typer.Argument(metavar="FILES", show_default=False, help="More input sources (read after --input when it is given), e.g. one file per teacher.")]
 SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split of a dataset with several (e.g. test); required when it has more than one.")]
 SubsetOpt = Annotated[Optional[str], typer.Option("--subset", help="Subset (datasets' config name) of a hub dataset or data folder, e.g. main for openai/gsm8k.")]
 OutOpt = Annotated[str, typer.Option("--out", "--output", "-o", help="Output JSONL path (written row by row, flushed per row) or '-' for stdout.")]
