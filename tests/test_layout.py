@@ -138,3 +138,16 @@ def test_an_upward_sideways_or_command_import_is_caught(tmp_path):
         "commands/b.py:1: imports rtool.commands.a: a command never imports another "
         "(move what both need into the core)",
     ]
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists its packages by name (commands/ is mapped to rtool.commands), so a new folder of rtool/ that
+    is not listed is missing from a plain `pip install .` while an editable install still finds it."""
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    listed = set(re.findall(r'"(rtool(?:\.[a-z_0-9]+)*)"', text.split("[tool.setuptools]")[1].split("package-dir")[0]))
+    folders = {".".join(("rtool", *path.parent.relative_to(ROOT / "rtool").parts)).rstrip(".")
+               for path in (ROOT / "rtool").rglob("__init__.py")}
+    assert folders - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert "rtool.commands" in listed
