@@ -22,7 +22,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-WANT = {"temperature": 0.8, "top_p": 1.0, "max_new_tokens": 120, "system": None}
+WANT = {"temperature": 0.8, "top_p": 1.0, "max_new_tokens": 120, "system": ""}  # "": no system prompt
 PROMPTS, SAMPLES = 2000, 4
 NEEDED = ("data/train.jsonl", "data/test.jsonl", "teacher", "student-init", "traces.jsonl")
 REPO = Path(__file__).resolve().parents[2]
