@@ -189,7 +189,7 @@ class _Run:
         from rtool.grade.answers import grade
         from rtool.grade.fields import COMPLETION_FIELDS, prompt_id
         from rtool.prm.label import Job, Labeling, step_prefixes, trace_key_of
-        from rtool.train.data import prompt_messages
+        from rtool.train.data import prompt_messages, system_not_applied
 
         try:
             key = trace_key_of(prompt_id(row, self.fields), row.get("sample", 0))
@@ -211,7 +211,7 @@ class _Run:
         if key in self.done:
             return None
         messages, recorded = prompt_messages(row, self.fields, self.system)
-        self.recorded += recorded
+        self.recorded += system_not_applied(messages, recorded, self.system)
         completion = self.fields.completion(row)
         steps, prefixes = step_prefixes(completion, self.sep)
         if not steps:

@@ -144,11 +144,11 @@ class _Run:
     def prepare(self, row) -> tuple:
         """(row, PRM input, ORM input or None); UserError naming the row's file:line. A completion without steps
         encodes to nothing and scores [] (see output)."""
-        from rtool.train.data import prompt_messages
+        from rtool.train.data import prompt_messages, system_not_applied
 
         completion = self.fields.completion(row)
         messages, recorded = prompt_messages(row, self.fields, self.system)
-        self.recorded += recorded
+        self.recorded += system_not_applied(messages, recorded, self.system)
         prm_input = _encode(self.scorer, row, messages, completion)
         orm_input = _encode(self.orm_scorer, row, messages, completion) if self.orm_scorer else None
         return row, prm_input, orm_input

@@ -146,3 +146,28 @@ def test_a_settings_file_that_is_not_prm_trains_is_one_clear_error(capfd, tmp_pa
     data = write(tmp_path / "c.jsonl", [{"problem": "1+1?", "completion": "2"}])
     code, _, stderr = run_in_process(capfd, "prm-score", "--prm", copy, "-i", data)
     assert code == 2 and "rtool_prm.json" in stderr and "not prm-train's settings" in stderr
+
+
+@pytest.mark.parametrize("messages, recorded, system, expected", [
+    ([{"role": "user", "content": "q"}], True, None, False),  # --no-system, and the conversation has none
+    ([{"role": "system", "content": "S"}, {"role": "user", "content": "q"}], True, None, True),
+    ([{"role": "system", "content": "S"}, {"role": "user", "content": "q"}], True, "S", False),  # what was asked
+    ([{"role": "system", "content": "S"}, {"role": "user", "content": "q"}], True, "T", True),
+    ([{"role": "user", "content": "q"}], True, "T", True),
+    ([{"role": "user", "content": "q"}], False, "T", False),  # a bare prompt: the flag was applied to it
+])
+def test_only_conversations_that_keep_another_system_turn_count(messages, recorded, system, expected):
+    """The warning counts rows whose own conversation differs from what --system/--no-system asked: rows recorded
+    under --no-system and trained with --no-system again (examples/prm) are not warned about."""
+    from rtool.train.data import system_not_applied
+
+    assert system_not_applied(messages, recorded, system) is expected
+
+
+def test_sft_with_no_system_over_conversations_without_one_says_nothing(capfd, tmp_path, tiny_model_dir):
+    rows = [{"prompt_messages": [{"role": "user", "content": "What is 2 + 3?"}], "completion": "\\boxed{5}"}] * 2
+    code, _, stderr = run_in_process(capfd, "sft", "--model", tiny_model_dir, "--data", write(tmp_path / "t.jsonl", rows),
+                                     "--out", tmp_path / "run", "--no-system", "--max-steps", 1, "--batch-size", 2,
+                                     "--max-length", 256, "--save-steps", 0)
+    assert code == 0, stderr
+    assert NOT_APPLIED not in flat(stderr)

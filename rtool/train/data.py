@@ -47,10 +47,20 @@ def prompt_messages(row, fields: FieldMap, system: str | None) -> tuple[list[dic
     return fields.messages(row, None if carried else system), carried
 
 
+def system_not_applied(messages: list[dict], recorded: bool, system: str | None) -> bool:
+    """Whether a row's own conversation (`recorded`) keeps another system turn than --system `system` (None:
+    --no-system) asks for. A recorded conversation that already has what was asked (no system turn under
+    --no-system, the same text under --system) is not counted."""
+    if not recorded:
+        return False
+    own = messages[0]["content"] if messages and messages[0].get("role") == "system" else None
+    return own != system
+
+
 def warn_recorded_wins(name: str, count: int, system: str | None, what: str = "rows") -> None:
     """Warn, once per run, that an explicit --system (`system`) or --no-system (None) was not applied to `count`
-    rows: their recorded `prompt_messages` (the conversation the teacher answered) won, as rtool's rule says. Silent
-    when `count` is 0."""
+    rows (`system_not_applied`): their recorded `prompt_messages` (the conversation the teacher answered) won, as
+    rtool's rule says. Silent when `count` is 0."""
     if not count:
         return
     asked = f"--system {system!r}" if system is not None else "--no-system"
@@ -125,6 +135,7 @@ class ExampleCounts:
     kept: int = 0
     incorrect: int = 0  # skipped: correct == false
     recorded: int = 0  # kept rows trained on the conversation they carry (prompt_messages, a conversational prompt)
+    overridden: int = 0  # of those, rows whose own system turn is not what --system/--no-system asked
     too_long: int = 0  # rows longer than max_length (dropped, or cut under keep-start)
     no_completion: int = 0  # keep-start: the prompt alone fills max_length, dropped
 
@@ -169,6 +180,7 @@ class SFTExamples:
                 continue
             counts.kept += 1
             counts.recorded += recorded
+            counts.overridden += system_not_applied(messages, recorded, self.system)
             yield {"input_ids": fitted[0], "completion_mask": fitted[1]}
 
     @staticmethod
@@ -192,7 +204,7 @@ class SFTExamples:
         elif c.kept:
             logger.info("%s: no row records its conversation (%s): all get %s", name, CARRIED, system)
         if self.system_explicit:
-            warn_recorded_wins(name, c.recorded, self.system)
+            warn_recorded_wins(name, c.overridden, self.system)
         if c.too_long:
             limit = f"longer than --max-length {self.max_length} tokens"
             if self.truncation == "drop":

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from rtool.grade.fields import FieldMap
-from rtool.train.data import completion_text, prompt_messages, tokenize_completion
+from rtool.train.data import completion_text, prompt_messages, system_not_applied, tokenize_completion
 
 
 @dataclass
@@ -42,7 +42,7 @@ class NLLScorer:
         """The row as sft tokenizes it (`rtool.train.data`); UserError naming the row's file:line and field."""
         messages, recorded = prompt_messages(row, self.fields, self.system)
         ids, mask = tokenize_completion(self.tokenizer, messages, completion_text(row, self.fields))
-        self.recorded += recorded
+        self.recorded += system_not_applied(messages, recorded, self.system)
         return Encoded(ids, mask)
 
     def score(self, encoded: Sequence[Encoded]) -> Iterator[list[tuple[int, float, int]]]:

@@ -46,7 +46,7 @@ from rtool.grade.fields import FieldMap
 from rtool.log import logger
 from rtool.grade.metrics import auc
 from rtool.prm.score import QWEN_SEPARATOR, PRMScorer, write_trained_settings
-from rtool.train.data import CARRIED, TRUNCATIONS, prompt_messages, warn_recorded_wins
+from rtool.train.data import CARRIED, TRUNCATIONS, prompt_messages, system_not_applied, warn_recorded_wins
 from rtool.train.core import MetricsCallback
 
 LABELS = ("hard", "soft")
@@ -226,6 +226,7 @@ class StepCounts:
     kept: int = 0  # rows trained on (or held out)
     trl: int = 0  # kept rows in TRL's stepwise format
     recorded: int = 0  # kept rows trained on the conversation they carry (prompt_messages, a conversational prompt)
+    overridden: int = 0  # of those, rows whose own system turn is not what --system/--no-system asked
     steps: int = 0  # steps kept
     correct: int = 0  # of them labelled 1
     too_long: int = 0  # rows longer than max_length (dropped, or cut under keep-start)
@@ -279,6 +280,7 @@ class PRMExamples:
             if isinstance(labeling, dict) and isinstance(labeling.get("step_sep"), str):
                 c.step_seps.add(labeling["step_sep"])
             c.recorded += recorded
+            c.overridden += system_not_applied(messages, recorded, self.system)
             c.steps += kept
             c.correct += sum(label == 1 for label in labels[:kept])
             c.cut_steps += len(steps) - kept
@@ -312,7 +314,7 @@ class PRMExamples:
             logger.info("%s: %d rows record no conversation (%s): they get %s", name, c.kept - c.recorded, CARRIED,
                         system)
         if self.system_explicit:
-            warn_recorded_wins(name, c.recorded, self.system)
+            warn_recorded_wins(name, c.overridden, self.system)
         if len(c.step_seps) > 1:
             logger.warning("%s: the rows were split on different step separators (%s): prm-score needs --step-sep "
                            "for this model", name, ", ".join(sorted(map(repr, c.step_seps))))

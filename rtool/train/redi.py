@@ -41,7 +41,7 @@ from rtool.errors import UserError, one_of
 from rtool.grade.fields import PROMPT_FIELDS, FieldMap, prompt_id
 from rtool.log import logger
 from rtool.train.data import (CARRIED, RECORDED_PROMPT, TRUNCATIONS, fit_length, prompt_messages, tokenize_completion,
-                              warn_recorded_wins)
+                              system_not_applied, warn_recorded_wins)
 
 PAIRINGS = ("first", "all")
 # The collapse watch: positives whose mean token log-prob fell this many nats below its first logged value
@@ -154,6 +154,7 @@ class PairCounts:
     no_completion: int = 0  # keep-start: a side with no completion token left, dropped
     kept: int = 0  # pairs trained on
     recorded: int = 0  # kept pairs trained on the conversation their row carries, as it is
+    overridden: int = 0  # of those, pairs whose own system turn is not what --system/--no-system asked
 
     @property
     def pairs(self) -> int:
@@ -358,6 +359,7 @@ class RediPairs:
                 continue
             counts.kept += 1
             counts.recorded += pair.recorded
+            counts.overridden += system_not_applied(pair.messages, pair.recorded, self.system)
             (chosen_ids, chosen_mask), (rejected_ids, rejected_mask) = sides
             yield {"chosen_input_ids": chosen_ids, "chosen_completion_mask": chosen_mask,
                    "rejected_input_ids": rejected_ids, "rejected_completion_mask": rejected_mask}
@@ -408,7 +410,7 @@ class RediPairs:
                 how = f"no row records its conversation ({CARRIED}): all get {system}"
             logger.info("%s: training on %d pairs; %s", name, c.kept, how)
             if self.system_explicit:
-                warn_recorded_wins(name, c.recorded, self.system, "pairs")
+                warn_recorded_wins(name, c.overridden, self.system, "pairs")
 
     def empty_hint(self) -> str:
         """Why no pair was kept."""
