@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Hashable, Iterable, Iterator
 
+from rtool.atomic import check_writable, output_errors
 from rtool.errors import UserError
 
 # A line longer than this is refused rather than parsed: a runaway or binary "line" would otherwise be held whole.
@@ -209,8 +210,6 @@ class RecordWriter:
 
     def __init__(self, path: str | Path = "-", *, append: bool = True, atomic: bool = False,
                  overwrite: bool = False):
-        from rtool.atomic import check_writable
-
         self.path = str(path)
         self.append, self.atomic = append and not atomic, atomic
         self.count = 0
@@ -240,8 +239,6 @@ class RecordWriter:
             self.write(row)
 
     def _open(self) -> None:
-        from rtool.atomic import output_errors
-
         with output_errors(self.path):
             self._target.parent.mkdir(parents=True, exist_ok=True)
             if self.atomic:
@@ -255,8 +252,6 @@ class RecordWriter:
     def close(self) -> None:
         """The run ended whole: an atomic writer's rows replace the file; a start-again writer with no rows
         empties it."""
-        from rtool.atomic import output_errors
-
         if self.path == "-":
             return
         if self._handle is None and (self.atomic or (not self.append and self._target.is_file())):
@@ -345,8 +340,6 @@ def write_json(data: dict, path: str | Path = "-") -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """`path` holds `text` whole, or is as it was (a failure removes the temporary file); an unwritable path is
     a UserError naming it."""
-    from rtool.atomic import check_writable, output_errors
-
     check_writable(path, kind="file")
     temporary = path.with_name(f".{path.name[:200]}.{os.getpid()}.rtool-tmp")
     try:
