@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.rtool-installed
 SOURCES := pyproject.toml $(wildcard rtool/*.py rtool/*/*.py rtool/*/*/*.py commands/*.py)
 
-.PHONY: quickstart redi-example bon grpo-example prm-example test test-slow bench install completions clean mergekit-venv
+.PHONY: quickstart redi-example bon grpo-example prm-example curate-example test test-slow bench install completions clean mergekit-venv
 
 quickstart: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart/run.sh
@@ -30,6 +30,11 @@ grpo-example: $(STAMP)
 # PRM from the student's own rollouts (examples/prm): rtool prm-label, prm-train, prm-score and bon (~8 min).
 prm-example: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/prm/run.sh
+
+# Which data to distil (examples/curate): a second, verbose teacher, held-out problems planted in the prompts, then
+# decontaminate, difficulty, nll and select against training on every correct trace (~10 min).
+curate-example: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/curate/run.sh
 
 # mergekit, the reference for merge-bai's equality tests, pins its own dependencies: it lives in its own venv
 # (make mergekit-venv), and the tests use it when it is there.

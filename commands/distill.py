@@ -5,9 +5,10 @@
     rtool distill --teacher http://gpu1:8000/v1,http://gpu2:8000/v1 --batch-size 32 -n 8 -i gsm8k.jsonl -o traces.jsonl
 
 Each output row is its input row plus `id`, `prompt_messages` (the conversation as sent, system prompt included),
-`completion`, `sample`, `teacher`, `pred`, `correct` (true, false, or null when the row has no gold answer),
-`finish_reason` (stop|length), `completion_tokens` (null when an endpoint reports no usage) and `sampling` (backend,
-teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens, seed, system: "" when none was sent); with several endpoints,
+`completion`, `sample`, `teacher` (--teacher-name, else the model as --teacher names it), `pred`, `correct` (true,
+false, or null when the row has no gold answer), `finish_reason` (stop|length), `completion_tokens` (null when an
+endpoint reports no usage) and `sampling` (backend, teacher, temperature, top_p, top_k, min_p, repetition_penalty,
+max_new_tokens, seed, system: "" when none was sent); with several endpoints,
 also `endpoint` (the URL that drew the sample). Negatives are kept:
 `rtool sft` skips them by default and `rtool redi` learns from them. A summary goes to stderr.
 
@@ -60,6 +61,7 @@ def distill_cmd(
     base_url: BaseUrlOpt = None,
     api_model: ApiModelOpt = None,
     request_timeout: RequestTimeoutOpt = 600.0,
+    teacher_name: Annotated[Optional[str], typer.Option("--teacher-name", help="What each row's `teacher` field says (default: the --teacher path, URL or API model name): a short label for eval --group-by teacher and difficulty's pass_rate_by, or one name for a teacher sampled from two places. `sampling` still records the model itself.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip (id, sample) pairs already in --out and append the rest (same sampling settings required).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start --out again when it already holds samples (default: refuse).")] = False,
     prompt_template: Annotated[Optional[Path], typer.Option("--prompt-template", help="A Jinja template file over the row's fields that renders the user's turn in place of the prompt field (sandboxed; a field a row lacks is an error).")] = None,
@@ -134,7 +136,7 @@ def distill_cmd(
             for trace in sample_traces(generator, rows, fields, params, system=system_prompt,
                                        chunk_prompts=batch_size * generator.servers, done=done,
                                        template=template):
-                writer.write(trace.record(teacher=generator.name, sampling=sampling))
+                writer.write(trace.record(teacher=teacher_name or generator.name, sampling=sampling))
                 summary.add(trace)
                 progress.advance()
     finally:

@@ -142,3 +142,15 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tmp_path, tiny_
     final = jsonl(out.read_text())  # every line parses: nothing truncated
     keys = [(r["id"], r["sample"]) for r in final]
     assert len(keys) == len(set(keys)) == 48
+
+
+def test_teacher_name_labels_the_rows_and_sampling_keeps_the_model(tmp_path):
+    script = {_user_message(row): texts for row, texts, _ in SCRIPT.values()}
+    with scripted_endpoint(script) as server:
+        result = run_rtool("distill", "--teacher", server.url, "--teacher-name", "concise", "-n", 1,
+                           "--batch-size", 1, input=_scripted_rows())
+    assert result.returncode == 0, result.stderr.decode()
+    rows = jsonl(result.stdout)
+    assert len(rows) == 3
+    assert {row["teacher"] for row in rows} == {"concise"}
+    assert {row["sampling"]["teacher"] for row in rows} == {"scripted-teacher"}  # what --resume compares

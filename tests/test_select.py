@@ -136,3 +136,26 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capfd, args,
     code, out, err = run_in_process(capfd, "select", "-i", rows, "-o", out_path, *args)
     assert code == 2 and err.strip().splitlines() == [error.format(rows=rows)]
     assert not out_path.exists()
+
+
+def test_prompts_file_keeps_only_its_prompts_matched_by_id_or_prompt_text(tmp_path):
+    # difficulty --keep writes prompt rows; a row without id is matched by its prompt text, as distill keys it.
+    teachable = tmp_path / "teachable.jsonl"
+    teachable.write_text(json.dumps({"id": 2, "problem": "p2", "pass_rate": 0.5}) + "\n"
+                         + json.dumps({"problem": "no id here"}) + "\n")
+    rows = [trace(1, "one"), trace(2, "two"), trace(3, "three"),
+            {"problem": "no id here", "completion": "kept by its text", "correct": True}]
+    stdin = "".join(json.dumps(row) + "\n" for row in rows)
+    result = run_rtool("select", "--prompts", teachable, input=stdin)
+    assert result.returncode == 0, result.stderr.decode()
+    assert [r["completion"] for r in jsonl(result.stdout)] == ["two", "kept by its text"]
+    assert f"select: --prompts {teachable} names 2 prompts; 2 rows of other prompts skipped" in result.stderr.decode()
+
+
+def test_a_missing_prompts_file_is_refused_before_anything_is_written(tmp_path, capfd):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(trace(1, "one")) + "\n")
+    out_path = tmp_path / "out.jsonl"
+    code, out, err = run_in_process(capfd, "select", "-i", rows, "-o", out_path, "--prompts", tmp_path / "nope.jsonl")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "nope.jsonl" in err
+    assert not out_path.exists()

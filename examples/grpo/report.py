@@ -122,9 +122,4 @@ def seeds(works: list[Path]) -> int:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args and args[0] == "--seeds":
-        sys.exit(seeds([Path(arg) for arg in args[1:]]))
-    if len(args) != 1:
-        sys.exit(__doc__)
-    sys.exit(one_run(Path(args[0])))
+    arms.main(one_run, seeds, __doc__)

@@ -1,4 +1,4 @@
-"""What the examples that compare arms from one stage-1 student share in their reports (examples/redi, examples/grpo).
+"""What the examples that compare arms from one stage-1 student share in their reports (redi, grpo, curate).
 
     sys.path.insert(0, str(QUICKSTART_DIR)); import arms
     arms.timings(work)                         # {stage: seconds} from timings.tsv
@@ -7,6 +7,7 @@
     arms.print_stages(seconds, load)           # the per-stage seconds table and the load average
     arms.broken(pass1, "grpo example", stage1_above=0.05)  # 1 (with the reason on stderr) when the pipeline broke
     arms.mean_spread(values)                   # "mean ± sd [min-max]" in percent
+    arms.main(one_run, seeds, __doc__)         # report.py WORK_DIR | report.py --seeds WORK_DIR...
 """
 
 from __future__ import annotations
@@ -118,3 +119,14 @@ def print_arm_means(runs: list[dict], stage1: str, base: tuple[str, str], other:
     short = {name: label.split(") ", 1)[-1] for name, label in (base, other)}
     print(f"  {short[other[0]]} - {short[base[0]]}, paired by seed: {mean_spread(diff)} points; {short[other[0]]} "
           f"ahead on {sum(d > 0 for d in diff)} of {len(diff)} seeds, behind on {sum(d < 0 for d in diff)}")
+
+
+def main(one_run, seeds, usage: str) -> None:
+    """A report's command line: `report.py WORK_DIR` -> one_run(dir); `report.py --seeds WORK_DIR...` ->
+    seeds(dirs). Exits with the function's return code, or prints `usage` when the arguments fit neither."""
+    args = sys.argv[1:]
+    if args and args[0] == "--seeds":
+        sys.exit(seeds([Path(arg) for arg in args[1:]]))
+    if len(args) != 1:
+        sys.exit(usage)
+    sys.exit(one_run(Path(args[0])))

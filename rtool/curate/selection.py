@@ -5,6 +5,8 @@
         ...                                                            # chosen rows, unchanged
 
 Per prompt (`id`, or the prompt text as distill keys it: `rtool.grade.fields.prompt_id`), in this order:
+0. with `prompts` (a set of such keys, e.g. read from `rtool difficulty --keep`'s or `rtool decontaminate`'s
+   output), a prompt outside it is skipped whole: its rows are counted in `other_prompts`, never held;
 1. correct traces only (`correct` true) unless `include_incorrect`; a null `correct` (ungraded) is not correct;
 2. `max_tokens`: drop traces whose `completion_tokens` is above it (a trace without the field is kept, counted unknown);
 3. rank by `prefer`: shortest / longest (by `completion_tokens` when every candidate of the prompt has it, else by
@@ -44,6 +46,7 @@ class SelectRules:
     dedup_threshold: float = 0.9
     max_tokens: int | None = None
     seed: int = 0
+    prompts: frozenset[str] | None = None  # only these prompt keys (None: every prompt)
 
     def check(self) -> "SelectRules":
         if self.per_prompt < 1:
@@ -62,6 +65,7 @@ class SelectRules:
 class SelectStats:
     rows: int = 0
     prompts: int = 0
+    other_prompts: int = 0  # rows of prompts outside `rules.prompts`: skipped
     ungraded: int = 0  # correct null: dropped as not correct
     incorrect: int = 0
     too_long: int = 0
@@ -170,7 +174,11 @@ def select_traces(rows: Iterable[Row], rules: SelectRules, fields: FieldMap,
     for order, row in enumerate(rows):
         stats.rows += 1
         _check_row(row, rules)
-        candidates = prompts.setdefault(prompt_id(row, fields), [])
+        key = prompt_id(row, fields)
+        if rules.prompts is not None and key not in rules.prompts:
+            stats.other_prompts += 1
+            continue
+        candidates = prompts.setdefault(key, [])
         text = fields.completion(row)
         if _admitted(row, rules, stats):
             candidates.append(_Candidate(row, text, order))
