@@ -25,10 +25,15 @@
 #   examples/curate/run.sh [WORK_DIR]            # default examples/curate/work; rtool must be on PATH
 #   CURATE_SEED=1 examples/curate/run.sh         # another draw of problems, weights, samples and planted problems
 #   CURATE_STEPS=40 examples/curate/run.sh       # fewer steps for every arm (CI: the pipeline, not the result)
-#   CURATE_TEACHER_STEPS=300 ...                 # a shorter schedule for the verbose teacher (CI)
+#   CURATE_TEACHER_STEPS=100 ...                 # a shorter schedule for the verbose teacher (CI: too short for it
+#                                                # to learn its format, so its accuracy is then not checked)
 #   CURATE_SAMPLES=2 ...                         # samples per prompt from the verbose teacher and stage 1 (CI)
-#   CURATE_REUSE=examples/quickstart/work examples/curate/run.sh
-#       # step 1 from a finished quickstart run of the same seed (checked by check_reuse.py): ~3 minutes less
+#   CURATE_PROMPTS=500 ...                       # the verbose teacher and stage 1 sample only the first 500
+#                                                # prompts (CI); decontamination still checks them all
+#   CURATE_REUSE=DIR examples/curate/run.sh
+#       # step 1 from a finished quickstart run of the same seed (checked by check_reuse.py): ~1.5 minutes less.
+#       # By default examples/quickstart/work, the README's `make quickstart`, when it is such a run; else step 1
+#       # is made here (CURATE_REUSE= forces that).
 #
 # stdout: the results table. stderr: each command's logs. Exit 1 only when the pipeline is broken (a stage failed,
 # decontamination missed a planted problem or dropped a clean one, a teacher or stage 1 did not learn), never
@@ -49,13 +54,22 @@ if [[ -n "${CURATE_STEPS:-}" ]]; then steps=(--max-steps "$CURATE_STEPS"); fi
 samples="${CURATE_SAMPLES:-4}"  # the quickstart teacher's are step 1's: 4 per prompt
 teacher_steps=()
 if [[ -n "${CURATE_TEACHER_STEPS:-}" ]]; then teacher_steps=(--max-steps "$CURATE_TEACHER_STEPS"); fi
+first() {  # first FILE: FILE, or its first CURATE_PROMPTS rows in FILE.head
+    if [[ -z "${CURATE_PROMPTS:-}" ]]; then echo "$1"; return; fi
+    head -n "$CURATE_PROMPTS" "$1" > "$1.head"
+    echo "$1.head"
+}
 rm -rf "$work"
 mkdir -p "$work"
 source "$quick/common.sh"  # step (timed into timings.tsv), teacher_and_traces (step 1), weak_student, cached
 
 started=$(date +%s.%N)
 load_start="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)"  # recorded with the timings: the machine is shared
-teacher_and_traces "$seed" "${CURATE_REUSE:-}"
+reuse="${CURATE_REUSE-$quick/work}"  # unset: the quickstart's own run if it fits; set and empty: none
+if [[ -z "${CURATE_REUSE+set}" ]] && ! python "$quick/check_reuse.py" "$reuse" "$seed" 2> /dev/null; then
+    reuse=""  # no finished quickstart run of this seed: make step 1 here
+fi
+teacher_and_traces "$seed" "$reuse"
 step "stage 1 sft" weak_student "$seed" "$stage1_steps" "$work/stage1"
 
 # Both teachers sample the same prompts with the quickstart's flags; the verbose one needs room for its length.
@@ -73,7 +87,8 @@ sample=(--temperature 0.8 --top-p 1.0 --no-system --batch-size 256 --seed "$seed
 step "distill teacher (planted)" rtool distill --teacher "$work/teacher" --teacher-name teacher -n 4 "${sample[@]}" \
     --max-new-tokens 120 -i "$work/planted.jsonl" -o "$work/traces-planted.jsonl"
 step "distill verbose teacher" rtool distill --teacher "$work/verbose-teacher" --teacher-name verbose-teacher \
-    -n "$samples" "${sample[@]}" --max-new-tokens 240 -i "$work/prompts.jsonl" -o "$work/traces-verbose.jsonl"
+    -n "$samples" "${sample[@]}" --max-new-tokens 240 -i "$(first "$work/prompts.jsonl")" \
+    -o "$work/traces-verbose.jsonl"
 cat "$work/traces.jsonl" "$work/traces-planted.jsonl" > "$work/traces-teacher.jsonl"
 cat "$work/traces-teacher.jsonl" "$work/traces-verbose.jsonl" > "$work/traces-all.jsonl"
 
@@ -81,7 +96,7 @@ cat "$work/traces-teacher.jsonl" "$work/traces-verbose.jsonl" > "$work/traces-al
 step "decontaminate" rtool decontaminate --bench "$work/data/test.jsonl" --report "$work/contaminated.jsonl" \
     -i "$work/prompts.jsonl" -o "$work/clean.jsonl"
 step "sample stage 1" rtool distill --teacher "$work/stage1" --teacher-name stage1 -n "$samples" "${sample[@]}" \
-    --max-new-tokens 120 -i "$work/clean.jsonl" -o "$work/student-samples.jsonl"
+    --max-new-tokens 120 -i "$(first "$work/clean.jsonl")" -o "$work/student-samples.jsonl"
 step "difficulty" rtool difficulty -i "$work/student-samples.jsonl" -o "$work/difficulty.jsonl"
 rtool difficulty --keep "$keep" -i "$work/student-samples.jsonl" -o "$work/teachable.jsonl" 2> /dev/null
 step "compare teachers" rtool eval --group-by teacher -i "$work/traces-all.jsonl" > "$work/teachers.json"
@@ -107,8 +122,8 @@ for arm in all one-teacher curated teachable; do
 done
 
 for model in teacher verbose-teacher stage1 arm-all arm-one-teacher arm-curated arm-teachable; do
-    if [[ -n "${CURATE_REUSE:-}" && "$model" == teacher && -f "$CURATE_REUSE/eval-teacher.json" ]]; then
-        cp "$CURATE_REUSE/eval-teacher.json" "$CURATE_REUSE/eval-teacher.jsonl" "$work/"
+    if [[ -n "$reuse" && "$model" == teacher && -f "$reuse/eval-teacher.json" ]]; then
+        cp "$reuse/eval-teacher.json" "$reuse/eval-teacher.jsonl" "$work/"
         continue
     fi
     step "eval $model" rtool eval --model "$work/$model" --bench "$work/data/test.jsonl" --no-system \
@@ -117,11 +132,16 @@ done
 
 ended=$(date +%s.%N)
 awk -v b="$started" -v e="$ended" 'BEGIN { printf "total\t%.1f\n", e - b }' >> "$work/timings.tsv"
-printf '{"seed": %s, "planted": %s, "keep": "%s", "samples": %s, "load": {"start": "%s", "end": "%s"}}\n' \
-    "$seed" "$planted" "$keep" "$samples" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)" \
-    > "$work/run.json"
+python - "$work/run.json" "$seed" "$planted" "$keep" "$samples" "${CURATE_TEACHER_STEPS:-}" "$load_start" \
+    "$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)" <<'EOF'
+import json, sys
+out, seed, planted, keep, samples, teacher_steps, start, end = sys.argv[1:]
+settings = {"seed": int(seed), "planted": int(planted), "keep": keep, "samples": int(samples),
+            "teacher_steps": int(teacher_steps) if teacher_steps else None, "load": {"start": start, "end": end}}
+open(out, "w").write(json.dumps(settings) + "\n")
+EOF
 rtool plot "$work/arm-all" "$work/arm-one-teacher" "$work/arm-curated" "$work/arm-teachable" -o "$work/arms.png" \
-    --metrics loss,num_tokens,grad_norm,learning_rate \
-    --title "seed $seed, from stage 1: all correct traces vs curated (one lowest-NLL per clean prompt) vs teachable" \
+    --metrics loss,num_tokens,grad_norm \
+    --title "seed $seed, from stage 1: all correct traces, one teacher's, curated (lowest NLL), teachable" \
     > /dev/null
 python "$here/report.py" "$work"

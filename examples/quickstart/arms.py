@@ -80,7 +80,7 @@ def print_stage_means(runs: list[dict]) -> None:
     print("\nseconds per stage, mean [min-max]:")
     for stage in runs[0]["seconds"]:
         values = [s["seconds"].get(stage, float("nan")) for s in runs]
-        print(f"  {stage:<18} {statistics.mean(values):7.1f} [{min(values):.1f}-{max(values):.1f}]")
+        print(f"  {stage:<26} {statistics.mean(values):7.1f} [{min(values):.1f}-{max(values):.1f}]")
 
 
 def broken(pass1: dict, example: str, *, stage1_above: float) -> int:

@@ -5,7 +5,8 @@
 
 A finished quickstart work dir may stand in for an example's step 1 only when it is a run of the same seed whose
 traces were sampled as the examples sample them (4 samples of each of the 2,000 training prompts at temperature 0.8,
-top-p 1, 120 new tokens, no system prompt), with its task files, models and teacher beside them.
+top-p 1, 120 new tokens, no system prompt, the teacher named "teacher"), with its task files, models and teacher
+beside them.
 
 A step's key is the command with OUT as a placeholder and every file or directory it names by a path with a slash
 (data, models, configs) replaced by a hash of its content, with the hash of rtool's source and torch's thread count:
@@ -24,6 +25,7 @@ from pathlib import Path
 
 WANT = {"temperature": 0.8, "top_p": 1.0, "max_new_tokens": 120, "system": ""}  # "": no system prompt
 PROMPTS, SAMPLES = 2000, 4
+TEACHER_NAME = "teacher"  # common.sh's distill --teacher-name
 NEEDED = ("data/train.jsonl", "data/test.jsonl", "teacher", "student-init", "traces.jsonl")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,6 +39,9 @@ def problem(work: Path, seed: int) -> str | None:
     want = {**WANT, "seed": seed}
     got = {key: (rows[0].get("sampling") or {}).get(key) for key in want} if rows else {}
     per_prompt = Counter(row["id"] for row in rows)
+    if rows and rows[0].get("teacher") != TEACHER_NAME:
+        # Runs before common.sh named the teacher record its path: examples/curate groups teachers by the name.
+        return f"its traces name their teacher {rows[0].get('teacher')!r}, not {TEACHER_NAME!r} (an older run)"
     if got != want or len(per_prompt) != PROMPTS or set(per_prompt.values()) != {SAMPLES}:
         return (f"its traces are not {SAMPLES} samples of {PROMPTS:,} prompts sampled with {want} (found "
                 f"{len(per_prompt)} prompts, {got})")
