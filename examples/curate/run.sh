@@ -19,19 +19,19 @@
 #        (a2) one teacher: every correct trace of the quickstart teacher alone (the control: (a) without the
 #                       verbose teacher, (b) without the curation)
 #        (b) curated:   clean prompts, one lowest-NLL correct trace each
-#        (c) teachable: (b) on the prompts the stage-1 student does not always solve (difficulty --keep)
+#        (c) teachable: (b) on the prompts stage 1 solves in some of its samples, not all (difficulty --keep)
 #   6. rtool eval  stage 1 and the arms on the held-out problems (greedy); report.py splits the planted ones out
 #
 #   examples/curate/run.sh [WORK_DIR]            # default examples/curate/work; rtool must be on PATH
 #   CURATE_SEED=1 examples/curate/run.sh         # another draw of problems, weights, samples and planted problems
-#   CURATE_STEPS=40 examples/curate/run.sh       # fewer steps for every arm (CI: the pipeline, not the result)
+#   CURATE_STEPS=20 examples/curate/run.sh       # fewer steps for every arm (CI: the pipeline, not the result)
 #   CURATE_TEACHER_STEPS=100 ...                 # a shorter schedule for the verbose teacher (CI: too short for it
 #                                                # to learn its format, so its accuracy is then not checked)
 #   CURATE_SAMPLES=2 ...                         # samples per prompt from the verbose teacher and stage 1 (CI)
 #   CURATE_PROMPTS=500 ...                       # the verbose teacher and stage 1 sample only the first 500
 #                                                # prompts (CI); decontamination still checks them all
 #   CURATE_REUSE=DIR examples/curate/run.sh
-#       # step 1 from a finished quickstart run of the same seed (checked by check_reuse.py): ~1.5 minutes less.
+#       # step 1 from a finished quickstart run of the same seed (checked by check_reuse.py): ~2 minutes less.
 #       # By default examples/quickstart/work, the README's `make quickstart`, when it is such a run; else step 1
 #       # is made here (CURATE_REUSE= forces that).
 #
