@@ -5,13 +5,13 @@
     rtool select --per-prompt 2 --prefer shortest --max-tokens 8192 t1.jsonl t2.jsonl > train.jsonl
 
 With --prompts FILE, only the prompts FILE holds (matched by `id`, or by the prompt text for rows without one, as
-distill keys them) are considered. Per prompt: correct traces only (`correct` true; --include-incorrect keeps every one), none longer than
---max-tokens (`completion_tokens`; a trace without it is kept and counted), exact duplicates (the same completion)
-and near-duplicates (Jaccard similarity of word 3-gram shingles >= --dedup-threshold; 1.0: exact only) dropped,
-the preferred copy kept, then the first --per-prompt by --prefer: shortest | longest (completion_tokens, or
-characters when a trace lacks it) | nll (lowest first: `rtool nll`'s student NLL) | first (input order) | random
-(--seed). Rows are written unchanged, each prompt's in preference order, when the input ends (see
-rtool/curate/selection.py for the exact rules); counts on stderr. `-o FILE` appears whole when the run ends
+distill keys them) are considered. Per prompt: correct traces only (`correct` true; --include-incorrect keeps every
+one), none longer than --max-tokens (`completion_tokens`; a trace without it is kept and counted), exact duplicates
+(the same completion) and near-duplicates (Jaccard similarity of word 3-gram shingles >= --dedup-threshold; 1.0:
+exact only) dropped, the preferred copy kept, then the first --per-prompt by --prefer: shortest | longest
+(completion_tokens, or characters when a trace lacks it) | nll (lowest first: `rtool nll`'s student NLL) | first
+(input order) | random (--seed). Rows are written unchanged, each prompt's in preference order, when the input ends
+(see rtool/curate/selection.py for the exact rules); counts on stderr. `-o FILE` appears whole when the run ends
 without an error. The module is select_traces.py, not select.py, so it can never shadow the standard `select`.
 """
 

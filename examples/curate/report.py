@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "quickstart"))
 import arms  # noqa: E402 - examples/quickstart/arms.py: what the arm-comparing examples' reports share
 from arms import metrics, read_json  # noqa: E402
+from make_data import read_rows  # noqa: E402 - this directory's make_data.py, whose files it reads back
 
 ARMS = {"all": "(a) all correct traces", "one-teacher": "(a2) the quickstart teacher's", "curated": "(b) curated",
         "teachable": "(c) curated, teachable"}
@@ -29,11 +30,6 @@ GRADES = ("trivial", "easy", "medium", "hard", "unsolved")
 # A broken pipeline, not a result: the quickstart teacher reaches 99-100% greedy; the verbose one ~95% after its
 # 800 steps (CI trains it less); stage 1 at 550 steps is 60-90%.
 TEACHER_AT_LEAST, VERBOSE_AT_LEAST, STAGE1_AT_LEAST = 0.90, 0.30, 0.20
-
-
-def read_rows(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def held_out_split(records: list[dict], planted_tests: set[str]) -> dict:
@@ -85,7 +81,6 @@ def summarize(work: Path) -> dict:
         "mean tokens": {name: e["mean_tokens"] for name, e in evals.items()},
         "held-out split": {name: held_out_split(read_rows(work / f"eval-{name}.jsonl"), planted_tests)
                            for name in evals},
-        "teacher pass@1": {name: g["pass@1"] for name, g in greedy.items()},
         "seconds": arms.timings(work),
         "load": settings.get("load"),
     }
@@ -131,12 +126,13 @@ def broken(s: dict) -> int:
     if s["caught"] != s["planted"] or s["clean dropped"]:
         problems.append(f"decontaminate caught {s['caught']} of {s['planted']} planted problems and dropped "
                         f"{s['clean dropped']} clean prompts")
-    if s["teacher pass@1"]["teacher"] < TEACHER_AT_LEAST:
-        problems.append(f"teacher {s['teacher pass@1']['teacher']:.1%} (want >= {TEACHER_AT_LEAST:.0%})")
+    greedy = {name: t["greedy pass@1"] for name, t in s["teachers"].items()}
+    if greedy["teacher"] < TEACHER_AT_LEAST:
+        problems.append(f"teacher {greedy['teacher']:.1%} (want >= {TEACHER_AT_LEAST:.0%})")
     # A verbose teacher trained fewer steps than verbose-teacher.yaml's (CURATE_TEACHER_STEPS, CI) has not learned
     # its format yet: it is not checked.
-    if s["teacher steps"] is None and s["teacher pass@1"]["verbose-teacher"] < VERBOSE_AT_LEAST:
-        problems.append(f"verbose teacher {s['teacher pass@1']['verbose-teacher']:.1%} (want >= "
+    if s["teacher steps"] is None and greedy["verbose-teacher"] < VERBOSE_AT_LEAST:
+        problems.append(f"verbose teacher {greedy['verbose-teacher']:.1%} (want >= "
                         f"{VERBOSE_AT_LEAST:.0%})")
     if s["pass@1"]["stage1"] < STAGE1_AT_LEAST:
         problems.append(f"stage 1 {s['pass@1']['stage1']:.1%} (want >= {STAGE1_AT_LEAST:.0%})")

@@ -45,8 +45,9 @@ teacher_and_traces() {  # teacher_and_traces SEED [REUSE_DIR]
     step "sft teacher" rtool sft --model "$work/teacher-init" --data "$work/data/train.jsonl" --no-system \
         --out "$work/teacher" --config "$quick/teacher.yaml" --seed "$seed" > /dev/null
     # --teacher-name: the rows say "teacher" wherever the run's work dir is (examples/curate adds a second teacher).
-    step "distill" rtool distill --teacher "$work/teacher" --teacher-name teacher -n 4 --temperature 0.8 --top-p 1.0 --max-new-tokens 120 \
-        --no-system --batch-size 256 --seed "$seed" -i "$work/data/train.jsonl" -o "$work/traces.jsonl"
+    step "distill" rtool distill --teacher "$work/teacher" --teacher-name teacher -n 4 --temperature 0.8 --top-p 1.0 \
+        --max-new-tokens 120 --no-system --batch-size 256 --seed "$seed" -i "$work/data/train.jsonl" \
+        -o "$work/traces.jsonl"
 }
 
 cached() {  # cached OUT COMMAND...: run COMMAND, which writes OUT (a file or a directory), or copy OUT from the cache
