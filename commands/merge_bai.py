@@ -70,8 +70,9 @@ def merge_bai_cmd(
                                            "(rtool's default).")] = 0.5,
     threads: Annotated[int, typer.Option("--threads", help="Worker threads [default: CPUs, at most 8].",
                                          show_default=False)] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", "--force", help="Replace an existing output dir "
-                                            "(--force is the old name).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "--force", help="Replace an earlier merge-bai output "
+                                            "at --out (a dir holding anything else is refused, never deleted; "
+                                            "--force is the old name).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the inputs and print the plan (tensors, "
                                           "bytes, output size) as JSON; write nothing.")] = False,
 ) -> None:

@@ -223,15 +223,30 @@ def test_dry_run_prints_the_plan_and_writes_nothing(models, tmp_path):
     assert not out.exists()
 
 
-def test_existing_out_is_replaced_only_with_force(models, tmp_path):
+def test_existing_out_is_replaced_only_with_force_and_only_when_a_merge_wrote_it(models, tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("old")
     assert_one_line_error(merge(models, out), "output dir exists", "--overwrite")
     assert (out / "keep.txt").read_text() == "old"
-    assert_ok(merge(models, out, "--force"))
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    # A dir of the user's is never deleted, --force or not (issue 24: --overwrite took whole folders).
+    assert_one_line_error(merge(models, out, "--force"), "keep.txt is not one's", "nothing was deleted")
+    assert (out / "keep.txt").read_text() == "old"
+    (out / "keep.txt").unlink()
+    assert_ok(merge(models, out, "--force"))  # empty: replaced
+    assert_ok(merge(models, out, "--force", "--w", "0.2"))  # an earlier merge: replaced
+    assert json.loads((out / "rtool_merge.json").read_text())["w"] == 0.2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (out / "notes.txt").write_text("mine")  # added to a merge's output: that output is no longer only a merge's
+    assert_one_line_error(merge(models, out, "--force"), "notes.txt is not one's")
+    assert (out / "notes.txt").exists() and (out / "model.safetensors").is_file()
+    (out / "notes.txt").unlink()
+    sweep = tmp_path / "sweep"
+    assert len(assert_ok(merge(models, sweep, "--sweep", "0.3:0.5,0.5:0.5"))) == 2
+    assert len(assert_ok(merge(models, sweep, "--sweep", "0.3:0.5,0.5:0.5", "--force"))) == 2  # a sweep's: replaced
+    monkeypatch.chdir(out)  # never the current directory, merge output or not
+    assert_one_line_error(merge(models, Path("."), "--force"), "would replace the current directory")
+    assert (out / "rtool_merge.json").is_file()
 
 
 def test_instruct_model_has_no_short_i_and_old_names_still_work(models, tmp_path):

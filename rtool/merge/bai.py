@@ -353,6 +353,14 @@ def staged_output(out: Path, *, force: bool = False, inputs: tuple[Path, ...] = 
             raise UserError("output path exists and is not a directory", path=out)
         if not force:
             raise UserError("output dir exists", path=out, hint="pass --overwrite to replace it")
+        cwd = Path.cwd().resolve()
+        if resolved == cwd or resolved in cwd.parents:
+            raise UserError("--overwrite would replace the current directory (or one holding it)", path=out,
+                            hint="run from another directory, or choose another --out")
+        foreign = not_merge_written(out)
+        if foreign is not None:
+            raise UserError(f"--overwrite replaces only an earlier merge-bai output, and {foreign} is not one's: "
+                            "nothing was deleted", path=out, hint="move it away, or choose another --out")
     check_writable(out, kind="dir")
     try:
         with atomic_dir(out, replace=force) as tmp:
@@ -368,6 +376,28 @@ _CONFIG_FILES = ("config.json", "generation_config.json")
 _TOKENIZER_GLOBS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                     "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "spiece.model",
                     "chat_template.jinja", "chat_template.json")
+# What else a merge writes into a job dir: its weights and index, provenance, the stage-1 model (--save-intermediate)
+# and, through mergekit, mergekit's record of its config.
+_MERGE_FILES = frozenset({*_CONFIG_FILES, *_TOKENIZER_GLOBS, INDEX_NAME, "rtool_merge.json", "mergekit_config.yml"})
+
+
+def not_merge_written(out: Path) -> str | None:
+    """The first entry of the existing dir `out` (as OUT/NAME) that no merge-bai run would have written, or None:
+    `out` is empty, or one merge's output (rtool_merge.json at its top) or a sweep's (one such dir per point)."""
+    out = Path(out)
+    entries = sorted(out.iterdir())
+    job_dirs = [out] if (out / "rtool_merge.json").is_file() else entries
+    for job_dir in job_dirs:
+        if job_dir.is_symlink() or not job_dir.is_dir() or not (job_dir / "rtool_merge.json").is_file():
+            return str(job_dir)
+        for entry in sorted(job_dir.iterdir()):
+            if entry.is_symlink():
+                return str(entry)
+            written = (entry.name == "stage1" and entry.is_dir()) or (
+                entry.is_file() and (entry.name in _MERGE_FILES or entry.name.endswith(".safetensors")))
+            if not written:
+                return str(entry)
+    return None
 
 
 def copy_model_files(plan: MergePlan, dst: Path, files_from: Path, dtype: str) -> None:
