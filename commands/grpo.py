@@ -32,6 +32,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rtool.options import KeepCheckpointsOpt
 from rtool.options import ChatTemplateOpt
 from rtool.options import (AllowPickleOpt, AnswerFieldOpt, ConfigOpt, EpochsOpt, GradAccumOpt,
                            GradientCheckpointingOpt, LoggingStepsOpt, LoraAlphaOpt, LoraDropoutOpt, LoraOpt, LoraROpt,
@@ -90,6 +91,7 @@ def grpo_cmd(
     seed: SeedOpt = 0,
     logging_steps: LoggingStepsOpt = 1,
     save_steps: SaveStepsOpt = 500,
+    keep_checkpoints: KeepCheckpointsOpt = False,
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
     overwrite: TrainOverwriteOpt = False,

@@ -19,7 +19,7 @@ split the rows on, which prm-score uses unless its flags say otherwise.
 end: eval_loss, eval_accuracy (P(correct) > 0.5 against the 0/1 label) and eval_auc in metrics.jsonl.
 Rows longer than --max-length are dropped (--truncation keep-start keeps their whole steps that fit).
 OUT receives the model (safetensors + tokenizer; with --lora the adapter, and OUT/merged with --merge-lora, which
-prm-score loads), checkpoint-N dirs, metrics.jsonl (loss, accuracy, learning rate, tokens/s, eval_*) and
+prm-score loads), checkpoint-N dirs (as sft), metrics.jsonl (loss, accuracy, learning rate, tokens/s, eval_*) and
 curves.png. stdout gets the output directory, only that.
 """
 
@@ -29,6 +29,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rtool.options import KeepCheckpointsOpt
 from rtool.options import DEFAULT_MAX_LENGTH
 from rtool.options import ChatTemplateOpt
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
@@ -70,6 +71,7 @@ def prm_train_cmd(
     seed: SeedOpt = 0,
     logging_steps: LoggingStepsOpt = 10,
     save_steps: SaveStepsOpt = 500,
+    keep_checkpoints: KeepCheckpointsOpt = False,
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
     overwrite: TrainOverwriteOpt = False,

@@ -14,7 +14,8 @@ per prompt, the first correct with the first incorrect sample by `sample` index)
 input order does not matter. Prompts and completions are tokenized as sft does (a row's recorded prompt_messages
 wins over --system); a pair with a side over --max-length is dropped and counted. stderr: prompts read, pairs
 built, prompts skipped for lack of a positive or a negative.
-OUT receives the model (as sft: safetensors + tokenizer, or the LoRA adapter and OUT/merged), checkpoint-N dirs,
+OUT receives the model (as sft: safetensors + tokenizer, or the LoRA adapter and OUT/merged), checkpoint-N dirs (as
+sft: removed at the end unless --keep-checkpoints),
 metrics.jsonl (per logging step: loss, chosen_logp, rejected_logp, margin, learning_rate, tokens_per_s) and
 curves.png. A warning says when chosen_logp falls well below its start while rejected_logp falls (the collapse
 the paper reports for alpha near 1). stdout gets the output directory, only that.
@@ -26,6 +27,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rtool.options import KeepCheckpointsOpt
 from rtool.options import DEFAULT_MAX_LENGTH
 from rtool.options import ChatTemplateOpt
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
@@ -67,6 +69,7 @@ def redi_cmd(
     seed: SeedOpt = 0,
     logging_steps: LoggingStepsOpt = 1,
     save_steps: SaveStepsOpt = 500,
+    keep_checkpoints: KeepCheckpointsOpt = False,
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
     overwrite: TrainOverwriteOpt = False,

@@ -11,9 +11,11 @@ teacher was sent) is the prompt as recorded, so --system does not change it; oth
 distill and eval send by default (--system to change it, --no-system for none). Rows with `correct: false`
 (distill's negatives) are skipped unless --include-incorrect. Rows longer than --max-length (2048 = distill's
 default 1024 new tokens plus room for the prompt) are dropped and counted (--truncation keep-start cuts them).
-OUT receives the model (safetensors + tokenizer; with --lora the adapter, and OUT/merged with --merge-lora),
-checkpoint-N dirs, metrics.jsonl and curves.png (`rtool plot` overlays runs); --report-to tensorboard|wandb also
-sends the metrics there. stdout gets the output directory, only that.
+OUT (new, empty or an earlier rtool run: a folder of other files is refused) receives the model (safetensors +
+tokenizer; with --lora the adapter, and OUT/merged with --merge-lora), checkpoint-N dirs while it trains (removed at
+the end unless --keep-checkpoints), metrics.jsonl, curves.png (`rtool plot` overlays runs) and the card README.md;
+--report-to tensorboard|wandb also sends the metrics there. --overwrite deletes an earlier run's files, nothing
+else. stdout gets the output directory, only that.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Annotated
 
 import typer
 
+from rtool.options import KeepCheckpointsOpt
 from rtool.options import DEFAULT_MAX_LENGTH
 from rtool.options import ChatTemplateOpt
 from rtool.options import (AllowPickleOpt, ConfigOpt, EpochsOpt, GradAccumOpt, GradientCheckpointingOpt,
@@ -61,6 +64,7 @@ def sft_cmd(
     seed: SeedOpt = 0,
     logging_steps: LoggingStepsOpt = 10,
     save_steps: SaveStepsOpt = 500,
+    keep_checkpoints: KeepCheckpointsOpt = False,
     report_to: ReportToOpt = "none",
     resume: ResumeTrainOpt = False,
     overwrite: TrainOverwriteOpt = False,

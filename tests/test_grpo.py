@@ -293,11 +293,13 @@ def test_each_row_averages_a_whole_logging_window(capfd, tmp_path, tiny_model_di
 
 def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model_dir, tiny_task_file):
     out = tmp_path / "resumable"
-    common = ["--model", tiny_model_dir, "--data", tiny_task_file, "--out", out, *fast(3), "--save-steps", "1"]
+    common = ["--model", tiny_model_dir, "--data", tiny_task_file, "--out", out, *fast(3), "--save-steps", "1",
+              "--keep-checkpoints"]
     code, _, stderr = run_grpo(capfd, *common)
     assert code == 0, stderr
     uninterrupted, logged = weights(out), metrics(out)
     shutil.rmtree(out / "checkpoint-3")  # as if killed after step 3's log but before its checkpoint
+    (out / "trainer_state.json").unlink()  # nor did it finish (the mark of a run that ended)
     code, stdout, stderr = run_grpo(capfd, *common, "--resume")
     assert code == 0, stderr
     assert stdout == f"{out}\n" and "checkpoint-2" in stderr

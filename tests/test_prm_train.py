@@ -385,11 +385,12 @@ def test_resume_logs_and_ends_as_an_uninterrupted_run(capfd, tmp_path, tiny_mode
     weights are the uninterrupted run's."""
     out = tmp_path / "resumable"
     common = ["--model", tiny_model_dir, "--data", steps_file, "--out", out, "--eval-split", "0.1", *fast(4),
-              "--save-steps", "3", "--logging-steps", "2"]
+              "--save-steps", "3", "--logging-steps", "2", "--keep-checkpoints"]
     code, _, stderr = run_train(capfd, *common)
     assert code == 0, stderr
     uninterrupted, logged = weights(out), metrics(out)
     shutil.rmtree(out / "checkpoint-4")  # as if killed after step 4's log but before its checkpoint
+    (out / "trainer_state.json").unlink()  # nor did it finish (the mark of a run that ended)
     code, stdout, stderr = run_train(capfd, *common, "--resume")
     assert code == 0, stderr
     assert stdout == f"{out}\n"

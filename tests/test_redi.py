@@ -380,11 +380,13 @@ def test_a_collapsing_run_warns_once(capfd, tmp_path, tiny_model_dir, traces):
 
 def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model_dir, traces):
     out = tmp_path / "resumable"
-    common = ["--model", tiny_model_dir, "--data", traces, "--out", out, *fast(3), "--save-steps", "1"]
+    common = ["--model", tiny_model_dir, "--data", traces, "--out", out, *fast(3), "--save-steps", "1",
+              "--keep-checkpoints"]
     code, _, stderr = run_redi(capfd, *common)
     assert code == 0, stderr
     uninterrupted, logged = weights(out), metrics(out)
     shutil.rmtree(out / "checkpoint-3")  # as if killed after step 3's log but before its checkpoint
+    (out / "trainer_state.json").unlink()  # nor did it finish (the mark of a run that ended)
     code, stdout, stderr = run_redi(capfd, *common, "--resume")
     assert code == 0, stderr
     assert stdout == f"{out}\n"
@@ -413,7 +415,7 @@ def test_logged_loss_is_the_per_pair_mean_computed_by_hand_from_the_checkpoints(
     data = write_rows(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "run"
     code, _, stderr = run_redi(capfd, "--model", tiny_model_dir, "--data", data, "--out", out, *fast(2),
-                               "--save-steps", "1", "--alpha", "0.5")
+                               "--save-steps", "1", "--alpha", "0.5", "--keep-checkpoints")
     assert code == 0, stderr
     logged = metrics(out)
     assert [row["step"] for row in logged] == [1, 2] and [row["epoch"] for row in logged] == [1, 2]

@@ -90,7 +90,8 @@ def test_full_finetune_changes_weights_logs_metrics_and_generates(capfd, tmp_pat
     assert not list(out.rglob("*.bin"))  # transformers' pickled training_args.bin became JSON
     assert json.loads((out / "training_args.json").read_text())["learning_rate"] == 1e-2
     card = (out / "README.md").read_text()  # the model card, with no checkpoint saved (--save-steps 500 > 2 steps)
-    assert f'base_model: "{Path(tiny_model_dir).resolve()}"' in card and "None" not in card
+    # The local base by its folder's name, never an absolute path (the card travels with OUT).
+    assert 'base_model: "model"' in card and "trained this model from `model`" in card and "None" not in card
     data_hash = hashlib.sha256(traces.read_bytes()).hexdigest()
     assert f"| `{traces}` | 23 | {data_hash} |" in card
     assert f"rtool sft --model {tiny_model_dir} --data {traces} --out {out}" in card and "--max-steps 2" in card
@@ -163,12 +164,13 @@ def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model
     cut short is skipped; other training settings are refused."""
     out = tmp_path / "resumable"
     common = ["--model", tiny_model_dir, "--data", traces, "--out", out, "--save-steps", "1", *fast(3),
-              "--mask-thought", "0.3"]
+              "--mask-thought", "0.3", "--keep-checkpoints"]
     code, _, stderr = run_sft(capfd, *common)
     assert code == 0, stderr
     assert re.search(r"step 1/3  loss .*  elapsed \S+  ETA \S+$", stderr, re.M)  # time left, from the mean step
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     uninterrupted, logged = weights(out), metrics(out)
+    (out / "trainer_state.json").unlink()  # the mark of a run that ended: as if it had not
 
     code, _, stderr = run_sft(capfd, *common)  # same --out without --resume: refused, nothing overwritten
     assert code == 2 and "already holds a training run" in stderr and "--resume" in stderr
@@ -200,7 +202,101 @@ def test_resume_ends_where_an_uninterrupted_run_ends(capfd, tmp_path, tiny_model
     assert code == 0, stderr
     assert "removed the earlier run" in stderr and not (out / "checkpoint-3" / "stale.txt").exists()
     assert all(torch.equal(weights(out)[name], uninterrupted[name]) for name in uninterrupted)
-    assert sorted(p.name for p in tmp_path.iterdir() if ".replaced-" in p.name) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resumable"]
+
+
+def test_out_holding_other_files_is_refused_and_overwrite_deletes_only_the_run(capfd, tmp_path, tiny_model_dir,
+                                                                              traces, monkeypatch):
+    """Issue 24 item 1: `--out d` with d/notes.txt trained into d (a later --overwrite deleted notes.txt with it);
+    `--out .` in a project replaced its README.md with the model card; `--out . --overwrite` raised a ValueError."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        code, stdout, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", folder, *FAST,
+                                       *extra)
+        assert code == 2 and stdout == "" and "Traceback" not in stderr
+        assert stderr.startswith(f"rtool: error: {folder}: --out is not empty and holds no rtool training run (it "
+                                 "holds 'notes.txt')") and len(stderr.strip().splitlines()) == 1
+        assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "README.md").write_text("# my project\n")
+    monkeypatch.chdir(project)
+    for extra in ([], ["--overwrite"]):
+        code, _, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", ".", *FAST, *extra)
+        assert code == 2 and "holds 'README.md'" in stderr and "ValueError" not in stderr
+        assert [p.name for p in project.iterdir()] == ["README.md"]
+        assert (project / "README.md").read_text() == "# my project\n"
+
+    # A run of rtool's own, with the user's file added: --overwrite deletes the run's files and keeps the user's.
+    run = tmp_path / "run"
+    code, _, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", run, *FAST)
+    assert code == 0, stderr
+    (run / "notes.txt").write_text("mine")
+    code, _, stderr = run_sft(capfd, "--model", run, "--data", traces, "--out", run, *FAST, "--overwrite")
+    assert code == 2 and "part of --model" in stderr
+    assert (run / "model.safetensors").exists()  # training on from OUT into OUT: the model it reads stays
+    code, stdout, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", run, *FAST,
+                                   "--overwrite")
+    assert code == 0 and stdout == f"{run}\n", stderr
+    assert "removed the earlier run" in stderr and (run / "notes.txt").read_text() == "mine"
+    assert (run / "README.md").exists() and (run / "model.safetensors").exists()
+    # A README.md that is not rtool's card is never written over.
+    (run / "README.md").write_text("# my notes on this run\n")
+    (run / "trainer_state.json").unlink()  # so that --resume trains (and writes a card) again
+    code, _, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", run, *FAST, "--resume")
+    assert code == 0, stderr
+    assert "is not an rtool model card: kept as it is" in flat(stderr)
+    assert (run / "README.md").read_text() == "# my notes on this run\n"
+
+
+def test_resume_compares_data_by_content_and_paths_resolved(capfd, tmp_path, tiny_model_dir, traces, monkeypatch):
+    """Issue 24 item 4: a resume from another directory (or ./x for x) was refused, while changed data under the
+    same name was accepted."""
+    (tmp_path / "tpl").mkdir()
+    data = tmp_path / "tpl" / "traces.jsonl"
+    shutil.copyfile(traces, data)
+    monkeypatch.chdir(tmp_path)
+    common = ["--model", tiny_model_dir, "--save-steps", "1", *fast(2)]
+    code, _, stderr = run_sft(capfd, *common, "--data", "tpl/traces.jsonl", "--out", "run", "--keep-checkpoints")
+    assert code == 0, stderr
+    (tmp_path / "run" / "trainer_state.json").unlink()  # as if killed after checkpoint-2 was saved
+    shutil.rmtree(tmp_path / "run" / "checkpoint-2")
+    monkeypatch.chdir(tmp_path / "tpl")
+    code, stdout, stderr = run_sft(capfd, *common, "--data", "./traces.jsonl", "--out", "../run", "--resume")
+    assert code == 0, stderr
+    assert stdout == "../run\n" and "resuming from" in stderr and "checkpoint-1" in stderr
+
+    with open(data, "a") as handle:  # the same file, other rows
+        handle.write(json.dumps({"problem": "1+1?", "solution": "\\boxed{2}"}) + "\n")
+    code, stdout, stderr = run_sft(capfd, *common, "--data", "traces.jsonl", "--out", "../run", "--resume")
+    assert code == 2 and stdout == ""
+    assert f"--data {data} changed since the run started ({traces.stat().st_size} bytes, sha256 " in flat(stderr)
+
+
+def test_a_finished_run_keeps_no_checkpoints_unless_asked(capfd, tmp_path, tiny_model_dir, traces):
+    """Issue 24 item 11: checkpoint-N (optimizer, scheduler and RNG pickles) went on filling OUT after the run."""
+    out = tmp_path / "run"
+    common = ["--model", tiny_model_dir, "--data", traces, "--out", out, "--save-steps", "1", *fast(2)]
+    code, _, stderr = run_sft(capfd, *common)
+    assert code == 0, stderr
+    assert "removed checkpoint-1, checkpoint-2" in flat(stderr) and "--keep-checkpoints keeps them" in flat(stderr)
+    assert not list(out.glob("checkpoint-*")) and not list(out.rglob("*.pt")) and not list(out.rglob("*.pth"))
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    trained = weights(out)
+    # A resume of it has nothing to train: it says so, and OUT is as it was.
+    code, stdout, stderr = run_sft(capfd, *common, "--resume")
+    assert code == 0 and stdout == f"{out}\n", stderr
+    assert "finished at step 2; nothing left to train" in flat(stderr) and "resuming from" not in stderr
+    assert all(torch.equal(weights(out)[name], tensor) for name, tensor in trained.items())
+
+    kept = tmp_path / "kept"
+    code, _, stderr = run_sft(capfd, *common[:4], "--out", kept, *common[6:], "--keep-checkpoints")
+    assert code == 0, stderr
+    assert sorted(p.name for p in kept.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert (kept / "checkpoint-2" / "optimizer.pt").exists()
 
 
 def test_bad_data_errors_name_file_line_and_field(capfd, tmp_path, tiny_model_dir):

@@ -100,7 +100,7 @@ def prm_dir(tmp_path_factory, tiny_model_dir, tiny_task_rows):
     with pytest.raises(SystemExit) as exit_:
         main(["prm-train", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(root / "prm"),
               "--system", SYSTEM, "--max-steps", "2", "--lr", "3e-3", "--batch-size", "8", "--grad-accum", "1",
-              "--max-length", "256", "--save-steps", "2"])
+              "--max-length", "256", "--save-steps", "2", "--keep-checkpoints"])
     assert exit_.value.code == 0
     return root / "prm"
 

@@ -1,7 +1,9 @@
 """Shared training plumbing: YAML config precedence, flag checks, the precision policy (CPU and CUDA cases, as pure
 functions), TRL arguments, output dirs, metrics rows, checkpoint dtypes."""
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import pytest
@@ -10,7 +12,10 @@ import typer
 from rtool.config import merge_config
 from rtool.errors import UserError
 from rtool.options import ConfigOpt, LoraTargetsOpt
-from rtool.train.checkpoints import checkpoint_step, prepare_out_dir, trim_metrics
+from rtool.train.checkpoints import (Start, check_run_settings, checkpoint_step, prepare_out_dir, run_settings,
+                                     trim_metrics)
+from rtool.train.card import base_model_name
+from rtool.train.outdir import is_rtool_card, remove_run
 from rtool.train.core import Hyperparams, MetricsCallback, trainer_args
 from rtool.train.precision import LoraSettings, precision, stored_dtype
 from rtool.train.processes import device_shortage
@@ -197,10 +202,10 @@ def test_stored_dtype_of_dirs_adapters_and_missing_configs(tmp_path):
 
 def test_prepare_out_dir_refuses_an_earlier_run_unless_resuming(tmp_path):
     out = tmp_path / "run"
-    assert prepare_out_dir(out, resume=False) is None
+    assert prepare_out_dir(out, resume=False) == Start()
     out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    assert prepare_out_dir(out, resume=False) is None  # unrelated files are fine
+    (out / "run_settings.json").write_text("{}")
+    assert prepare_out_dir(out, resume=False) == Start()  # settings alone: a run that failed before it began
     for step in (2, 10, 12):
         (out / f"checkpoint-{step}").mkdir()
         (out / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
@@ -208,25 +213,141 @@ def test_prepare_out_dir_refuses_an_earlier_run_unless_resuming(tmp_path):
     with pytest.raises(UserError, match="already holds a training run"):
         prepare_out_dir(out, resume=False)
     (out / "checkpoint-12" / "trainer_state.json").write_text('{"global_st')  # a kill -9 while it was written
-    assert prepare_out_dir(out, resume=True).endswith("checkpoint-10")
+    assert prepare_out_dir(out, resume=True).checkpoint.endswith("checkpoint-10")
     (out / "checkpoint-10" / "model.safetensors").unlink()
-    assert prepare_out_dir(out, resume=True).endswith("checkpoint-2")
+    assert prepare_out_dir(out, resume=True).checkpoint.endswith("checkpoint-2")
     assert checkpoint_step(str(out / "checkpoint-10")) == 10 and checkpoint_step(None) == 0
+    # A run that ended wrote its model, then OUT/trainer_state.json: nothing to resume, whatever checkpoints remain.
+    (out / "model.safetensors").write_bytes(b"")
+    (out / "trainer_state.json").write_text(json.dumps({"global_step": 12}))
+    assert prepare_out_dir(out, resume=True) == Start(finished_step=12)
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="not a directory"):
         prepare_out_dir(tmp_path / "file", resume=False)
 
 
-def test_prepare_out_dir_overwrite_removes_only_an_rtool_run(tmp_path):
-    out = tmp_path / "model"
+@pytest.mark.parametrize("flags", [{}, {"resume": True}, {"overwrite": True}])
+def test_prepare_out_dir_refuses_a_dir_of_other_files_naming_one(tmp_path, flags):
+    """Issue 24: `--out d` where d holds notes.txt trained into it, and --overwrite then deleted d."""
+    out = tmp_path / "d"
     out.mkdir()
-    (out / "config.json").write_text("{}")  # a model dir someone typed as --out: never deleted
-    with pytest.raises(UserError, match="does not look like an rtool training run"):
+    (out / "notes.txt").write_text("mine")
+    (out / "config.json").write_text("{}")  # a model dir someone typed as --out
+    with pytest.raises(UserError) as error:
+        prepare_out_dir(out, resume=flags.get("resume", False), overwrite=flags.get("overwrite", False))
+    assert error.value.render() == (f"{out}: --out is not empty and holds no rtool training run (it holds "
+                                    "'config.json' and 1 more); rtool never trains into a directory of other files, "
+                                    "nor deletes them (choose a new or empty directory for --out)")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
+
+
+CARD = "---\nbase_model: \"m\"\nlibrary_name: transformers\ntags: [rtool, sft]\n---\n\n# run\n"
+
+
+def write_finished_run(out, card=CARD):
+    """The entries a LoRA run with checkpoints, --merge-lora and TensorBoard leaves (as test_sft lists them)."""
+    out.mkdir(exist_ok=True)
+    for name in ("run_settings.json", "metrics.jsonl", "trainer_state.json", "training_args.json", "curves.png",
+                 "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "chat_template.jinja", "model-00001-of-00002.safetensors"):
+        (out / name).write_text("{}")
+    (out / "README.md").write_text(card)
+    for folder in ("checkpoint-2", "checkpoint-3", "merged", "runs/Dec07_vm"):
+        (out / folder).mkdir(parents=True)
+        (out / folder / "model.safetensors").write_text("")
+
+
+def test_overwrite_removes_only_what_the_run_wrote(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    write_finished_run(out)
+    (out / "notes.txt").write_text("mine")
+    (out / "eval").mkdir()  # the user's results, next to the run's
+    (out / "checkpoint-x").mkdir()  # not a name a run writes
+    (out / "link.json").symlink_to(tmp_path / "elsewhere.json")
+    assert prepare_out_dir(out, resume=False, overwrite=True) == Start()
+    # run_settings.json stays for the new run to rewrite: other processes still see a run there meanwhile.
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-x", "eval", "link.json", "notes.txt",
+                                                     "run_settings.json"]
+    mine = "---\ntitle: my notes\n---\n"
+    write_finished_run(out, card=mine)  # a README.md that is not rtool's card is the user's
+    remove_run(out)
+    assert (out / "README.md").read_text() == mine
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "checkpoint-x", "eval", "link.json", "notes.txt"]
+
+
+def test_overwrite_never_deletes_an_input_or_the_current_directory(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    write_finished_run(out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    cases = [({"--model": out / "checkpoint-3"}, "checkpoint-3, which is --model"),
+             ({"--model": out / "checkpoint-3" / "model.safetensors"}, "checkpoint-3, which holds --model"),
+             ({"--data": out / "metrics.jsonl"}, "metrics.jsonl, which is --data"),
+             ({"--model": out}, "part of --model"),  # training further from OUT into OUT
+             ({"--data": tmp_path}, "part of --data")]
+    for inputs, message in cases:
+        with pytest.raises(UserError, match=message):
+            prepare_out_dir(out, resume=False, overwrite=True, inputs=inputs)
+    monkeypatch.chdir(out / "runs" / "Dec07_vm")
+    with pytest.raises(UserError, match="runs, the current directory or one holding it"):
         prepare_out_dir(out, resume=False, overwrite=True)
-    assert (out / "config.json").exists()
-    (out / "run_settings.json").write_text("{}")
-    assert prepare_out_dir(out, resume=False, overwrite=True) is None
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing deleted
+    monkeypatch.chdir(out)  # OUT itself may be the current directory: the dir stays, the run's entries go
+    (out / "traces.jsonl").write_text("")
+    prepare_out_dir(Path("."), resume=False, overwrite=True, inputs={"--data": "traces.jsonl"})
+    assert sorted(p.name for p in out.iterdir()) == ["run_settings.json", "traces.jsonl"]
+
+
+def test_card_recognised_only_by_its_front_matter(tmp_path):
+    card = tmp_path / "README.md"
+    for text, ours in ((CARD, True), ("# tags: [rtool, sft]\n", False), ("---\ntags: [other]\n---\n", False),
+                       ("---\ntitle: x\n---\ntags: [rtool, sft]\n", False)):
+        card.write_text(text)
+        assert is_rtool_card(card) is ours, text
+
+
+def test_card_base_model_is_a_hub_id_or_a_folder_name(tmp_path, monkeypatch):
+    """Issue 24 item 11: the card's base_model was the model's absolute local path."""
+    cached = tmp_path / "hub" / "models--Qwen--Qwen2.5-1.5B" / "snapshots" / "8faed761d45a263340a0528343f099c05c9a4323"
+    cached.mkdir(parents=True)
+    (tmp_path / "my-model").mkdir()
+    monkeypatch.chdir(tmp_path / "my-model")
+    assert base_model_name(str(cached)) == "Qwen/Qwen2.5-1.5B"  # from the hub's cache: the id it came as
+    assert base_model_name(str(tmp_path / "my-model")) == base_model_name(".") == "my-model"
+    assert base_model_name("Qwen/Qwen2.5-1.5B") == "Qwen/Qwen2.5-1.5B"  # a hub id, as given
+
+
+def test_settings_compare_inputs_resolved_and_data_by_content(tmp_path, monkeypatch):
+    """Issue 24: a resume from another directory or with ./x for x was refused, and changed data accepted."""
+    (tmp_path / "tpl").mkdir()
+    data = tmp_path / "tpl" / "traces.jsonl"
+    data.write_text('{"prompt": "1+1", "completion": "2"}\n')
+    out = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    flags = {"model": "tpl", "data": "tpl/traces.jsonl", "lr": 0.1, "out": "run", "split": None}
+    settings = run_settings(flags)
+    assert settings["data"] == {"path": str(data), "bytes": data.stat().st_size,
+                                "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}
+    assert settings["model"] == str(tmp_path / "tpl") and "out" not in settings
+    check_run_settings(out, settings, resuming=False)
+    monkeypatch.chdir(tmp_path / "tpl")
+    for typed in ("traces.jsonl", "./traces.jsonl", str(data)):
+        check_run_settings(out, run_settings({**flags, "model": ".", "data": typed}), resuming=True)
+    data.write_text('{"prompt": "1+1", "completion": "3"}\n')  # same name, same size, other bytes
+    with pytest.raises(UserError, match=r"--data \S+traces.jsonl changed since the run started \(37 bytes, sha256 "):
+        check_run_settings(out, run_settings({**flags, "model": ".", "data": "traces.jsonl"}), resuming=True)
+    with pytest.raises(UserError, match="--lr 0.1 -> 0.2"):
+        check_run_settings(out, run_settings({**flags, "lr": 0.2, "model": ".", "data": "-"}), resuming=True)
+    # What cannot be hashed up front is compared by name: stdin, a hub id, a benchmark.
+    assert run_settings({"data": "-"})["data"] == "-" and run_settings({"data": "org/set"})["data"] == "org/set"
+
+
+def test_settings_of_an_older_rtool_with_paths_as_typed_still_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("traces.jsonl").write_text("{}\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run_settings.json").write_text(json.dumps({"data": "traces.jsonl", "model": "m", "lr": 0.1}))
+    check_run_settings(out, run_settings({"data": "./traces.jsonl", "model": "m", "lr": 0.1}), resuming=True)
 
 
 def test_trim_metrics_drops_rows_past_the_checkpoint(tmp_path):

@@ -1,7 +1,9 @@
-"""A training run's OUT dir across interruptions: refusing to overwrite another run (`prepare_out_dir`), finding the
-last checkpoint a kill did not cut short (`last_complete_checkpoint`), the settings a run started with
-(OUT/run_settings.json: `check_run_settings` refuses a resume with others), and trimming OUT/metrics.jsonl back to the
-checkpoint a resumed run starts from, so it logs what an uninterrupted run logs.
+"""A training run's OUT dir across interruptions: what a run may start in (`prepare_out_dir`: a new or empty dir,
+or its own earlier run with --resume or --overwrite; `rtool.train.outdir` says what a run owns), finding the last
+checkpoint a kill did not cut short (`last_complete_checkpoint`), the settings a run started with
+(OUT/run_settings.json: `check_run_settings` refuses a resume with others, inputs compared resolved and data by
+content), and trimming OUT/metrics.jsonl back to the checkpoint a resumed run starts from, so it logs what an
+uninterrupted run logs.
 """
 
 from __future__ import annotations
@@ -10,25 +12,37 @@ import contextlib
 import json
 import os
 import re
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from rtool.errors import UserError
 from rtool.log import logger
+from rtool.train import outdir
+from rtool.train.inputs import describe_input, same_input
+from rtool.train.outdir import METRICS_FILE, SETTINGS_FILE, STATE_FILE
 from rtool.train.processes import is_main_process
 
-METRICS_FILE = "metrics.jsonl"
-
-# Files that mark a directory as holding an earlier run (overwritten only with --resume).
-_RUN_MARKERS = (METRICS_FILE, "config.json", "adapter_config.json")
+# Files that show a run got somewhere (kept unless --resume or --overwrite says what to do with them).
+_RESULTS = (METRICS_FILE, "config.json", "adapter_config.json")
 
 
-def prepare_out_dir(out: Path, resume: bool, overwrite: bool = False) -> str | None:
-    """Check `out` and return the checkpoint to resume from (None: start fresh).
+@dataclass
+class Start:
+    """Where a run starts: `checkpoint` to resume from (None: the beginning); `finished_step`: --resume found a run
+    that already ended (its model saved, OUT/trainer_state.json written) at that step: nothing is left to train."""
 
-    Without `resume`, a directory that already holds a run (metrics.jsonl, a model or checkpoint-N dirs) is refused,
-    so a typo does not overwrite a finished model; with `overwrite` an earlier rtool run there is removed (rank 0;
-    `replace_run_dir`). Nothing else is written here: every rank calls it.
+    checkpoint: str | None = None
+    finished_step: int | None = None
+
+
+def prepare_out_dir(out: Path, resume: bool, overwrite: bool = False, inputs: dict | None = None) -> Start:
+    """Check `out` and say where the run starts.
+
+    `out` must be new, empty, or an rtool run (`rtool.train.outdir`): any other dir with something in it is refused,
+    naming a file, with or without --resume/--overwrite. Without `resume`, a run that got somewhere (metrics.jsonl, a
+    model or checkpoint-N dirs) is refused, so a typo does not overwrite a finished model; with `overwrite` the
+    earlier run's own entries are deleted (rank 0; `outdir.remove_run`: never `inputs`, a flag -> path, or the
+    current directory) and nothing else. Every rank calls this.
     """
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -38,37 +52,45 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool = False) -> str | N
         raise UserError("--out exists and is not a directory", path=out)
     check_writable(out, kind="dir")  # a parent that is a file, no permission: refused before the model loads
     if not out.is_dir():
-        return None
+        return Start()
+    names = sorted(os.listdir(out))
+    if names and not outdir.is_run(out):
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        raise UserError(f"--out is not empty and holds no rtool training run (it holds {names[0]!r}{more}); rtool "
+                        "never trains into a directory of other files, nor deletes them", path=out,
+                        hint="choose a new or empty directory for --out")
     if resume:
+        finished = finished_step(out)
+        if finished is not None:
+            return Start(finished_step=finished)
         checkpoint = last_complete_checkpoint(out)
         if checkpoint is None:
             logger.warning("--resume: no complete checkpoint-N in %s, starting from the beginning", out)
-        return checkpoint
+        return Start(checkpoint=checkpoint)
     checkpoint = get_last_checkpoint(str(out))
-    found = [name for name in _RUN_MARKERS if (out / name).exists()]
+    found = [name for name in _RESULTS if (out / name).exists()]
     if checkpoint is not None:
         found.append(Path(checkpoint).name)
     if found and overwrite:
         if is_main_process():
-            replace_run_dir(out)
-        return None
+            removed = outdir.remove_run(out, inputs=inputs, keep_settings=True)
+            logger.warning("--overwrite: removed the earlier run in %s (%s); nothing else there was touched", out,
+                           ", ".join(removed))
+        return Start()
     if found:
         raise UserError(f"--out already holds a training run ({', '.join(found)})", path=out,
                         hint="pass --resume to continue it, --overwrite to replace it, or choose another --out")
-    return None
+    return Start()
 
 
-def replace_run_dir(out: Path) -> None:
-    """Remove an earlier rtool run from `out` for --overwrite: renamed aside first (one atomic step: OUT holds the
-    old run or none, never half of one), then deleted. Only a dir rtool wrote (its run_settings.json or
-    metrics.jsonl) is removed: --overwrite with a typo in --out must not delete a model or a home directory."""
-    if not any((out / name).is_file() for name in (SETTINGS_FILE, METRICS_FILE)):
-        raise UserError("--overwrite: --out does not look like an rtool training run (no run_settings.json or "
-                        "metrics.jsonl); not deleting it", path=out, hint="remove it yourself or choose another --out")
-    aside = out.with_name(f".{out.name}.replaced-{os.getpid()}")
-    out.rename(aside)
-    logger.warning("--overwrite: removed the earlier run in %s", out)
-    shutil.rmtree(aside, ignore_errors=True)
+def finished_step(out: Path) -> int | None:
+    """The step at which the run in `out` finished, or None when it did not (or an rtool that wrote no
+    OUT/trainer_state.json ran it): the state is written after the final model, so one that reads whole means the
+    model was saved to the end."""
+    path = Path(out) / STATE_FILE
+    if not is_complete_checkpoint(Path(out)):
+        return None
+    return int(json.loads(path.read_text(encoding="utf-8")).get("global_step", 0))
 
 
 # A checkpoint's weights, one of these (full model, sharded, LoRA adapter).
@@ -102,24 +124,30 @@ def last_complete_checkpoint(out: Path) -> str | None:
 
 # Flags that change how a run is watched or stored, not what it trains: a resume may change them (grpo's failure-curve
 # watch and prm-train's evaluation among them).
-_RUN_ONLY_SETTINGS = ("out", "config", "resume", "overwrite", "logging_steps", "save_steps", "report_to", "gradient_checkpointing",
-                      "trust_remote_code", "allow_pickle", "merge_lora", "watch_window", "collapse_fraction",
-                      "drop_fraction", "eval_steps")
-
-
-SETTINGS_FILE = "run_settings.json"
+_RUN_ONLY_SETTINGS = ("out", "config", "resume", "overwrite", "logging_steps", "save_steps", "keep_checkpoints",
+                      "report_to", "gradient_checkpointing", "trust_remote_code", "allow_pickle", "merge_lora",
+                      "watch_window", "collapse_fraction", "drop_fraction", "eval_steps")
+# Flags that name a local file or dir (or a hub id): recorded resolved, so a resume from another directory, or with
+# `./x` for `x`, is the same run. The data and a chat template file also by content: new bytes under the same name
+# are another run. A model dir is not hashed (gigabytes): its path stands for it.
+_PATH_SETTINGS = ("model", "prm")
+_CONTENT_SETTINGS = ("data", "chat_template")
 
 
 def run_settings(flags: dict) -> dict:
     """The training settings of a run, from its command's merged flags, as JSON values: what a resume must keep."""
     kept = {key: value for key, value in flags.items() if key not in _RUN_ONLY_SETTINGS}
+    for key in _PATH_SETTINGS + _CONTENT_SETTINGS:
+        if key in kept:
+            kept[key] = describe_input(kept[key], content=key in _CONTENT_SETTINGS)
     return json.loads(json.dumps(kept, default=str, sort_keys=True))
 
 
 def check_run_settings(out: Path, settings: dict, *, resuming: bool) -> None:
     """Refuse a resume whose training settings differ from those the run started with (OUT/run_settings.json),
-    naming each: the rest would train another objective into the same model and metrics.jsonl. A run that starts
-    (fresh, or --resume without a checkpoint) records its settings there (rank 0)."""
+    naming each: the rest would train another objective into the same model and metrics.jsonl. Inputs are compared
+    as `rtool.train.inputs.same_input` does (resolved paths; the data by size and sha256). A run that starts (fresh,
+    or --resume without a checkpoint) records its settings there (rank 0)."""
     path = Path(out) / SETTINGS_FILE
     if not resuming:
         if is_main_process():
@@ -132,25 +160,45 @@ def check_run_settings(out: Path, settings: dict, *, resuming: bool) -> None:
         return  # a run from an rtool that did not record its settings
     except (OSError, ValueError) as error:
         raise UserError(f"unreadable training settings: {error}", path=path) from None
-    differ = [key for key in sorted(set(settings) | set(started)) if settings.get(key) != started.get(key)]
+    differ = []
+    for key in sorted(set(settings) | set(started)):
+        was, now = started.get(key), settings.get(key)
+        if key in _PATH_SETTINGS + _CONTENT_SETTINGS and same_input(was, now):
+            continue
+        if was != now:
+            differ.append(_difference(key, was, now))
     if differ:
-        shown = ", ".join(f"--{key.replace('_', '-')} {started.get(key)!r} -> {settings.get(key)!r}"
-                          for key in differ)
-        raise UserError(f"--resume with other training settings than the run's: {shown}", path=path,
-                        hint="resume with the same flags, or train into another --out")
+        raise UserError(f"--resume with other training settings than the run's: {', '.join(differ)}", path=path,
+                        hint="resume with the same flags and data, or train into another --out")
+
+
+def _difference(key: str, was, now) -> str:
+    flag = "--" + key.replace("_", "-")
+    if isinstance(was, dict) and isinstance(now, dict):  # the same kind of local input, other bytes
+        return (f"{flag} {now['path']} changed since the run started ({was['bytes']} bytes, sha256 "
+                f"{was['sha256'][:12]} -> {now['bytes']} bytes, sha256 {now['sha256'][:12]})")
+    return f"{flag} {_shown(was)!r} -> {_shown(now)!r}"
+
+
+def _shown(value):
+    return value["path"] if isinstance(value, dict) else value
 
 
 @contextlib.contextmanager
 def removed_if_failed_early(out: Path):
-    """Remove `out` when the run that created it fails before leaving anything of use in it: no checkpoint, no
-    metrics row, no model (a bad row found late, a reward function of the wrong shape at step 1). A failed run then
-    leaves nothing half-made behind, and `--out` stays free for the next try. Rank 0 removes it."""
+    """Remove what a run wrote to `out` when it fails before leaving anything of use there: no checkpoint, no
+    metrics row, no model (a bad row found late, a reward function of the wrong shape at step 1), and `out` itself
+    when the run created it. A failed run then leaves nothing half-made behind, and `--out` stays free for the next
+    try. Only the run's own entries are removed (`outdir.remove_run`); rank 0 removes them."""
     existed = out.exists()
     try:
         yield
     except BaseException:
-        if not existed and is_main_process() and out.is_dir() and not _holds_results(out):
-            shutil.rmtree(out, ignore_errors=True)
+        if is_main_process() and out.is_dir() and not _holds_results(out):
+            with contextlib.suppress(OSError, UserError):
+                outdir.remove_run(out)
+                if not existed:
+                    out.rmdir()  # only when empty: what else is there stays
         raise
 
 

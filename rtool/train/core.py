@@ -16,11 +16,13 @@ What it settles for every trainer: TRL's defaults (bf16=True, gradient checkpoin
 ones; progress goes to the `rtool` logger and OUT/metrics.jsonl instead of tqdm and print() (a checkpoint step is a
 logging step too, so a resumed run logs what an uninterrupted one does), and, with --report-to, to transformers'
 TensorBoard (event files under OUT/runs) or Weights & Biases callbacks (`require_trackers` checks they are installed
-before anything loads); checkpoints are OUT/checkpoint-N; only rank 0 writes; the final model is safetensors with its
-tokenizer (a LoRA run: the adapter, plus OUT/merged with --merge-lora, in the base model's dtype); at the end
-OUT/curves.png is drawn from OUT/metrics.jsonl (`draw_curves`, `rtool.train.curves`). The same command line runs under
-`torchrun` / `accelerate launch`. Also here: `dataset_from_rows` (rows -> datasets.Dataset) and Masked Thought
-(`mask_thought`, `apply_mask_thought`), usable by any trainer whose batches carry labels.
+before anything loads); checkpoints are OUT/checkpoint-N (the last 2 kept while training; rtool.train.run removes them
+when the run finishes unless --keep-checkpoints); only rank 0 writes; the final model is safetensors with its
+tokenizer (a LoRA run: the adapter, plus OUT/merged with --merge-lora, in the base model's dtype), then
+OUT/trainer_state.json; at the end OUT/curves.png is drawn from OUT/metrics.jsonl (`draw_curves`,
+`rtool.train.curves`). The same command line runs under `torchrun` / `accelerate launch`. Also here:
+`dataset_from_rows` (rows -> datasets.Dataset) and Masked Thought (`mask_thought`, `apply_mask_thought`), usable by
+any trainer whose batches carry labels.
 """
 
 from __future__ import annotations
@@ -284,7 +286,8 @@ def stdout_to_stderr():
 def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, merge_lora: bool = False,
                    trust_remote_code: bool = False, allow_pickle: bool = False, loader=None) -> Path:
     """Train (from `checkpoint` when given), save the final model and tokenizer to `out`, optionally merge LoRA
-    into OUT/merged (`merge_adapter`: in the base model's stored dtype).
+    into OUT/merged (`merge_adapter`: in the base model's stored dtype), then the trainer's state
+    (OUT/trainer_state.json, the mark of a finished run).
 
     Every rank calls this; the trainer saves on rank 0 only, and the merged copy is written by rank 0. The caller
     then releases the trainer and calls `end_distributed` (in that order: see there), and rank 0 draws the curves
@@ -311,6 +314,9 @@ def train_and_save(trainer, out: Path, *, checkpoint: str | None, resume: bool, 
     if merge_lora and trainer.is_world_process_zero():
         merge_adapter(out, out / "merged", trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                       loader=loader)
+    # Last, after every model file: OUT/trainer_state.json says the run finished (rtool.train.checkpoints), so a
+    # --resume of it has nothing to train and its checkpoints need not be kept.
+    trainer.save_state()
     return out
 
 

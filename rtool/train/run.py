@@ -5,10 +5,12 @@
     out = run_training(recipe, run)                    # the output dir on the main process, None on other ranks
 
 A recipe says what a command trains on; `run_training` does the rest, the same for every objective: flag checks,
-torchrun rules (no stdin), the output dir (refused unless --resume), precision (`rtool.train.precision`), the data
-read and turned into examples before the model loads (a bad row fails in seconds), the model (a PEFT adapter as
---model: trained further with --lora, else merged in for full fine-tuning), the trainer, checkpoints, metrics.jsonl
-(and --report-to's TensorBoard or W&B), the final model (`core.train_and_save`) and OUT/curves.png. Heavy
+torchrun rules (no stdin), the output dir (new, empty, or its own earlier run with --resume or --overwrite:
+`rtool.train.checkpoints`, `rtool.train.outdir`), precision (`rtool.train.precision`), the data read and turned into
+examples before the model loads (a bad row fails in seconds), the model (a PEFT adapter as --model: trained further
+with --lora, else merged in for full fine-tuning), the trainer, checkpoints (removed when the run finishes unless
+--keep-checkpoints), metrics.jsonl (and --report-to's TensorBoard or W&B), the final model (`core.train_and_save`),
+OUT/curves.png and the model card (`rtool.train.card`). A --resume of a run that finished trains nothing. Heavy
 imports happen here, when it runs.
 
 A recipe's `build_trainer` is called with keyword arguments model, tokenizer, dataset (a datasets.Dataset of the
@@ -27,9 +29,9 @@ from typing import Any, Callable, Iterable, Iterator
 from rtool.errors import UserError
 from rtool.io.models import read_chat_template
 from rtool.log import logger
-from rtool.train import checkpoints, processes
+from rtool.train import checkpoints, outdir, processes
 from rtool.train import core as training
-from rtool.train.card import write_model_card
+from rtool.train.card import base_model_name, write_model_card
 from rtool.train.core import Hyperparams
 from rtool.train.precision import LoraSettings, gradient_checkpointing, lora_user_error, precision
 
@@ -73,6 +75,7 @@ class TrainRun:
     dtype: str = "auto"
     resume: bool = False
     overwrite: bool = False  # --overwrite: replace an earlier rtool run in OUT
+    keep_checkpoints: bool = False  # --keep-checkpoints: a finished run keeps OUT/checkpoint-N
     skip_bad: bool = False
     split: str | None = None  # --split / --subset: the table of a dataset with several
     subset: str | None = None
@@ -102,7 +105,8 @@ class TrainRun:
                            gradient_checkpointing=opts.gradient_checkpointing),
             lora=LoraSettings(enabled=opts.lora, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout,
                               targets=opts.lora_targets, merge=opts.merge_lora),
-            dtype=opts.dtype, resume=opts.resume, overwrite=getattr(opts, "overwrite", False), skip_bad=opts.skip_bad,
+            dtype=opts.dtype, resume=opts.resume, overwrite=getattr(opts, "overwrite", False),
+            keep_checkpoints=getattr(opts, "keep_checkpoints", False), skip_bad=opts.skip_bad,
             split=getattr(opts, "split", None), subset=getattr(opts, "subset", None),
             trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
             report_to=getattr(opts, "report_to", "none"),  # a command without the flag reports to none
@@ -121,6 +125,17 @@ class TrainRun:
         if self.data == "-" and processes.world_size() > 1:
             raise UserError("--data - (stdin) cannot be shared by several processes", hint="pass a file under torchrun")
 
+    def inputs(self) -> dict[str, str]:
+        """The flags that name local files or dirs this run reads (--model, --data, ...) -> their paths: what
+        --overwrite must never delete."""
+        flags = {"model": self.model, "data": self.data, **(self.flags or {})}
+        return {f"--{key.replace('_', '-')}": str(flags[key]) for key in _INPUT_FLAGS
+                if flags.get(key) not in (None, "", "-") and Path(flags[key]).exists()}
+
+
+# Flags of the training commands that name an input file or dir (grpo's --prm: its reward model).
+_INPUT_FLAGS = ("model", "data", "chat_template", "prm", "config")
+
 
 def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     """Train `recipe` as `run` says and save the model to run.out; return run.out on the main process (the
@@ -129,19 +144,31 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     processes.check_devices()
     processes.quiet_other_ranks()
     training.quiet_libraries()
-    checkpoint = checkpoints.prepare_out_dir(run.out, run.resume, run.overwrite)
+    start = checkpoints.prepare_out_dir(run.out, run.resume, run.overwrite, inputs=run.inputs())
+    if start.finished_step is not None:
+        if run.settings is not None:
+            checkpoints.check_run_settings(run.out, run.settings, resuming=True)
+        logger.info("--resume: the run in %s finished at step %d; nothing left to train", run.out,
+                    start.finished_step)
+        if processes.is_main_process() and not run.keep_checkpoints:
+            outdir.remove_checkpoints(run.out)  # a run stopped while it removed them
+        return run.out if processes.is_main_process() else None
     with checkpoints.removed_if_failed_early(run.out):
         if run.settings is not None:
-            checkpoints.check_run_settings(run.out, run.settings, resuming=checkpoint is not None)
-        rows = _train(recipe, run, checkpoint)
+            checkpoints.check_run_settings(run.out, run.settings, resuming=start.checkpoint is not None)
+        rows = _train(recipe, run, start.checkpoint)
     if not processes.is_main_process():
         return None
+    if not run.keep_checkpoints:
+        outdir.remove_checkpoints(run.out)
     # After the other ranks are released: they need not wait for a picture.
     training.draw_curves(run.out, marks=recipe.curve_marks, metrics=recipe.curve_metrics)
-    local = Path(run.model).exists()  # a local model is named by its absolute path: the card may travel
-    card = write_model_card(run.out, base_model=str(Path(run.model).resolve()) if local else run.model,
-                            data=run.data, rows=rows, command=recipe.name, flags=run.flags or {})
-    logger.info("model card in %s", card)
+    data = (run.settings or {}).get("data")
+    card = write_model_card(run.out, base_model=base_model_name(run.model), data=run.data, rows=rows,
+                            command=recipe.name, flags=run.flags or {},
+                            data_sha256=data.get("sha256") if isinstance(data, dict) else None)
+    if card is not None:
+        logger.info("model card in %s", card)
     return run.out
 
 
