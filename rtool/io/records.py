@@ -24,31 +24,10 @@ from typing import IO, Callable, Hashable, Iterable, Iterator
 
 from rtool.atomic import check_writable, output_errors
 from rtool.errors import UserError
+from rtool.io.rows import ReadStats, Row  # noqa: F401 - readers and writers of rows import them from here
 
 # A line longer than this is refused rather than parsed: a runaway or binary "line" would otherwise be held whole.
 MAX_LINE_BYTES = 32 * 1024 * 1024
-
-
-class Row(dict):
-    """A record (a plain dict for json.dumps) that remembers its source file and line for error messages."""
-
-    __slots__ = ("path", "line")
-
-    def __init__(self, data=(), path: str = "<input>", line: int | None = None):
-        super().__init__(data)
-        self.path = path
-        self.line = line
-
-    def error(self, message: str, *, field: str | None = None, hint: str | None = None) -> UserError:
-        return UserError(message, path=self.path, line=self.line, field=field, hint=hint)
-
-
-@dataclass
-class ReadStats:
-    rows: int = 0
-    skipped: int = 0
-    first_skip: str | None = None
-    skipped_where: list[str] = field(default_factory=list)
 
 
 def display_name(path: str | Path) -> str:

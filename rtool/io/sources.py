@@ -15,12 +15,10 @@ import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from rtool.errors import UserError
-
-if TYPE_CHECKING:
-    from rtool.io.records import ReadStats, Row
+from rtool.io.rows import ReadStats, Row
 
 # rtool/benchmarks/NAME/test.jsonl, installed with the package (pyproject's package-data).
 BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -70,7 +68,7 @@ def check_shipped_split(name: str, split: str | None, subset: str | None) -> Non
         raise UserError(f"no split {split!r}", path=name, hint=f"rtool ships its {SHIPPED_SPLIT} split only")
 
 
-def read_saved_dataset(folder: Path, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+def read_saved_dataset(folder: Path, split: str | None, subset: str | None, stats: ReadStats) -> Iterator[Row]:
     """Rows of a dir written by datasets' save_to_disk (a Dataset, or a DatasetDict with --split)."""
     if subset is not None:
         raise UserError("--subset given, but a saved dataset has no subsets (configs)", path=folder,
@@ -88,7 +86,7 @@ def read_saved_dataset(folder: Path, split: str | None, subset: str | None, stat
     yield from _rows(dataset, f"{folder}[{split}]" if split else str(folder), stats)
 
 
-def read_data_folder(folder: Path, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+def read_data_folder(folder: Path, split: str | None, subset: str | None, stats: ReadStats) -> Iterator[Row]:
     """Rows of a hub-layout folder (DIR/data/train-*.parquet, DIR/test.jsonl, DIR/train.csv...): what
     datasets.load_dataset(DIR) reads, streamed (no copy into the datasets cache)."""
     return _read_load_dataset(str(folder), split, subset, stats, streaming=True,
@@ -96,7 +94,7 @@ def read_data_folder(folder: Path, split: str | None, subset: str | None, stats:
                                         "with data files datasets reads (JSONL, JSON, parquet, CSV)")
 
 
-def read_data_file(path: Path, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+def read_data_file(path: Path, split: str | None, subset: str | None, stats: ReadStats) -> Iterator[Row]:
     """Rows of a single CSV file, through datasets' csv builder (streamed)."""
     check_no_splits(str(path), split, subset)
     with _datasets_errors(str(path)):
@@ -106,7 +104,7 @@ def read_data_file(path: Path, split: str | None, subset: str | None, stats: "Re
     yield from _rows(dataset, str(path), stats)
 
 
-def read_hub_dataset(repo_id: str, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+def read_hub_dataset(repo_id: str, split: str | None, subset: str | None, stats: ReadStats) -> Iterator[Row]:
     """Rows of a hub dataset id through datasets.load_dataset: downloaded into (or, offline, read from) the local hub
     cache. HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are datasets' own switches."""
     return _read_load_dataset(repo_id, split, subset, stats, streaming=False,
@@ -127,8 +125,8 @@ def choose_split(where: str, splits: list[str], split: str | None) -> str:
     return split
 
 
-def _read_load_dataset(path: str, split: str | None, subset: str | None, stats: "ReadStats", *, streaming: bool,
-                       not_found: str) -> Iterator["Row"]:
+def _read_load_dataset(path: str, split: str | None, subset: str | None, stats: ReadStats, *, streaming: bool,
+                       not_found: str) -> Iterator[Row]:
     with _datasets_errors(path, not_found=not_found):
         from datasets import load_dataset, load_dataset_builder
 
@@ -148,9 +146,7 @@ def _split_names(builder) -> list[str]:
     return list(builder.config.data_files or {})
 
 
-def _rows(dataset: Iterable[dict], where: str, stats: "ReadStats") -> Iterator["Row"]:
-    from rtool.io.records import Row
-
+def _rows(dataset: Iterable[dict], where: str, stats: ReadStats) -> Iterator[Row]:
     with _datasets_errors(where):
         for index, item in enumerate(dataset):
             stats.rows += 1
