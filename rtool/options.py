@@ -19,9 +19,9 @@ DEFAULT_MAX_NEW_TOKENS = 32768
 DEFAULT_MAX_LENGTH = 32768
 
 # Where rows come from (rtool.io.records.read_records): the help of every data flag names the same sources.
-DATA_SOURCES = ("a .jsonl/.json/.parquet/.csv file (or .jsonl.gz ...), a saved HF dataset dir, a folder of data files as the hub lays "
-                "them out (DIR/data/train-*.parquet, DIR/test.jsonl), a hub dataset id (org/name; offline from the "
-                "local hub cache), a benchmark rtool ships (gsm8k, math500; MATH-500 too)")
+DATA_SOURCES = ("a .jsonl/.json/.parquet/.csv file (or .jsonl.gz ...), a saved HF dataset dir, a folder of data "
+                "files as the hub lays them out (DIR/data/train-*.parquet, DIR/test.jsonl), a hub dataset id "
+                "(org/name; offline from the local hub cache), a benchmark rtool ships (gsm8k, math500; MATH-500 too)")
 InputOpt = Annotated[str, typer.Option("--input", "-i", help=f"Input rows: {DATA_SOURCES}, or '-' for stdin.")]
 # Commands that merge several sources (difficulty, select): more inputs as arguments after --input.
 FilesArg = Annotated[Optional[list[str]], typer.Argument(metavar="FILES", show_default=False, help="More input sources (read after --input when it is given), e.g. one file per teacher.")]
