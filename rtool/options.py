@@ -68,7 +68,7 @@ TrainModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", "--model-
 TrainDataOpt = Annotated[Optional[str], typer.Option("--data", "-d", "--dataset-name", help=f"Training rows: {DATA_SOURCES}, or '-' for stdin (not under torchrun).")]
 OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", "--output-dir", help="Output directory: the final model (safetensors + tokenizer), checkpoint-N/ dirs, metrics.jsonl and curves.png.")]
 EpochsOpt = Annotated[float, typer.Option("--epochs", "--num-train-epochs", help="Passes over the data (ignored when --max-steps is set).")]
-MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")]
+MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs); -1, TRL's default, leaves it unset.")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", "--learning-rate", help="Peak learning rate (AdamW).")]
 LrSchedulerOpt = Annotated[str, typer.Option("--lr-scheduler", "--lr-scheduler-type", help="linear | cosine | cosine_with_restarts | polynomial | constant | constant_with_warmup | inverse_sqrt | cosine_with_min_lr, cosine_warmup_with_min_lr (cosine down to 0.1 x --lr) | warmup_stable_decay (--lr held after the warmup, cosine decay to 0 over the last 10% of the steps). transformers' schedulers.")]
 WarmupRatioOpt = Annotated[float, typer.Option("--warmup-ratio", help="Fraction of the steps spent warming the learning rate up from 0, in [0, 1).")]

@@ -80,6 +80,8 @@ class TrainRun:
     allow_pickle: bool = False
     report_to: str = "none"  # --report-to: none | tensorboard | wandb (comma-separated for several)
     chat_template: str | None = None  # --chat-template FILE's text: the tokenizer's template for this run and OUT
+    # TRL settings passed through to the trainer's config (rtool.trl_names.PASSED: lr_scheduler_kwargs, ...).
+    trl_args: dict = dataclasses.field(default_factory=dict)
     # What a --resume must keep (checkpoints.run_settings: every flag that changes what is trained); None: unchecked.
     settings: dict | None = None
     # The command's merged flags, for the model card's command line (rtool.train.card); None: none recorded.
@@ -106,7 +108,8 @@ class TrainRun:
             split=getattr(opts, "split", None), subset=getattr(opts, "subset", None),
             trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
             report_to=getattr(opts, "report_to", "none"),  # a command without the flag reports to none
-            chat_template=read_chat_template(getattr(opts, "chat_template", None)))
+            chat_template=read_chat_template(getattr(opts, "chat_template", None)),
+            trl_args=dict(getattr(opts, "trl_args", None) or {}))
         run.settings = checkpoints.run_settings({**vars(opts), "lr": run.hp.lr})
         run.flags = {**vars(opts), "lr": run.hp.lr}
         run.check()
@@ -189,7 +192,8 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> int:
         try:
             with training.stdout_to_stderr():
                 trainer = recipe.build_trainer(model=model, tokenizer=tokenizer, dataset=dataset,
-                                               args=training.trainer_args(hp, prec, report_to=run.report_to),
+                                               args=training.trainer_args(hp, prec, report_to=run.report_to,
+                                                                          passed=run.trl_args),
                                                peft_config=peft_config, callbacks=callbacks)
         except ValueError as error:
             raise lora_user_error(error) or error
