@@ -65,7 +65,7 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file o
 # The second long name of a flag is TRL's (transformers' TrainingArguments, TRL's ModelConfig and ScriptArguments), so
 # a TRL command line runs as it is; `--learning_rate` spellings are read as `--learning-rate` (rtool.cli).
 TrainModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", "--model-name-or-path", help="Model to train: a local HF dir, a hub id, a .gguf file or a PEFT adapter dir.")]
-TrainDataOpt = Annotated[Optional[str], typer.Option("--data", "-d", "--dataset-name", help=f"Training rows: {DATA_SOURCES}, or '-' for stdin (not under torchrun).")]
+TrainDataOpt = Annotated[Optional[str], typer.Option("--data", "-d", "--dataset-name", help=f"Training rows: {DATA_SOURCES}, or '-' for stdin (not under torchrun); not given, rows piped in are read.")]
 OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", "--output-dir", help="Output directory: the final model (safetensors + tokenizer), checkpoint-N/ dirs, metrics.jsonl and curves.png.")]
 EpochsOpt = Annotated[float, typer.Option("--epochs", "--num-train-epochs", help="Passes over the data (ignored when --max-steps is set).")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs); -1, TRL's default, leaves it unset.")]

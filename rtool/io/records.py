@@ -40,6 +40,18 @@ def display_name(path: str | Path) -> str:
     return "<stdin>" if str(path) == "-" else str(path)
 
 
+def piped_stdin() -> bool:
+    """Whether stdin is a pipe or a file (`cat rows.jsonl | rtool ...`, `< rows.jsonl`): rows to read, where a
+    terminal or /dev/null (cron, CI) holds none."""
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):  # closed, or replaced by an object without a descriptor
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
 def read_records(path: str | Path = "-", *, split: str | None = None, subset: str | None = None,
                  skip_bad: bool = False, stats: ReadStats | None = None,
                  max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Row]:

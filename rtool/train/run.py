@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from rtool.errors import UserError
 from rtool.io.models import read_chat_template
+from rtool.io.records import piped_stdin
 from rtool.log import logger
 from rtool.train import checkpoints, processes
 from rtool.train import core as training
@@ -91,9 +92,13 @@ class TrainRun:
     def from_flags(cls, opts, *, lr: float) -> "TrainRun":
         """From a command's merged flags, named as the shared training options (rtool.options) name them;
         `lr` is the recipe's default learning rate, used when --lr is not given. Checks every value."""
+        if getattr(opts, "data", None) in (None, "") and processes.world_size() == 1 and piped_stdin():
+            opts.data = "-"  # `cat traces.jsonl | rtool sft ...`: stdin, as every other reader takes it
+            logger.info("--data not given: reading the rows from stdin")
         for name in ("model", "data", "out"):
             if getattr(opts, name) in (None, ""):
-                raise UserError(f"--{name} is required", hint=f"pass --{name} or set '{name}:' in --config")
+                extra = ", or pipe the rows in (-d - reads stdin)" if name == "data" else ""
+                raise UserError(f"--{name} is required", hint=f"pass --{name} or set '{name}:' in --config{extra}")
         out = Path(opts.out)
         run = cls(
             model=str(opts.model), data=str(opts.data), out=out,
