@@ -200,13 +200,13 @@ def _command_line_settings(words: list[str]) -> list[_Setting]:
     """The TRL flags the command's parser left over (`ctx.args`), with their values as transformers' HfArgumentParser
     reads them: `--name value`, `--name=value`, a boolean bare or followed by true/false (`--no_name` for false), a
     list as the words up to the next flag. Anything else left over is an error."""
-    from rtool.trl_names import _BOOLEAN_TEXT, flag_kind
+    from rtool.trl_names import BOOLEAN_TEXT, flag_kind
 
     settings, at = [], 0
     while at < len(words):
         word = words[at]
         at += 1
-        if word.lower() in _BOOLEAN_TEXT:
+        if word.lower() in BOOLEAN_TEXT:
             raise UserError(f"unexpected argument {word!r}", hint="this rtool switch takes no value: give it for "
                                                                    "true, leave it out for false")
         if not word.startswith("-") or word in ("-", "--"):
@@ -222,7 +222,7 @@ def _command_line_settings(words: list[str]) -> list[_Setting]:
             continue
         kind = flag_kind(key)
         if kind == "bool":
-            bare = at >= len(words) or words[at].lower() not in _BOOLEAN_TEXT
+            bare = at >= len(words) or words[at].lower() not in BOOLEAN_TEXT
             settings.append(_Setting(key, True if bare else words[at], word))
             at += 0 if bare else 1
         elif kind == "list":

@@ -70,8 +70,7 @@ STRATEGIES = {"save_strategy": {"no": ("save_steps", 0), "steps": None}, "loggin
 # Configs whose fields are known names, and which command builds which (a field passes only to its own command's).
 _CONFIGS = {"sft": "SFTConfig", "grpo": "GRPOConfig"}
 _OTHER_CONFIGS = ("SFTConfig", "GRPOConfig", "ModelConfig", "ScriptArguments")
-_FLAGS_WITH_A_VALUE_OF_ITS_OWN = {"chat_template", "system_prompt"}
-_BOOLEAN_TEXT = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False,
+BOOLEAN_TEXT = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False,
                  "off": False}
 
 
@@ -97,6 +96,8 @@ def resolve(key: str, value, *, command: str, params: set[str]) -> Resolution | 
     name = RETIRED.get(key) or key
     if name in PRECISION:
         return Resolution(name, value, group=True)
+    if name != key and name in params:  # max_seq_length: today's max_length, an rtool flag
+        return Resolution(key, value, param=name)
     if key in TO_FLAG or name in TO_FLAG:
         param = TO_FLAG.get(key) or TO_FLAG[name]
         if param in params:
@@ -154,9 +155,9 @@ def as_bool(value, where: str = "") -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text not in _BOOLEAN_TEXT:
+    if text not in BOOLEAN_TEXT:
         raise ValueError(f"{where}: expected true or false, got {value!r}")
-    return _BOOLEAN_TEXT[text]
+    return BOOLEAN_TEXT[text]
 
 
 def precision_dtype(weights: str | None, bf16, fp16) -> str | None:
@@ -192,8 +193,6 @@ def flag_kind(name: str) -> str:
     name = RETIRED.get(name) or name
     if name in PASSED:
         return "bool" if PASSED[name] is bool else "value"
-    if name in _FLAGS_WITH_A_VALUE_OF_ITS_OWN:
-        return "value"
     kind = library_field_types().get(name, "")
     if re.match(r"(typing\.)?(Optional\[)?bool\b", kind) or kind in ("bool | None", "bool"):
         return "bool"

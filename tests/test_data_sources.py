@@ -140,7 +140,8 @@ def test_without_network_a_cached_hub_id_reads_and_another_fails_in_one_line(tmp
     dataset reads, and one that is not cached fails at once, in one line naming why (not after the Hub client's
     retries, whose log lines came before rtool's error)."""
     cache_tinymath(tmp_path)
-    result = run_rtool("eval", "-i", "someorg/tinymath", "--subset", "main", "--split", "test", env=no_hub_env(tmp_path))
+    result = run_rtool("eval", "-i", "someorg/tinymath", "--subset", "main", "--split", "test",
+                       env=no_hub_env(tmp_path))
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout)["prompts"] == 4
     result = run_rtool("eval", "-i", "someorg/not-cached", "--split", "test", env=no_hub_env(tmp_path))

@@ -90,6 +90,43 @@ def test_command_line_errors(capfd):
     assert code == 2 and "--torch-dtype sets the same flag as --dtype" in stderr
 
 
+SFT_PARAMS = {"max_length", "subset", "split", "chat_template", "system", "prompt_field", "overwrite", "save_steps",
+              "dtype"}
+
+
+@pytest.mark.parametrize("command, key, value, outcome", [
+    ("sft", "max_seq_length", 512, ("param", "max_length", 512)),  # TRL's old name of max_length
+    ("sft", "dataset_config", "all", ("param", "subset", "all")),
+    ("sft", "overwrite_output_dir", True, ("param", "overwrite", True)),  # transformers 4's, gone in 5
+    ("sft", "save_strategy", "no", ("param", "save_steps", 0)),
+    ("sft", "save_strategy", "steps", ("same",)),
+    ("sft", "save_strategy", "epoch", ("ignored",)),
+    ("sft", "torch_dtype", "bfloat16", ("group", "dtype")),
+    ("sft", "vllm_server_base_url", "http://x:8000", ("ignored",)),  # grpo's: sft has no --vllm-server-url
+    ("grpo", "vllm_server_base_url", "http://x:8000", ("param", "vllm_server_url", "http://x:8000")),
+    ("grpo", "epsilon_high", 0.28, ("passed", "epsilon_high", 0.28)),
+    ("sft", "epsilon_high", 0.28, ("ignored",)),  # GRPOConfig's, not SFTConfig's
+    ("sft", "use_liger", True, ("ignored",)),  # TRL's old name of use_liger_kernel; this CPU has no Liger
+    ("sft", "lr_scheduler_kwargs", {"min_lr_rate": 0.1}, ("passed", "lr_scheduler_kwargs", {"min_lr_rate": 0.1})),
+    ("sft", "num_generations", 8, ("ignored",)),  # a GRPO field in an SFT recipe: known, not sft's
+    ("sft", "reward_funcs", ["accuracy"], ("ignored",)),  # open-r1's
+    ("sft", "per_device_eval_batch_size", 16, ("ignored",)),
+    ("sft", "overwrite_outptu_dir", True, None),  # no library knows it
+])
+def test_what_each_trl_name_comes_to(command, key, value, outcome):
+    from rtool.trl_names import resolve
+
+    params = SFT_PARAMS | ({"vllm_server_url"} if command == "grpo" else set())
+    found = resolve(key, value, command=command, params=params)
+    if outcome is None:
+        assert found is None
+        return
+    kind = next(kind for kind in ("param", "passed", "group", "ignored", "same") if getattr(found, kind))
+    shown = {"param": (kind, found.param, found.value), "passed": (kind, found.key, found.value),
+             "group": (kind, found.key)}.get(kind, (kind,))
+    assert shown == outcome
+
+
 @pytest.mark.parametrize("weights, bf16, fp16, dtype", [
     # TRL's ModelConfig dtype and its mixed-precision switches -> rtool's --dtype (rtool.train.precision's table)
     ("bfloat16", True, None, "bfloat16"), ("bfloat16", None, None, "bfloat16"), ("float16", None, True, "float16"),

@@ -12,9 +12,10 @@ trl-preference (DPOTrainer, conversational preference): `prompt`, `chosen`, `rej
 its correct and incorrect samples, paired as `rtool redi` pairs them (`rtool.train.redi.build_pairs`).
 trl-stepwise (TRL's stepwise-supervision format, which `rtool prm-train` reads; TRL 1.16 has no PRM trainer, earlier
 releases' PRMTrainer read it): `prompt` (text: such trainers tokenize it without a chat template, so the user's turn
-alone), `completions` (the steps) and `labels` (booleans) from prm-label's `steps` / `step_labels`. A null label (every rollout from that step was truncated) has no boolean: the
-row keeps its steps before the first null one (each kept step is still labelled in the context it was labelled
-in); a row whose first label is null is left out. Both are counted.
+alone), `completions` (the steps) and `labels` (booleans) from prm-label's `steps` / `step_labels`. A null label
+(every rollout from that step was truncated) has no boolean: the row keeps its steps before the first null one (each
+kept step is still labelled in the context it was labelled in); a row whose first label is null is left out. Both
+are counted.
 Output rows hold the format's fields only.
 
 A student whose chat template drops the reasoning from assistant turns (DeepSeek-R1-Distill's and QwQ's keep only the
