@@ -127,14 +127,13 @@ def _dashed_flag_names(argv: list[str]) -> list[str]:
     return dashed + argv[end:]
 
 
-_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
-
-
 def _switch_values(argv: list[str]) -> list[str]:
     """`--gradient-checkpointing false`, `--use-peft true`: a TRL command line gives a switch a value (transformers'
     HfArgumentParser takes one), an rtool switch takes none. true drops the word; false turns the switch off (its
     --no- form), or leaves the pair for rtool.config to refuse when the switch has no off form. Training commands
     only (the ones that read TRL command lines)."""
+    from rtool.trl_names import BOOLEAN_TEXT
+
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command not in TRAINING_COMMANDS:
         return argv
@@ -144,12 +143,12 @@ def _switch_values(argv: list[str]) -> list[str]:
     end = argv.index("--") if "--" in argv else len(argv)
     rewritten, at = [], 0
     while at < end:
-        arg, value = argv[at], argv[at + 1].lower() if at + 1 < end else None
+        arg, value = argv[at], BOOLEAN_TEXT.get(argv[at + 1].lower()) if at + 1 < end else None
         param = switches.get(arg)
-        if param is not None and value in _TRUE:
+        if param is not None and value is True:
             rewritten.append(arg)
             at += 2
-        elif param is not None and value in _FALSE and param.secondary_opts:
+        elif param is not None and value is False and param.secondary_opts:
             rewritten.append(param.secondary_opts[0])
             at += 2
         else:
