@@ -23,6 +23,11 @@ def traces(tiny_task_rows, tmp_path_factory):
     return path
 
 
+# A ChatML template written otherwise than the tiny model's own, so a test can tell which one OUT keeps.
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
 def metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -47,12 +52,14 @@ def test_a_trl_yaml_recipe_sets_the_flags(capfd, tmp_path, tiny_model_dir, trace
     config.write_text(f"model_name_or_path: {tiny_model_dir}\ndataset_name: {traces}\noutput_dir: {out}\n"
                       "learning_rate: 0.004\nlr_scheduler_type: constant\nwarmup_ratio: 0\nmax_steps: 1\n"
                       "per_device_train_batch_size: 2\ngradient_accumulation_steps: 1\nlogging_steps: 1\n"
-                      "max_length: 256\nuse_peft: true\nlora_target_modules: [q_proj, v_proj]\n")
+                      "max_length: 256\nuse_peft: true\nlora_target_modules: [q_proj, v_proj]\n"
+                      f"chat_template: {json.dumps(CHATML)}\n")  # open-r1 writes the template's text inline
     code, _, stderr = run_in_process(capfd, "sft", "--config", config)
     assert code == 0, stderr
     assert metrics(out)[0]["learning_rate"] == pytest.approx(0.004)
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    assert (out / "chat_template.jinja").read_text() == CHATML
 
 
 @pytest.mark.parametrize("text, message", [
@@ -240,8 +247,7 @@ def test_trl_only_flags_of_a_trl_command_line(capfd, tmp_path, tiny_model_dir, t
     for split, rows in (("train", tiny_task_rows[:4]), ("test", tiny_task_rows[4:6])):
         (folder / "data" / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     template = tmp_path / "chatml.jinja"
-    template.write_text("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    template.write_text(CHATML)
     out = tmp_path / "run"
     trl_line = ["--model_name_or_path", tiny_model_dir, "--dataset_name", folder, "--dataset_train_split", "train",
                 "--output_dir", out, "--chat_template_path", template, "--torch_dtype", "float32", "--bf16",
