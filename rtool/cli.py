@@ -75,6 +75,9 @@ def _closed_stdout_ends_quietly(command):
     return run
 
 
+TRAINING_COMMANDS = ("sft", "redi", "grpo", "prm-train")
+
+
 def _register_commands() -> None:
     from rtool.commands import (bon, decontaminate, difficulty, distill, eval as eval_module, export, grpo, merge_bai,
                                 nll, plot, prm_label, prm_score, prm_train, redi, select_traces, sft)
@@ -87,7 +90,10 @@ def _register_commands() -> None:
                           ("bon", bon.bon_cmd), ("export", export.export_cmd), ("nll", nll.nll_cmd),
                           ("decontaminate", decontaminate.decontaminate_cmd),
                           ("difficulty", difficulty.difficulty_cmd), ("select", select_traces.select_cmd)]:
-        app.command(name)(_closed_stdout_ends_quietly(command))
+        # The training commands take a TRL command line as it is: the flags their parser does not know reach
+        # rtool.config.merge_config (ctx.args), which maps, passes or ignores TRL's and refuses the rest.
+        settings = {"ignore_unknown_options": True, "allow_extra_args": True} if name in TRAINING_COMMANDS else {}
+        app.command(name, context_settings=settings)(_closed_stdout_ends_quietly(command))
 
 
 _register_commands()
@@ -121,12 +127,42 @@ def _dashed_flag_names(argv: list[str]) -> list[str]:
     return dashed + argv[end:]
 
 
+def _switch_values(argv: list[str]) -> list[str]:
+    """`--gradient-checkpointing false`, `--use-peft true`: a TRL command line gives a switch a value (transformers'
+    HfArgumentParser takes one), an rtool switch takes none. true drops the word; false turns the switch off (its
+    --no- form), or leaves the pair for rtool.config to refuse when the switch has no off form. Training commands
+    only (the ones that read TRL command lines)."""
+    from rtool.trl_names import BOOLEAN_TEXT
+
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command not in TRAINING_COMMANDS:
+        return argv
+    click_command = typer.main.get_command(app).commands[command]
+    switches = {opt: param for param in click_command.params if getattr(param, "is_flag", False)
+                for opt in param.opts}
+    end = argv.index("--") if "--" in argv else len(argv)
+    rewritten, at = [], 0
+    while at < end:
+        arg, value = argv[at], BOOLEAN_TEXT.get(argv[at + 1].lower()) if at + 1 < end else None
+        param = switches.get(arg)
+        if param is not None and value is True:
+            rewritten.append(arg)
+            at += 2
+        elif param is not None and value is False and param.secondary_opts:
+            rewritten.append(param.secondary_opts[0])
+            at += 2
+        else:
+            rewritten.append(arg)
+            at += 1
+    return rewritten + argv[end:]
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("RTOOL_DEBUG", "") not in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = _global_flags_first(_dashed_flag_names(list(sys.argv[1:] if argv is None else argv)))
+    argv = _switch_values(_global_flags_first(_dashed_flag_names(list(sys.argv[1:] if argv is None else argv))))
     debug = _debug_requested(argv)
     if debug:
         os.environ["RTOOL_DEBUG"] = "1"

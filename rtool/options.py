@@ -19,9 +19,9 @@ DEFAULT_MAX_NEW_TOKENS = 32768
 DEFAULT_MAX_LENGTH = 32768
 
 # Where rows come from (rtool.io.records.read_records): the help of every data flag names the same sources.
-DATA_SOURCES = ("a .jsonl/.json/.parquet/.csv file, a saved HF dataset dir, a folder of data files as the hub lays "
-                "them out (DIR/data/train-*.parquet, DIR/test.jsonl), a hub dataset id (org/name; offline from the "
-                "local hub cache), a benchmark rtool ships (gsm8k, math500)")
+DATA_SOURCES = ("a .jsonl/.json/.parquet/.csv file (or .jsonl.gz ...), a saved HF dataset dir, a folder of data "
+                "files as the hub lays them out (DIR/data/train-*.parquet, DIR/test.jsonl), a hub dataset id "
+                "(org/name; offline from the local hub cache), a benchmark rtool ships (gsm8k, math500; MATH-500 too)")
 InputOpt = Annotated[str, typer.Option("--input", "-i", help=f"Input rows: {DATA_SOURCES}, or '-' for stdin.")]
 # Commands that merge several sources (difficulty, select): more inputs as arguments after --input.
 FilesArg = Annotated[Optional[list[str]], typer.Argument(metavar="FILES", show_default=False, help="More input sources (read after --input when it is given), e.g. one file per teacher.")]
@@ -65,10 +65,10 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file o
 # The second long name of a flag is TRL's (transformers' TrainingArguments, TRL's ModelConfig and ScriptArguments), so
 # a TRL command line runs as it is; `--learning_rate` spellings are read as `--learning-rate` (rtool.cli).
 TrainModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", "--model-name-or-path", help="Model to train: a local HF dir, a hub id, a .gguf file or a PEFT adapter dir.")]
-TrainDataOpt = Annotated[Optional[str], typer.Option("--data", "-d", "--dataset-name", help=f"Training rows: {DATA_SOURCES}, or '-' for stdin (not under torchrun).")]
+TrainDataOpt = Annotated[Optional[str], typer.Option("--data", "-d", "--dataset-name", help=f"Training rows: {DATA_SOURCES}, or '-' for stdin (not under torchrun); not given, rows piped in are read.")]
 OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", "--output-dir", help="Output directory, new or empty (a directory holding other files is refused): the final model (safetensors + tokenizer), its card README.md, metrics.jsonl, curves.png, run_settings.json, trainer_state.json, and checkpoint-N/ dirs while it trains.")]
 EpochsOpt = Annotated[float, typer.Option("--epochs", "--num-train-epochs", help="Passes over the data (ignored when --max-steps is set).")]
-MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")]
+MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs); -1, TRL's default, leaves it unset.")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", "--learning-rate", help="Peak learning rate (AdamW).")]
 LrSchedulerOpt = Annotated[str, typer.Option("--lr-scheduler", "--lr-scheduler-type", help="linear | cosine | cosine_with_restarts | polynomial | constant | constant_with_warmup | inverse_sqrt | cosine_with_min_lr, cosine_warmup_with_min_lr (cosine down to 0.1 x --lr) | warmup_stable_decay (--lr held after the warmup, cosine decay to 0 over the last 10% of the steps). transformers' schedulers.")]
 WarmupRatioOpt = Annotated[float, typer.Option("--warmup-ratio", help="Fraction of the steps spent warming the learning rate up from 0, in [0, 1).")]

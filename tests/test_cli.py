@@ -31,6 +31,20 @@ def test_help_exits_0_without_importing_heavy_modules(args):
     assert "Usage" in result.stdout
 
 
+def test_the_app_and_the_package_description_name_every_command():
+    """pip's summary of rtool (pyproject's description) once listed 12 of the 16 commands."""
+    import re
+    from importlib.metadata import metadata
+
+    import typer
+
+    from rtool.cli import app
+
+    assert sorted(typer.main.get_command(app).commands) == sorted(COMMANDS)
+    listed = re.split(r",\s*", metadata("rtool")["Summary"].split(": ", 1)[1].rstrip("."))
+    assert sorted(listed) == sorted(COMMANDS)
+
+
 def test_version():
     result = rtool("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"rtool {__version__}"

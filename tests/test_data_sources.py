@@ -98,6 +98,14 @@ def hub_env(tmp_path) -> dict:
     return {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
+def no_hub_env(tmp_path) -> dict:
+    """No offline switch, and a Hub that refuses connections (port 9 of this machine): as on a machine without
+    network whose user never set HF_HUB_OFFLINE."""
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    return {**{key: value for key, value in os.environ.items() if "OFFLINE" not in key and "PROXY" not in key.upper()},
+            **env}
+
+
 def test_a_hub_id_that_is_not_cached_offline_is_one_line_naming_it(tmp_path):
     result = run_rtool("eval", "--input", "someorg/not-cached", "--split", "test", env=hub_env(tmp_path))
     assert result.returncode == 2 and result.stdout == b""
@@ -107,7 +115,7 @@ def test_a_hub_id_that_is_not_cached_offline_is_one_line_naming_it(tmp_path):
         "(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set)"), result.stderr.decode()
 
 
-def test_a_hub_id_reads_from_the_local_cache_offline(tmp_path):
+def cache_tinymath(tmp_path) -> None:
     # The layout `load_dataset("someorg/tinymath", "main")` leaves in HF_HOME/datasets: built by datasets' own json
     # builder, then placed where the cache lookup finds a hub dataset (NAMESPACE___NAME/CONFIG/VERSION/HASH).
     from datasets.packaged_modules.json.json import Json
@@ -119,9 +127,71 @@ def test_a_hub_id_reads_from_the_local_cache_offline(tmp_path):
     builder.download_and_prepare()
     shutil.copytree(builder.cache_dir, tmp_path / "hf" / "datasets" / "someorg___tinymath" / "main" / "0.0.0" / "0")
 
+
+def test_a_hub_id_reads_from_the_local_cache_offline(tmp_path):
+    cache_tinymath(tmp_path)
     result = run_rtool("eval", "-i", "someorg/tinymath", "--subset", "main", "--split", "test", env=hub_env(tmp_path))
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout)["prompts"] == 4
+
+
+def test_without_network_a_cached_hub_id_reads_and_another_fails_in_one_line(tmp_path):
+    """No HF_HUB_OFFLINE, no network: rtool finds out in one short connection and reads offline, so the cached
+    dataset reads, and one that is not cached fails at once, in one line naming why (not after the Hub client's
+    retries, whose log lines came before rtool's error)."""
+    cache_tinymath(tmp_path)
+    result = run_rtool("eval", "-i", "someorg/tinymath", "--subset", "main", "--split", "test",
+                       env=no_hub_env(tmp_path))
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["prompts"] == 4
+    result = run_rtool("eval", "-i", "someorg/not-cached", "--split", "test", env=no_hub_env(tmp_path))
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2 and lines == [lines[-1]], lines
+    assert lines[-1].startswith("rtool: error: someorg/not-cached: no such local file or folder, not in the local hub "
+                                "cache, and the Hub could not be reached (127.0.0.1:9: ")
+
+
+@pytest.mark.parametrize("name", ["MATH500", "math-500", "Math_500", "GSM-8K"])
+def test_a_shipped_benchmark_is_found_whatever_its_case_and_dashes(name):
+    rows = list(read_records(name))
+    shipped = "gsm8k" if "8" in name else "math500"
+    assert len(rows) == {"gsm8k": 1319, "math500": 500}[shipped] and rows[0].path == shipped
+
+
+@pytest.mark.parametrize("name, hint", [("math50", "did you mean math500? rtool ships: gsm8k, math500"),
+                                        ("aime", "rtool ships: gsm8k, math500")])
+def test_a_name_that_is_no_benchmark_names_the_shipped_ones_and_fails_fast_without_network(tmp_path, name, hint):
+    result = run_rtool("eval", "-i", name, env=no_hub_env(tmp_path))
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2 and lines == [lines[-1]], lines
+    assert f"rtool: error: {name}: no such local file or folder" in lines[-1] and f"({hint}; " in lines[-1]
+
+
+def test_a_gzipped_jsonl_file_a_byte_order_mark_and_jsonl_splits_in_a_hub_layout_folder(tmp_path):
+    import gzip
+
+    rows = graded("test", 2)
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    (tmp_path / "rows.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Notepad and PowerShell write it
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows).encode())
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfproblem,answer\n1+1?,2\n")
+    for name in ("rows.jsonl.gz", "bom.jsonl", "bom.json"):
+        assert list(read_records(tmp_path / name)) == rows, name
+    assert list(read_records(tmp_path / "bom.csv")) == [{"problem": "1+1?", "answer": 2}]
+    result = run_rtool("eval", input=b"\xef\xbb\xbf" + text.encode())  # stdin too
+    assert result.returncode == 0 and json.loads(result.stdout)["prompts"] == 2, result.stderr.decode()
+    (tmp_path / "broken.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(UserError, match=r"broken.jsonl.gz: cannot decompress it \(.gz\)"):
+        list(read_records(tmp_path / "broken.jsonl.gz"))
+
+    folder = tmp_path / "hub"
+    (folder / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        (folder / "data" / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in graded(split, 2)))
+    with pytest.raises(UserError, match=r"hub: holds several splits: (train, test|test, train) \(pick one with "):
+        list(read_records(folder))
+    assert [row["id"] for row in read_records(folder, split="test")] == ["test-0", "test-1"]
 
 
 def test_shipped_benchmarks_are_found_by_name_outside_the_checkout_and_a_local_path_wins(tmp_path):

@@ -2,6 +2,7 @@
 DPOTrainer tokenizes the pairs) and by prm-train's reader of TRL's stepwise supervision; bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,100 @@ def test_unknown_format_lists_the_valid_ones():
     result = run_rtool("export", "--to", "sft", input=STDIN)
     assert result.returncode == 2
     assert "valid: trl-sft, trl-preference, trl-stepwise" in last_error_line(result)
+
+
+# What a reasoning teacher wrote: the reasoning in a <think> block, then the answer.
+REASONED = [distilled("p1", "What is 2+3?", "<think>\nI add 2 and 3 and get 5.\n</think>\n\n\\boxed{5}", True, 0),
+            distilled("p1", "What is 2+3?", "<think>\nI add 2 and 3 and get 6.\n</think>\n\n\\boxed{6}", False, 1)]
+
+
+def reasoning_student(kind: str, out):
+    """A tiny student with DeepSeek-R1-Distill's or QwQ's chat template (faithful copies: tests/test_chat_templates.py)
+    and their special tokens; R1-Distill's tokenizer adds its bos itself, as the real one does."""
+    from tokenizers.processors import TemplateProcessing
+
+    from rtool.tiny import char_tokenizer, save_tiny, tiny_llama
+    from test_chat_templates import QWQ_TEMPLATE, R1_TEMPLATE, R1_TOKENS
+
+    text = "".join(row["prompt"] + row["completion"] + SYSTEM for row in REASONED) + "<>/think\n "
+    tokenizer = char_tokenizer([text], extra_tokens=["<think>", "</think>"] + (R1_TOKENS if kind == "r1" else []))
+    if kind == "r1":
+        tokenizer.bos_token, tokenizer.eos_token = R1_TOKENS[0], R1_TOKENS[3]
+        bos = tokenizer.convert_tokens_to_ids(R1_TOKENS[0])
+        tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+            single=f"{R1_TOKENS[0]} $A", pair=f"{R1_TOKENS[0]} $A $B", special_tokens=[(R1_TOKENS[0], bos)])
+    tokenizer.chat_template = {"r1": R1_TEMPLATE, "qwq": QWQ_TEMPLATE}[kind]
+    return save_tiny(tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=4, seed=0), tokenizer, out)
+
+
+@pytest.mark.parametrize("kind, eos", [("r1", "<｜end▁of▁sentence｜>"), ("qwq", "<|im_end|>")])
+def test_a_student_whose_template_drops_the_reasoning_gets_text_rows_trl_trains_whole(capfd, tmp_path, kind, eos,
+                                                                                       one_torch_thread):
+    """DeepSeek-R1-Distill's and QwQ's templates keep only the text after </think> of an assistant turn: in TRL's
+    conversational format `trl sft` trained on `\\boxed{5}` and the end of turn alone. With --model, export writes
+    text rows: TRL's SFTTrainer and DPOTrainer then train on the reasoning too, after exactly the prompt the student
+    is given when asked (one bos), and the end of turn once."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from rtool.generate.core import render_prompts
+
+    student = reasoning_student(kind, tmp_path / kind)
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    assert (tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id) == (kind == "r1")  # as the real tokenizers
+    rows, err = export(capfd, "--to", "trl-sft", "--model", student, rows=REASONED, tmp_path=tmp_path)
+    assert "drops the reasoning from assistant turns" in " ".join(err.split())
+    assert len(rows) == 1 and isinstance(rows[0]["prompt"], str) and isinstance(rows[0]["completion"], str)
+
+    args = SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, use_cpu=True, bf16=False, report_to="none",
+                     per_device_train_batch_size=1, save_strategy="no")
+    example = SFTTrainer(model=str(student), args=args, train_dataset=Dataset.from_list(rows)).train_dataset[0]
+    ids, labels = example["input_ids"], example["labels"]
+    asked = render_prompts(tokenizer, [REASONED[0]["prompt_messages"]])[0]  # what the student is given (rtool's)
+    assert ids[:len(asked)] == asked and all(label == -100 for label in labels[:len(asked)])
+    trained = tokenizer.decode([label for label in labels if label != -100])
+    assert trained == f"I add 2 and 3 and get 5.\n</think>\n\n\\boxed{{5}}{eos}"  # the prompt opened <think>
+
+    pairs, _ = export(capfd, "--to", "trl-preference", "--model", student, rows=REASONED, tmp_path=tmp_path)
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, use_cpu=True, bf16=False, report_to="none",
+                     per_device_train_batch_size=1)
+    pair = DPOTrainer(model=str(student), args=args, train_dataset=Dataset.from_list(pairs)).train_dataset[0]
+    assert pair["prompt_ids"] == asked
+    assert tokenizer.decode(pair["chosen_ids"]) == f"I add 2 and 3 and get 5.\n</think>\n\n\\boxed{{5}}{eos}"
+    assert tokenizer.decode(pair["rejected_ids"]) == f"I add 2 and 3 and get 6.\n</think>\n\n\\boxed{{6}}{eos}"
+
+
+def test_reasoning_rows_without_a_student_are_conversational_with_a_warning(capfd, tmp_path, tiny_model_dir):
+    rows, err = export(capfd, "--to", "trl-sft", rows=REASONED, tmp_path=tmp_path)
+    assert rows[0]["completion"] == [{"role": "assistant", "content": REASONED[0]["completion"]}]
+    assert "1 rows hold <think> reasoning: a student whose chat template drops it" in " ".join(err.split())
+    # A template that keeps the reasoning (the tiny ChatML one): conversational, and nothing to warn about.
+    rows, err = export(capfd, "--to", "trl-sft", "--model", tiny_model_dir, rows=REASONED, tmp_path=tmp_path)
+    assert rows[0]["completion"] == [{"role": "assistant", "content": REASONED[0]["completion"]}]
+    assert "reasoning" not in err
+
+
+def test_the_readme_pipeline_runs_trl_sft_itself_on_the_export(tmp_path):
+    """README's "Coming from TRL", as written: `rtool export --to trl-sft --model S` into a folder, then TRL's own
+    `trl sft` command on it (a step, on the CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import RTOOL
+
+    student = reasoning_student("r1", tmp_path / "student")
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps(row) + "\n" for row in REASONED))
+    (tmp_path / "trl-data").mkdir()
+    exported = subprocess.run([RTOOL, "export", "--to", "trl-sft", "--model", student, "-i", traces, "-o",
+                               tmp_path / "trl-data" / "train.jsonl"], capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr
+    trl = str(Path(sys.executable).with_name("trl"))
+    trained = subprocess.run([trl, "sft", "--model_name_or_path", student, "--dataset_name", tmp_path / "trl-data",
+                              "--output_dir", tmp_path / "runs" / "trl-sft", "--max_steps", "1", "--use_cpu",
+                              "--report_to", "none", "--save_strategy", "no"],
+                             capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert (tmp_path / "runs" / "trl-sft" / "model.safetensors").is_file()

@@ -1,5 +1,6 @@
 """The house is a stack: a module of rtool/ imports its own folder and the layers below it, never one above or a
-sibling beside it, and no command imports another command. Imports inside functions count too.
+sibling beside it, and no command imports another command; inside a folder, imports point one way (no cycle: what two
+modules both need moves into a third). Imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -95,8 +96,58 @@ def layout_problems(root: Path = ROOT) -> list[str]:
     return problems
 
 
+def import_cycles(root: Path = ROOT) -> list[str]:
+    """Each cycle of imports between modules of one folder (`a -> b -> a`), however deep in a function the import is:
+    one printed per group of modules that reach each other (Tarjan's strongly connected components)."""
+    mods = modules(root)
+    graph = {module: sorted({target for _, target in imports_of(module, path, set(mods))
+                             if target in mods and target != module and group_of(target) == group_of(module)})
+             for module, path in mods.items()}
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in order:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], order[target])
+        if low[module] == order[module]:
+            group = []
+            while not group or group[-1] != module:
+                group.append(stack.pop())
+            if len(group) > 1:
+                cycles.append(_cycle_path(sorted(group), graph))
+
+    for module in sorted(graph):
+        if module not in order:
+            visit(module)
+    return cycles
+
+
+def _cycle_path(group: list[str], graph: dict[str, list[str]]) -> str:
+    """`a -> b -> a`: a cycle through the first module of `group`, following imports inside the group."""
+    path = [group[0]]
+    while True:
+        step = next(target for target in graph[path[-1]] if target in group)
+        if step in path:
+            return " -> ".join(path[path.index(step):] + [step])
+        path.append(step)
+
+
 def test_every_import_points_down_the_stack():
     assert layout_problems() == []
+
+
+def test_no_import_cycle_inside_a_folder():
+    """rtool.io.records read rows through rtool.io.sources, which imported Row back from records: Row and ReadStats
+    now live in rtool.io.rows, which both import."""
+    assert import_cycles() == []
 
 
 def test_every_folder_says_what_lives_there():
@@ -138,6 +189,23 @@ def test_an_upward_sideways_or_command_import_is_caught(tmp_path):
         "commands/b.py:1: imports rtool.commands.a: a command never imports another "
         "(move what both need into the core)",
     ]
+
+
+def test_an_import_cycle_is_caught_even_inside_a_function(tmp_path):
+    files = {
+        "rtool/__init__.py": "",
+        "rtool/io/__init__.py": "",
+        "rtool/io/records.py": "def read():\n    from rtool.io import sources\n",
+        "rtool/io/sources.py": "from rtool.io.rows import Row\ndef rows():\n    from rtool.io.records import read\n",
+        "rtool/io/rows.py": "",
+        "commands/__init__.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert import_cycles(tmp_path) == ["rtool.io.records -> rtool.io.sources -> rtool.io.records"]
+    (tmp_path / "rtool/io/sources.py").write_text("from rtool.io.rows import Row\n")
+    assert import_cycles(tmp_path) == []
 
 
 def test_every_package_folder_is_installed():

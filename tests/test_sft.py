@@ -420,3 +420,24 @@ def test_mask_thought_in_the_training_step_is_keyed_by_step_and_micro_batch(p):
         assert changed.sum().item() / (plain["labels"] != -100).sum().item() == pytest.approx(p, abs=0.07)
     assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[0], seen[2])
     assert torch.equal(seen[3], seen[0])  # step 0's first micro-batch, whatever ran before
+
+
+def test_rows_piped_in_train_without_data_and_a_terminal_gets_the_flag_named(tmp_path, tiny_model_dir,
+                                                                              tiny_task_file):
+    """`cat traces.jsonl | rtool sft --model S --out O`: stdin, as every other reader takes it. With nothing piped in
+    (a terminal, /dev/null) the error names how to read stdin."""
+    from helpers import run_rtool
+
+    out = tmp_path / "piped"
+    result = run_rtool("sft", "--model", tiny_model_dir, "--out", out, *fast(1), "--save-steps", "0",
+                       input=tiny_task_file.read_bytes(), env=SINGLE_THREAD)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode() == f"{out}\n"
+    assert json.loads((out / "run_settings.json").read_text())["data"] == "-"
+    assert "--data not given: reading the rows from stdin" in flat(result.stderr.decode())
+    with open(os.devnull, "rb") as nothing:
+        refused = subprocess.run([str(Path(sys.executable).with_name("rtool")), "sft", "--model", str(tiny_model_dir),
+                                  "--out", str(tmp_path / "o")], stdin=nothing, capture_output=True, text=True)
+    assert refused.returncode == 2 and not (tmp_path / "o").exists()
+    assert refused.stderr.strip().endswith("--data is required (pass --data or set 'data:' in --config, or pipe the "
+                                           "rows in (-d - reads stdin))")

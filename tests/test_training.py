@@ -61,7 +61,8 @@ def test_config_precedence_defaults_yaml_flags(yaml_file):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("lr: 0.5\nlearning_rate: 1\n", "run.yaml:2: unknown key 'learning_rate' (valid: lora, lora-targets, lr, max-steps)"),
+    # A key no library knows (learning_rate, TrainingArguments' name, would be ignored here with a warning).
+    ("lr: 0.5\nfrobnicate: 1\n", "run.yaml:2: unknown key 'frobnicate' (valid: lora, lora-targets, lr, max-steps)"),
     ("max_steps: many\n", "run.yaml:1: bad value for 'max_steps'"),
     ("- lr\n", "expected a mapping"),
     ("lr: [\n", "malformed YAML"),

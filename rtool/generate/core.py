@@ -187,6 +187,15 @@ def render_turn(tokenizer, messages: list[dict], completion: str) -> tuple[str, 
     return prompt, _without_open_think(prompt, completion), _end_of_turn(tokenizer, messages)
 
 
+def rewrites_assistant_turns(tokenizer, messages: list[dict]) -> bool:
+    """Whether the chat template drops or moves a reasoning block written in an assistant message after `messages`
+    (DeepSeek-R1-Distill's and QwQ's keep only the text after the last `</think>`; Qwen3's reformats it): rendering
+    such a turn through the template (what TRL's conversational formats do) loses the reasoning."""
+    require_chat_template(tokenizer)
+    text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": _PROBE}], tokenize=False)
+    return _PROBE not in text
+
+
 def _without_open_think(prompt: str, completion: str) -> str:
     head = prompt.rstrip()
     body = completion.lstrip()

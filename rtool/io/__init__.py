@@ -1,4 +1,4 @@
-"""Rows, tensors and checkpoints in and out: JSONL/parquet records (records), memory-mapped safetensors
+"""Rows, tensors and checkpoints in and out: JSONL/parquet records (records; Row in rows), memory-mapped safetensors
 (tensors), HF/GGUF/PEFT model loading and atomic saving (models) with the GGUF copy cache (gguf_cache).
 Imports only the base (rtool.errors, log, atomic). Entry points: read_records, RecordWriter, load_model, save_model.
 """

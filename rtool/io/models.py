@@ -171,11 +171,23 @@ def _hub_error(spec: str, error: Exception) -> UserError:
 
 def read_chat_template(path) -> str | None:
     """The text of a `--chat-template FILE` (a Jinja chat template, as in a tokenizer's chat_template.jinja), checked
-    to compile; None for None. A missing file or a Jinja syntax error is a UserError naming the file (and line)."""
+    to compile; None for None. A string that is no file and holds Jinja (`{{`, `{%`) is the template itself, as
+    open-r1 recipes write `chat_template:` (and vLLM's --chat-template takes it). A missing file or a Jinja syntax
+    error is a UserError naming the file (and line)."""
+    from rtool.config import is_template_text
+
     if path is None:
         return None
+    text = None
+    if is_template_text(str(path)):
+        try:
+            inline = not Path(path).is_file()
+        except OSError:  # a name too long for a file: the template's text
+            inline = True
+        if inline:
+            path, text = "chat_template", str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = text if text is not None else Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError("no such chat template file", path=path, field="chat-template") from None
     except (OSError, UnicodeDecodeError) as error:

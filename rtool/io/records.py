@@ -9,11 +9,14 @@
 
 Reading streams: memory holds one line (JSONL), one row group (parquet) or one row (datasets), never the file,
 except `.json` arrays, which are parsed whole. Malformed lines raise `UserError` naming the file and line, or,
-with `skip_bad=True`, are counted in `ReadStats` and skipped.
+with `skip_bad=True`, are counted in `ReadStats` and skipped. As `datasets` does, a compressed file (`.jsonl.gz`,
+`.json.bz2`, `.csv.xz`) is read by its inner ending, and a UTF-8 byte order mark (Windows editors and PowerShell
+write one) is not part of the first row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -24,35 +27,29 @@ from typing import IO, Callable, Hashable, Iterable, Iterator
 
 from rtool.atomic import check_writable, output_errors
 from rtool.errors import UserError
+from rtool.io.rows import ReadStats, Row  # noqa: F401 - readers and writers of rows import them from here
 
 # A line longer than this is refused rather than parsed: a runaway or binary "line" would otherwise be held whole.
 MAX_LINE_BYTES = 32 * 1024 * 1024
-
-
-class Row(dict):
-    """A record (a plain dict for json.dumps) that remembers its source file and line for error messages."""
-
-    __slots__ = ("path", "line")
-
-    def __init__(self, data=(), path: str = "<input>", line: int | None = None):
-        super().__init__(data)
-        self.path = path
-        self.line = line
-
-    def error(self, message: str, *, field: str | None = None, hint: str | None = None) -> UserError:
-        return UserError(message, path=self.path, line=self.line, field=field, hint=hint)
-
-
-@dataclass
-class ReadStats:
-    rows: int = 0
-    skipped: int = 0
-    first_skip: str | None = None
-    skipped_where: list[str] = field(default_factory=list)
+# Compressed files, read through the standard library by their last ending (what `datasets` reads as well).
+COMPRESSED = (".gz", ".bz2", ".xz")
+BOM = b"\xef\xbb\xbf"
 
 
 def display_name(path: str | Path) -> str:
     return "<stdin>" if str(path) == "-" else str(path)
+
+
+def piped_stdin() -> bool:
+    """Whether stdin is a pipe or a file (`cat rows.jsonl | rtool ...`, `< rows.jsonl`): rows to read, where a
+    terminal or /dev/null (cron, CI) holds none."""
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):  # closed, or replaced by an object without a descriptor
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
 def read_records(path: str | Path = "-", *, split: str | None = None, subset: str | None = None,
@@ -71,11 +68,11 @@ def read_records(path: str | Path = "-", *, split: str | None = None, subset: st
         return
     source = Path(path_text)
     if not source.exists():
-        shipped = sources.shipped_benchmark(path_text)
+        shipped = sources.shipped_name(path_text)  # math500, or MATH-500 for it
         if shipped is not None:
-            sources.check_shipped_split(path_text, split, subset)
-            with open(shipped, "rb") as handle:
-                yield from _read_jsonl(handle, path_text, skip_bad, stats, max_line_bytes)
+            sources.check_shipped_split(shipped, split, subset)
+            with open(sources.shipped_benchmark(shipped), "rb") as handle:
+                yield from _read_jsonl(handle, shipped, skip_bad, stats, max_line_bytes)
         elif sources.looks_like_hub_id(path_text):
             yield from sources.read_hub_dataset(path_text, split, subset, stats)
         else:
@@ -87,17 +84,41 @@ def read_records(path: str | Path = "-", *, split: str | None = None, subset: st
         else:
             yield from sources.read_data_folder(source, split, subset, stats)
         return
-    if source.suffix == ".csv":
+    compressed = source.suffix in COMPRESSED
+    suffix = Path(source.stem).suffix if compressed else source.suffix  # x.jsonl.gz is JSONL
+    if suffix == ".csv":
         yield from sources.read_data_file(source, split, subset, stats)
         return
     sources.check_no_splits(path_text, split, subset)
-    if source.suffix == ".parquet":
+    if suffix == ".parquet" and not compressed:
         yield from _read_parquet(source, stats)
-    elif source.suffix == ".json":
-        yield from _read_json_array(source, skip_bad, stats)
-    else:
-        with open(source, "rb") as handle:
+        return
+    with _open_bytes(source) as handle:
+        if suffix == ".json":
+            yield from _read_json_array(handle, path_text, skip_bad, stats)
+        else:
             yield from _read_jsonl(handle, path_text, skip_bad, stats, max_line_bytes)
+
+
+@contextlib.contextmanager
+def _open_bytes(source: Path) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed as its ending says; a file that is not what its ending says (a .gz that is not
+    gzip, a truncated download) is a UserError naming it rather than a traceback from the middle of the read."""
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(source.suffix, open)
+    try:
+        with opener(source, "rb") as handle:
+            yield handle
+    except (gzip.BadGzipFile, lzma.LZMAError, EOFError) as error:
+        raise UserError(f"cannot decompress it ({source.suffix}): {error or type(error).__name__}",
+                        path=source) from None
+    except OSError as error:
+        if opener is open or isinstance(error, FileNotFoundError):
+            raise
+        raise UserError(f"cannot decompress it ({source.suffix}): {error}", path=source) from None
 
 
 def _read_jsonl(handle: IO[bytes], name: str, skip_bad: bool, stats: ReadStats, max_line_bytes: int) -> Iterator[Row]:
@@ -113,6 +134,8 @@ def _read_jsonl(handle: IO[bytes], name: str, skip_bad: bool, stats: ReadStats, 
                                 hint="is this a JSONL file?")
             _bad_line(problem, skip_bad, stats)
             continue
+        if line_number == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM):]
         if not raw.strip():
             continue
         try:
@@ -155,9 +178,9 @@ def _bad_line(problem: UserError, skip_bad: bool, stats: ReadStats) -> None:
         stats.skipped_where.append(problem.render())
 
 
-def _read_json_array(source: Path, skip_bad: bool, stats: ReadStats) -> Iterator[Row]:
+def _read_json_array(handle: IO[bytes], source: str, skip_bad: bool, stats: ReadStats) -> Iterator[Row]:
     try:
-        value = json.loads(source.read_text(encoding="utf-8"))
+        value = json.loads(handle.read().decode("utf-8-sig"))
     except UnicodeDecodeError as error:
         raise UserError(f"not UTF-8 text (byte {error.start})", path=source) from None
     except json.JSONDecodeError as error:

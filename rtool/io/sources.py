@@ -15,12 +15,10 @@ import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from rtool.errors import UserError
-
-if TYPE_CHECKING:
-    from rtool.io.records import ReadStats, Row
+from rtool.io.rows import ReadStats, Row
 
 # rtool/benchmarks/NAME/test.jsonl, installed with the package (pyproject's package-data).
 BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -38,9 +36,31 @@ def shipped_benchmarks() -> list[str]:
     return sorted(path.parent.name for path in BENCHMARKS_DIR.glob(f"*/{SHIPPED_SPLIT}.jsonl"))
 
 
+def shipped_name(name: str) -> str | None:
+    """The shipped benchmark `name` spells, whatever its case, dashes and underscores (MATH-500, MATH500 and
+    math_500 are math500; GSM8K is gsm8k), or None when rtool ships none by that name."""
+    wanted = _plain(name)
+    return next((shipped for shipped in shipped_benchmarks() if _plain(shipped) == wanted), None)
+
+
 def shipped_benchmark(name: str) -> Path | None:
-    """The file of the shipped benchmark `name` (e.g. math500), or None when rtool ships none by that name."""
-    return BENCHMARKS_DIR / name / f"{SHIPPED_SPLIT}.jsonl" if name in shipped_benchmarks() else None
+    """The file of the shipped benchmark `name` spells (`shipped_name`), or None when rtool ships none by it."""
+    found = shipped_name(name)
+    return None if found is None else BENCHMARKS_DIR / found / f"{SHIPPED_SPLIT}.jsonl"
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[-_\s]", "", name.lower())
+
+
+def shipped_hint(name: str) -> str:
+    """For a name that found nothing: the shipped benchmarks, the one it may have meant first."""
+    import difflib
+
+    names = shipped_benchmarks()
+    close = difflib.get_close_matches(_plain(name), {_plain(shipped): shipped for shipped in names}, n=1, cutoff=0.6)
+    meant = f"did you mean {shipped_name(close[0])}? " if close else ""
+    return f"{meant}rtool ships: {', '.join(names)}"
 
 
 def is_saved_dataset(folder: Path) -> bool:
@@ -70,7 +90,7 @@ def check_shipped_split(name: str, split: str | None, subset: str | None) -> Non
         raise UserError(f"no split {split!r}", path=name, hint=f"rtool ships its {SHIPPED_SPLIT} split only")
 
 
-def read_saved_dataset(folder: Path, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+def read_saved_dataset(folder: Path, split: str | None, subset: str | None, stats: ReadStats) -> Iterator[Row]:
     """Rows of a dir written by datasets' save_to_disk (a Dataset, or a DatasetDict with --split)."""
     if subset is not None:
         raise UserError("--subset given, but a saved dataset has no subsets (configs)", path=folder,
@@ -88,7 +108,7 @@ def read_saved_dataset(folder: Path, split: str | None, subset: str | None, stat
     yield from _rows(dataset, f"{folder}[{split}]" if split else str(folder), stats)
 
 
-def read_data_folder(folder: Path, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+def read_data_folder(folder: Path, split: str | None, subset: str | None, stats: ReadStats) -> Iterator[Row]:
     """Rows of a hub-layout folder (DIR/data/train-*.parquet, DIR/test.jsonl, DIR/train.csv...): what
     datasets.load_dataset(DIR) reads, streamed (no copy into the datasets cache)."""
     return _read_load_dataset(str(folder), split, subset, stats, streaming=True,
@@ -96,7 +116,7 @@ def read_data_folder(folder: Path, split: str | None, subset: str | None, stats:
                                         "with data files datasets reads (JSONL, JSON, parquet, CSV)")
 
 
-def read_data_file(path: Path, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+def read_data_file(path: Path, split: str | None, subset: str | None, stats: ReadStats) -> Iterator[Row]:
     """Rows of a single CSV file, through datasets' csv builder (streamed)."""
     check_no_splits(str(path), split, subset)
     with _datasets_errors(str(path)):
@@ -106,11 +126,65 @@ def read_data_file(path: Path, split: str | None, subset: str | None, stats: "Re
     yield from _rows(dataset, str(path), stats)
 
 
-def read_hub_dataset(repo_id: str, split: str | None, subset: str | None, stats: "ReadStats") -> Iterator["Row"]:
+def read_hub_dataset(repo_id: str, split: str | None, subset: str | None, stats: ReadStats) -> Iterator[Row]:
     """Rows of a hub dataset id through datasets.load_dataset: downloaded into (or, offline, read from) the local hub
-    cache. HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are datasets' own switches."""
-    return _read_load_dataset(repo_id, split, subset, stats, streaming=False,
-                              not_found="no such file or folder, and no such hub dataset")
+    cache. HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are datasets' own switches; when the Hub cannot be reached
+    (`hub_unreachable`: a few seconds at most) the read is offline too, so a cached dataset still reads and another
+    fails at once rather than after the Hub client's retries (25 s). A name without an org that finds nothing
+    names rtool's shipped benchmarks (`--bench math-50` meant math500)."""
+    try:
+        yield from _read_load_dataset(repo_id, split, subset, stats, streaming=False, unreachable=hub_unreachable(),
+                                      not_found="no such file or folder, and no such hub dataset")
+    except UserError as error:
+        if "/" in repo_id or stats.rows:
+            raise
+        raise UserError(error.message, path=error.path, line=error.line,
+                        hint=shipped_hint(repo_id) + (f"; {error.hint}" if error.hint else "")) from None
+
+
+# The Hub's address is probed this long before a read that would otherwise wait for the Hub client's retries.
+HUB_PROBE_SECONDS = 3.0
+_PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """Why the Hub (huggingface_hub's endpoint, HF_ENDPOINT) cannot be reached, found with one TCP connection of at
+    most `timeout` seconds; None when it can, when offline mode is already on (datasets then reads the cache at
+    once) or behind a proxy (whose reach a direct connection does not show)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if _offline_env() or any(os.environ.get(name) for name in _PROXIES):
+        return None
+    from huggingface_hub import constants
+
+    address = urlsplit(constants.ENDPOINT)
+    host, port = address.hostname, address.port or (443 if address.scheme == "https" else 80)
+    if not host:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"{host}:{port}: {error.strerror or error}"
+    return None
+
+
+@contextmanager
+def _offline(reason: str | None):
+    """datasets and huggingface_hub in offline mode (their HF_HUB_OFFLINE switch, read at each call) while a read
+    runs, when `reason` says the Hub cannot be reached; nothing changes otherwise."""
+    if reason is None:
+        yield
+        return
+    import datasets.config
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
 
 
 def choose_split(where: str, splits: list[str], split: str | None) -> str:
@@ -127,9 +201,10 @@ def choose_split(where: str, splits: list[str], split: str | None) -> str:
     return split
 
 
-def _read_load_dataset(path: str, split: str | None, subset: str | None, stats: "ReadStats", *, streaming: bool,
-                       not_found: str) -> Iterator["Row"]:
-    with _datasets_errors(path, not_found=not_found):
+def _read_load_dataset(path: str, split: str | None, subset: str | None, stats: ReadStats, *, streaming: bool,
+                       not_found: str, unreachable: str | None = None) -> Iterator[Row]:
+    # Offline (`unreachable`: why the Hub cannot be reached) only while the data loads, not while the rows are read.
+    with _datasets_errors(path, not_found=not_found, unreachable=unreachable), _offline(unreachable):
         from datasets import load_dataset, load_dataset_builder
 
         # Only the split asked for is downloaded and prepared (a hub dataset's train split can be 100x its test);
@@ -143,14 +218,13 @@ def _read_load_dataset(path: str, split: str | None, subset: str | None, stats: 
 def _split_names(builder) -> list[str]:
     # A hub dataset's card (or a cached one's dataset_info.json) lists its splits; a local folder's data files are
     # grouped by split in the builder's config before anything is read.
+    # A local folder's splits are datasets' NamedSplit objects, not names: str() them for messages and choices.
     if builder.info.splits:
-        return list(builder.info.splits)
-    return list(builder.config.data_files or {})
+        return [str(name) for name in builder.info.splits]
+    return [str(name) for name in builder.config.data_files or {}]
 
 
-def _rows(dataset: Iterable[dict], where: str, stats: "ReadStats") -> Iterator["Row"]:
-    from rtool.io.records import Row
-
+def _rows(dataset: Iterable[dict], where: str, stats: ReadStats) -> Iterator[Row]:
     with _datasets_errors(where):
         for index, item in enumerate(dataset):
             stats.rows += 1
@@ -158,7 +232,7 @@ def _rows(dataset: Iterable[dict], where: str, stats: "ReadStats") -> Iterator["
 
 
 @contextmanager
-def _datasets_errors(where: str, *, not_found: str = "no such file, folder or dataset"):
+def _datasets_errors(where: str, *, not_found: str = "no such file, folder or dataset", unreachable: str | None = None):
     """datasets' exceptions as one-line UserErrors naming the source; its logs and progress bars kept off stderr
     (rtool reports rows itself)."""
     import datasets
@@ -172,7 +246,7 @@ def _datasets_errors(where: str, *, not_found: str = "no such file, folder or da
     except UserError:
         raise
     except ConnectionError as error:
-        raise UserError(_unreachable(error), path=where,
+        raise UserError(_unreachable(error, unreachable), path=where,
                         hint="run it once with network to fill the local hub cache, or pass a local file") from None
     except Exception as error:  # datasets raises many types (DatasetNotFoundError, ValueError, pyarrow's...)
         if type(error).__name__ in ("DatasetNotFoundError", "EmptyDatasetError", "DataFilesNotFoundError"):
@@ -189,13 +263,17 @@ def _datasets_errors(where: str, *, not_found: str = "no such file, folder or da
             datasets.enable_progress_bars()
 
 
-def _unreachable(error: Exception) -> str:
-    offline = [name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-               if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
+def _offline_env() -> list[str]:
+    return [name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+            if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
+
+
+def _unreachable(error: Exception, why: str | None) -> str:
+    offline = _offline_env()
     if offline:
         return f"no such local file or folder, and not in the local hub cache; offline ({'/'.join(offline)} is set)"
-    return (f"no such local file or folder, not in the local hub cache, and the Hub could not be reached "
-            f"({_first_line(error)})")
+    why = why or _first_line(error)
+    return f"no such local file or folder, not in the local hub cache, and the Hub could not be reached ({why})"
 
 
 def _first_line(error: Exception) -> str:

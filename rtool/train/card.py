@@ -77,6 +77,10 @@ def command_line(command: str, flags: dict) -> str:
     for key, value in flags.items():
         if key in _NOT_IN_COMMAND or value is None:
             continue
+        if key == "trl_args":  # TRL settings passed through (rtool.trl_names), under TRL's names
+            for name, item in value.items():
+                words += [f"--{name}", json.dumps(item) if isinstance(item, dict) else str(item)]
+            continue
         flag = "--" + key.replace("_", "-")
         if value is True:
             words.append(flag)

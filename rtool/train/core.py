@@ -91,16 +91,22 @@ class Hyperparams:
                 raise UserError(f"{name} must be at least {least}, got {value}")
 
 
-def trainer_args(hp: Hyperparams, prec: Precision, *, report_to: str = "none") -> dict:
+def trainer_args(hp: Hyperparams, prec: Precision, *, report_to: str = "none", passed: dict | None = None) -> dict:
     """Keyword arguments valid for any `transformers.TrainingArguments` subclass (SFTConfig, GRPOConfig, ...).
-    `report_to` is the --report-to value (`report_to_names`)."""
+    `report_to` is the --report-to value (`report_to_names`). `passed` are a recipe's TRL settings passed through
+    (rtool.trl_names.PASSED), which rtool.config gives only to the command whose config has them (grpo's
+    epsilon_high): its lr_scheduler_kwargs add to (and override) rtool's."""
+    passed = dict(passed or {})
+    scheduler = {**scheduler_kwargs(hp.lr_scheduler), **passed.pop("lr_scheduler_kwargs", {})}
+    if "gradient_checkpointing_kwargs" in passed:
+        passed[_checkpointing_name() + "_kwargs"] = passed.pop("gradient_checkpointing_kwargs")
     return dict(
         output_dir=str(hp.out),
         num_train_epochs=hp.epochs,
         max_steps=hp.max_steps or -1,
         learning_rate=hp.lr,
         lr_scheduler_type=hp.lr_scheduler,
-        lr_scheduler_kwargs=scheduler_kwargs(hp.lr_scheduler),
+        lr_scheduler_kwargs=scheduler,
         # transformers 5 folded warmup_ratio into warmup_steps: a value below 1 is a fraction of the total steps.
         warmup_steps=hp.warmup_ratio,
         per_device_train_batch_size=hp.batch_size,
@@ -118,6 +124,7 @@ def trainer_args(hp: Hyperparams, prec: Precision, *, report_to: str = "none") -
         # No tqdm; transformers then adds PrinterCallback, which print()s to stdout: train_and_save removes it.
         disable_tqdm=True,
         **prec.args,
+        **passed,
     )
 
 
@@ -180,13 +187,16 @@ def require_trackers(value: str) -> None:
 def _checkpointing_arg(enabled: bool) -> dict:
     # transformers 5.x renamed gradient_checkpointing to activation_checkpointing (the old name warns); TRL's
     # default for the old name is True, so the new one must be set explicitly to turn it off without a warning.
+    return {_checkpointing_name(): enabled}
+
+
+def _checkpointing_name() -> str:
     import dataclasses
 
     from transformers import TrainingArguments
 
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    return {key: enabled}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def quiet_libraries() -> None:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from rtool.errors import UserError
 from rtool.io.models import read_chat_template
+from rtool.io.records import piped_stdin
 from rtool.log import logger
 from rtool.train import checkpoints, outdir, processes
 from rtool.train import core as training
@@ -83,6 +84,8 @@ class TrainRun:
     allow_pickle: bool = False
     report_to: str = "none"  # --report-to: none | tensorboard | wandb (comma-separated for several)
     chat_template: str | None = None  # --chat-template FILE's text: the tokenizer's template for this run and OUT
+    # TRL settings passed through to the trainer's config (rtool.trl_names.PASSED: lr_scheduler_kwargs, ...).
+    trl_args: dict = dataclasses.field(default_factory=dict)
     # What a --resume must keep (checkpoints.run_settings: every flag that changes what is trained); None: unchecked.
     settings: dict | None = None
     # The command's merged flags, for the model card's command line (rtool.train.card); None: none recorded.
@@ -92,9 +95,13 @@ class TrainRun:
     def from_flags(cls, opts, *, lr: float) -> "TrainRun":
         """From a command's merged flags, named as the shared training options (rtool.options) name them;
         `lr` is the recipe's default learning rate, used when --lr is not given. Checks every value."""
+        if getattr(opts, "data", None) in (None, "") and processes.world_size() == 1 and piped_stdin():
+            opts.data = "-"  # `cat traces.jsonl | rtool sft ...`: stdin, as every other reader takes it
+            logger.info("--data not given: reading the rows from stdin")
         for name in ("model", "data", "out"):
             if getattr(opts, name) in (None, ""):
-                raise UserError(f"--{name} is required", hint=f"pass --{name} or set '{name}:' in --config")
+                extra = ", or pipe the rows in (-d - reads stdin)" if name == "data" else ""
+                raise UserError(f"--{name} is required", hint=f"pass --{name} or set '{name}:' in --config{extra}")
         out = Path(opts.out)
         run = cls(
             model=str(opts.model), data=str(opts.data), out=out,
@@ -110,7 +117,8 @@ class TrainRun:
             split=getattr(opts, "split", None), subset=getattr(opts, "subset", None),
             trust_remote_code=opts.trust_remote_code, allow_pickle=opts.allow_pickle,
             report_to=getattr(opts, "report_to", "none"),  # a command without the flag reports to none
-            chat_template=read_chat_template(getattr(opts, "chat_template", None)))
+            chat_template=read_chat_template(getattr(opts, "chat_template", None)),
+            trl_args=dict(getattr(opts, "trl_args", None) or {}))
         run.settings = checkpoints.run_settings({**vars(opts), "lr": run.hp.lr})
         run.flags = {**vars(opts), "lr": run.hp.lr}
         run.check()
@@ -216,7 +224,8 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> int:
         try:
             with training.stdout_to_stderr():
                 trainer = recipe.build_trainer(model=model, tokenizer=tokenizer, dataset=dataset,
-                                               args=training.trainer_args(hp, prec, report_to=run.report_to),
+                                               args=training.trainer_args(hp, prec, report_to=run.report_to,
+                                                                          passed=run.trl_args),
                                                peft_config=peft_config, callbacks=callbacks)
         except ValueError as error:
             raise lora_user_error(error) or error
