@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -138,7 +139,7 @@ class TrainRun:
         --overwrite must never delete."""
         flags = {"model": self.model, "data": self.data, **(self.flags or {})}
         return {f"--{key.replace('_', '-')}": str(flags[key]) for key in _INPUT_FLAGS
-                if flags.get(key) not in (None, "", "-") and Path(flags[key]).exists()}
+                if flags.get(key) not in (None, "", "-") and os.path.exists(str(flags[key]))}  # (template text: no)
 
 
 # Flags of the training commands that name an input file or dir (grpo's --prm: its reward model).
