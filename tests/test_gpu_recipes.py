@@ -37,6 +37,8 @@ EXPECTED = {
                           use_cpu=False),
     "zero3-8gpu.yaml": dict(distributed_type="DEEPSPEED", num_processes=8, num_machines=1, mixed_precision="bf16",
                             use_cpu=False),
+    "fsdp-8gpu.yaml": dict(distributed_type="FSDP", num_processes=8, num_machines=1, mixed_precision="bf16",
+                           use_cpu=False),
     "ddp-2cpu.yaml": dict(distributed_type="MULTI_GPU", num_processes=2, num_machines=1, mixed_precision="no",
                           use_cpu=True),
 }
@@ -66,6 +68,11 @@ def test_config_parses_and_has_what_its_name_promises(name):
         assert ds["deepspeed_multinode_launcher"] == "standard"  # one launch per node, no pdsh
         # Left to rtool's flags: a fixed value here that differs from --grad-accum stops the run at start.
         assert "gradient_accumulation_steps" not in ds and "gradient_clipping" not in ds
+    if name == "fsdp-8gpu.yaml":
+        fsdp = config.fsdp_config
+        assert fsdp["fsdp_version"] == 2
+        assert fsdp["fsdp_cpu_ram_efficient_loading"] is True  # rank 0 alone reads the checkpoint
+        assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # one loadable model dir in OUT
 
 
 def resolve_launch(config, *extra):
@@ -81,20 +88,22 @@ def resolve_launch(config, *extra):
         args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as launch_command does
         cmd, env = prepare_deepspeed_cmd_env(args)
         assert cmd is None  # started like torchrun on each node, not through the deepspeed/pdsh launcher
-    elif args.multi_gpu:
+    elif args.multi_gpu or args.use_fsdp:
         env = prepare_multi_gpu_env(args)
     return args, env
 
 
 @pytest.mark.parametrize("name, processes, kind", [("1gpu.yaml", 1, "single"), ("ddp-8gpu.yaml", 8, "ddp"),
-                                                   ("zero3-8gpu.yaml", 8, "deepspeed"), ("ddp-2cpu.yaml", 2, "ddp")])
+                                                   ("zero3-8gpu.yaml", 8, "deepspeed"), ("fsdp-8gpu.yaml", 8, "fsdp"),
+                                                   ("ddp-2cpu.yaml", 2, "ddp")])
 def test_accelerate_resolves_the_launch(name, processes, kind, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     args, env = resolve_launch(CONFIGS / name)
     assert args.module and args.training_script == "rtool.cli" and args.training_script_args == ["sft"]
     assert args.num_processes == processes
-    assert (args.multi_gpu, args.use_deepspeed) == {"single": (False, False), "ddp": (True, False),
-                                                     "deepspeed": (False, True)}[kind]
+    assert (args.multi_gpu, args.use_deepspeed, args.use_fsdp) == {
+        "single": (False, False, False), "ddp": (True, False, False), "deepspeed": (False, True, False),
+        "fsdp": (False, False, True)}[kind]
     if kind != "single":
         assert args.nproc_per_node == str(processes)
         assert env["ACCELERATE_MIXED_PRECISION"] == EXPECTED[name]["mixed_precision"]
@@ -104,9 +113,14 @@ def test_accelerate_resolves_the_launch(name, processes, kind, monkeypatch):
         assert env["ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"] == "true"
         assert env["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == "true"
         assert "ACCELERATE_GRADIENT_ACCUMULATION_STEPS" not in env
+    if kind == "fsdp":  # what the training processes read (rtool.train.sharding, accelerate's FSDP plugin)
+        assert env["ACCELERATE_USE_FSDP"] == "true"
+        assert env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
+        assert env["FSDP_VERSION"] == "2"
+        assert env["FSDP_STATE_DICT_TYPE"] == "FULL_STATE_DICT"
 
 
-@pytest.mark.parametrize("name", ["ddp-8gpu.yaml", "zero3-8gpu.yaml"])
+@pytest.mark.parametrize("name", ["ddp-8gpu.yaml", "zero3-8gpu.yaml", "fsdp-8gpu.yaml"])
 def test_two_nodes_as_the_readme_launches_them(name, monkeypatch):
     """README: the same config on both nodes plus --num_machines 2 --num_processes 16 --machine_rank R
     --main_process_ip HEAD --main_process_port 29500: 8 processes a node, rendezvous at the head node."""
@@ -353,3 +367,25 @@ def test_makefile_sft_runs_under_accelerate_with_two_cpu_processes(tmp_path, tin
     assert [row["step"] for row in rows] == [1, 2]  # one writer, two processes
     assert any(not torch.equal(a, b) for a, b in zip(weights(tiny_model_dir).values(), weights(out).values()))
     assert (run / "done" / "sft").is_file()
+
+
+@needs_make
+def test_check_loading_reports_every_process(tmp_path, tiny_model_dir):
+    """`make check-loading`, the GPU node's host-memory check, as far as a CPU runs it: with the 2-process CPU DDP
+    config (not sharded: no verdict) it runs 2 sft steps in each process and prints each one's peak memory."""
+    run = tmp_path / "run"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "CUDA_VISIBLE_DEVICES": "",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RTOOL_DEBUG": "0"}
+    result = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-C", str(GPU), "check-loading", f"OUT={run}", "NGPUS=2",
+         f"CHECK_MODEL={tiny_model_dir}", "ACCEL_CONFIG=accelerate/ddp-2cpu.yaml", f"PYTHON={sys.executable}"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    out = run / "check-loading" / "sft"
+    assert result.stdout.splitlines()[:3] == [str(out), f"model: {tiny_model_dir}, 0 MiB in float32",
+                                              "rank  peak MiB at training start  peak MiB at end"]
+    table = [line.split() for line in result.stdout.splitlines()[3:]]
+    assert [row[0] for row in table] == ["0", "1"] and len(table) == 2
+    assert all(0 < int(row[1]) <= int(row[2]) for row in table)
+    assert (out / "model.safetensors").is_file()

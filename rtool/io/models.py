@@ -5,6 +5,7 @@
     model, tok = load_model("SmolLM2-135M-Instruct.Q4_1.gguf") # dequantized into a plain, savable model (and a
                                                                # copy cached for the next load: rtool.io.gguf_cache)
     model, tok = load_model("runs/lora", for_training=True)    # PEFT adapter on its base, still trainable
+    model, tok = load_model("runs/sft", weights=False)          # its shapes only, on the meta device (see there)
     save_model(model, tok, "runs/out")                         # safetensors, written atomically
 
 Pickle weights (.bin/.pt) are refused unless `allow_pickle=True`: unpickling runs code. Model code from a checkpoint
@@ -13,6 +14,7 @@ runs only with `trust_remote_code=True`. Hub ids resolve from the local cache wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, replace
@@ -292,21 +294,24 @@ def record_absolute_base(adapter_dir: Path) -> None:
 
 
 def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
-               allow_pickle: bool = False, for_training: bool = False, chat_template: str | None = None):
+               allow_pickle: bool = False, for_training: bool = False, chat_template: str | None = None,
+               weights: bool = True):
     """Load (model, tokenizer) from a local dir, hub id, .gguf file or PEFT adapter dir.
 
     GGUF weights are dequantized into a plain model (savable and trainable). A PEFT adapter is loaded on its base
     model: kept as a trainable PeftModel when `for_training`, else merged into the base for fast inference.
     The model is in eval() mode unless `for_training`; the tokenizer pads left (right when `for_training`).
+    `weights=False` builds the same model without reading its weights (`_empty_model`): for a training process
+    that receives them from rank 0 (`rtool.train.sharding`).
     """
     src = localize(resolve_source(spec, allow_pickle=allow_pickle), allow_pickle=allow_pickle)
     require_causal_lm(src, spec)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if src.kind == "peft":
-        model = _load_peft(src, torch_dtype, device, trust_remote_code, allow_pickle, for_training)
+        model = _load_peft(src, torch_dtype, device, trust_remote_code, allow_pickle, for_training, weights)
     else:
-        model = _load_base(src, torch_dtype, device, trust_remote_code, allow_pickle)
+        model = _load_base(src, torch_dtype, device, trust_remote_code, allow_pickle, weights)
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                                padding_side="right" if for_training else "left", source=src,
                                chat_template=chat_template)
@@ -314,7 +319,7 @@ def load_model(spec, *, dtype: str = "auto", device: str = "auto", trust_remote_
     if gen is not None and gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id  # else generate() warns on every call
     model.train(for_training)
-    logger.debug("loaded %s (%s) as %s on %s", spec, src.kind, torch_dtype, device)
+    logger.debug("loaded %s (%s) as %s on %s", spec, src.kind, torch_dtype, device if weights else "meta")
     return model, tokenizer
 
 
@@ -362,14 +367,15 @@ def _architecture(path: str) -> str | None:
     return (list(config.get("architectures") or []) or [None])[0]
 
 
-def _load_base(src: Source, torch_dtype, device: str, trust_remote_code: bool, allow_pickle: bool):
+def _load_base(src: Source, torch_dtype, device: str, trust_remote_code: bool, allow_pickle: bool,
+               weights: bool = True):
     """The model `src` names, in `torch_dtype` on `device`. A GGUF file not converted yet is dequantized in float32
     on the CPU and kept so (`rtool.io.gguf_cache`), then cast and moved: its copy then serves every later load, in any
     dtype and on any device (a GPU's auto dtype is bf16). One too large to keep is dequantized straight into
-    `torch_dtype` on `device`."""
+    `torch_dtype` on `device`. Without `weights`, nothing is dequantized: the GGUF's config gives the shapes."""
     import torch
 
-    if src.kind == "gguf" and not src.converted:
+    if weights and src.kind == "gguf" and not src.converted:
         from rtool.io import gguf_cache
 
         if gguf_cache.worth_keeping(src.gguf_file):
@@ -377,10 +383,11 @@ def _load_base(src: Source, torch_dtype, device: str, trust_remote_code: bool, a
             tokenizer = load_tokenizer(src.gguf_file, trust_remote_code=trust_remote_code, source=src)
             gguf_cache.store(src.gguf_file, model, lambda where: save_model(model, tokenizer, where))
             return model.to(device=device, dtype=torch_dtype)
-    return _from_pretrained(src, torch_dtype, device, trust_remote_code, allow_pickle)
+    return _from_pretrained(src, torch_dtype, device, trust_remote_code, allow_pickle, weights)
 
 
-def _from_pretrained(src: Source, torch_dtype, device: str, trust_remote_code: bool, allow_pickle: bool):
+def _from_pretrained(src: Source, torch_dtype, device: str, trust_remote_code: bool, allow_pickle: bool,
+                     weights: bool = True):
     from transformers import AutoModelForCausalLM
 
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
@@ -398,7 +405,11 @@ def _from_pretrained(src: Source, torch_dtype, device: str, trust_remote_code: b
     else:
         kwargs["use_safetensors"] = None if allow_pickle else True
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if weights:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        else:
+            model = _empty_model(AutoModelForCausalLM, path, {"gguf_file": kwargs.get("gguf_file")}, torch_dtype,
+                                 trust_remote_code)
     except ImportError as error:
         raise UserError(f"cannot load {src.gguf_file or src.path}: {error}") from error
     except Exception as error:
@@ -414,6 +425,28 @@ def _from_pretrained(src: Source, torch_dtype, device: str, trust_remote_code: b
         model.name_or_path = model.config.name_or_path = src.path
     elif src.kind == "gguf":
         _clear_quantizer(model)
+    return model
+
+
+def _empty_model(auto, path: str, config_kwargs: dict, torch_dtype, trust_remote_code: bool):
+    """The model `auto` builds from the config at `path` (`config_kwargs` added to it, e.g. gguf_file or labels)
+    without reading a weight: its parameters on the meta device (shapes and dtypes, no memory), its buffers real
+    (what the model computes, e.g. rotary frequencies, which no checkpoint holds), its generation config read as
+    `from_pretrained` reads it. For a process that receives its weights from another (FSDP's broadcast from rank 0:
+    `rtool.train.sharding`)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, GenerationConfig
+
+    config_kwargs = {key: value for key, value in config_kwargs.items() if value is not None}
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **config_kwargs)
+    with init_empty_weights():  # parameters only: buffers stay real
+        model = auto.from_config(config, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    model.tie_weights()  # init_empty_weights gives each module its own meta parameter, tied ones too
+    if model.can_generate() and "gguf_file" not in config_kwargs:
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(path)
+        except OSError:  # none saved: the one from_config derived from the model config stays
+            pass
     return model
 
 
@@ -436,24 +469,38 @@ def _clear_quantizer(model) -> None:
         model.is_quantized = False
 
 
-def _load_peft(src: Source, torch_dtype, device, trust_remote_code, allow_pickle, for_training):
+def _load_peft(src: Source, torch_dtype, device, trust_remote_code, allow_pickle, for_training, weights=True):
     from peft import PeftModel
 
     base_spec = _adapter_base(Path(src.path))
     base_src = adapter_base_source(Path(src.path), allow_pickle=allow_pickle)
     if base_src.kind == "peft":
         raise UserError("an adapter's base model is itself an adapter; merge it first", path=src.path)
-    base = _load_base(base_src, torch_dtype, device, trust_remote_code, allow_pickle)  # a GGUF base is kept unmerged
+    # A GGUF base is kept unmerged; without `weights`, the adapter's (small) weights load onto an empty base.
+    base = _load_base(base_src, torch_dtype, device, trust_remote_code, allow_pickle, weights)
     try:
-        model = PeftModel.from_pretrained(base, src.path, is_trainable=for_training)
+        with _quiet_meta_copies():
+            model = PeftModel.from_pretrained(base, src.path, is_trainable=for_training)
     except (OSError, ValueError, RuntimeError) as error:
         raise UserError(f"cannot load adapter onto {base_spec}: {str(error).splitlines()[0][:300]}",
                         path=src.path) from error
     return model if for_training else model.merge_and_unload()
 
 
+@contextlib.contextmanager
+def _quiet_meta_copies():
+    """Adapter weights loaded onto an empty base (`weights=False`) are no-op copies into meta tensors, as meant:
+    no torch warning for each."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="for .*: copying from a non-meta parameter")
+        yield
+
+
 def load_token_classifier(spec, *, num_labels: int = 2, new_tokens=(), dtype: str = "auto", device: str = "auto",
-                          trust_remote_code: bool = False, allow_pickle: bool = False, for_training: bool = False):
+                          trust_remote_code: bool = False, allow_pickle: bool = False, for_training: bool = False,
+                          weights: bool = True):
     """Load (model, tokenizer) as a `*ForTokenClassification` model with `num_labels` labels (prm-train's PRM).
 
     A token-classification checkpoint (its config's architecture) loads as it is, and must have `num_labels`
@@ -461,7 +508,8 @@ def load_token_classifier(spec, *, num_labels: int = 2, new_tokens=(), dtype: st
     backbone to a fresh, randomly initialised head (seed torch first for a reproducible head). A token-classification
     LoRA adapter (PEFT task TOKEN_CLS, as prm-train --lora writes) loads on its base, kept trainable when
     `for_training`, else merged. `new_tokens` missing from the tokenizer are added, and the embedding matrix grows
-    to cover them when it has no rows to spare. The tokenizer pads right when `for_training`.
+    to cover them when it has no rows to spare. The tokenizer pads right when `for_training`. `weights=False`: the
+    same model, its weights not read (as `load_model`'s).
     """
     import torch
 
@@ -479,16 +527,18 @@ def load_token_classifier(spec, *, num_labels: int = 2, new_tokens=(), dtype: st
         base_spec = adapter_base_source(Path(src.path), allow_pickle=allow_pickle).path
         base, _ = load_token_classifier(base_spec, num_labels=num_labels, new_tokens=new_tokens, dtype=dtype,
                                         device=device, trust_remote_code=trust_remote_code,
-                                        allow_pickle=allow_pickle)
+                                        allow_pickle=allow_pickle, weights=weights)
         _fit_embeddings(base, len(tokenizer))
         try:
-            model = PeftModel.from_pretrained(base, src.path, is_trainable=for_training)
+            with _quiet_meta_copies():
+                model = PeftModel.from_pretrained(base, src.path, is_trainable=for_training)
         except (OSError, ValueError, RuntimeError) as error:
             raise UserError(f"cannot load adapter onto {base_spec}: {str(error).splitlines()[0][:300]}",
                             path=src.path) from error
         model = model if for_training else model.merge_and_unload()
     else:
-        model = _token_classifier(src, spec, num_labels, torch_dtype, torch_device, trust_remote_code, allow_pickle)
+        model = _token_classifier(src, spec, num_labels, torch_dtype, torch_device, trust_remote_code, allow_pickle,
+                                  weights)
         _fit_embeddings(model, len(tokenizer))
     model.train(for_training)
     return model, tokenizer
@@ -502,7 +552,7 @@ def _adapter_task(adapter_dir: Path) -> str | None:
 
 
 def _token_classifier(src: Source, spec, num_labels: int, torch_dtype, device: str, trust_remote_code: bool,
-                      allow_pickle: bool):
+                      allow_pickle: bool, weights: bool = True):
     """The model `src` names as a token classifier: as stored when it is one, else its backbone under a fresh head."""
     import transformers
 
@@ -520,7 +570,7 @@ def _token_classifier(src: Source, spec, num_labels: int, torch_dtype, device: s
             raise UserError(f"{spec} is a {arch} with {config.num_labels} labels; {num_labels} are needed",
                             hint="start from its causal LM instead, for a fresh head")
         return _from_pretrained_as(transformers.AutoModelForTokenClassification, src, path, {}, torch_dtype, device,
-                                   trust_remote_code, allow_pickle, spec)
+                                   trust_remote_code, allow_pickle, spec, weights=weights)
     if arch is not None and arch.endswith("ForProcessRewardModel"):
         raise UserError(f"{spec} is a {arch}: a head defined by code shipped with the checkpoint, which rtool does "
                         "not train", hint="start from its causal LM (e.g. the Qwen2.5-Math base) instead")
@@ -530,23 +580,32 @@ def _token_classifier(src: Source, spec, num_labels: int, torch_dtype, device: s
         # A GGUF file not converted yet, or a causal-LM adapter: the causal LM (dequantized or merged), its backbone
         # copied under a fresh head.
         causal, _ = load_model(spec, dtype="float32", device="cpu", trust_remote_code=trust_remote_code,
-                               allow_pickle=allow_pickle)
+                               allow_pickle=allow_pickle, weights=weights)
         config = causal.config
         for key, value in labels.items():
             setattr(config, key, value)
         config.architectures = None
-        model = transformers.AutoModelForTokenClassification.from_config(config, dtype=torch_dtype,
-                                                                         trust_remote_code=trust_remote_code)
+        from accelerate import init_empty_weights
+
+        with contextlib.nullcontext() if weights else init_empty_weights():
+            model = transformers.AutoModelForTokenClassification.from_config(config, dtype=torch_dtype,
+                                                                             trust_remote_code=trust_remote_code)
+        if not weights:
+            model.tie_weights()  # as in _empty_model
+            return model
         model.base_model.load_state_dict(causal.base_model.state_dict())
         del causal
         return model.to(device=device, dtype=torch_dtype)
     return _from_pretrained_as(transformers.AutoModelForTokenClassification, src, path, labels, torch_dtype, device,
-                               trust_remote_code, allow_pickle, spec, fresh_head=True)
+                               trust_remote_code, allow_pickle, spec, fresh_head=True, weights=weights)
 
 
 def _from_pretrained_as(auto, src: Source, path: str, extra: dict, torch_dtype, device: str, trust_remote_code: bool,
-                        allow_pickle: bool, spec, fresh_head: bool = False):
+                        allow_pickle: bool, spec, fresh_head: bool = False, weights: bool = True):
     import transformers
+
+    if not weights:
+        return _empty_model(auto, path, extra, torch_dtype, trust_remote_code)
 
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, "output_loading_info": True,
                     "use_safetensors": True if src.converted else (None if allow_pickle else True), **extra}
@@ -576,16 +635,17 @@ def _from_pretrained_as(auto, src: Source, path: str, extra: dict, torch_dtype, 
 
 def _fit_embeddings(model, size: int) -> None:
     """Grow the input embeddings to `size` rows when tokens were added beyond the rows it has (new rows: the mean
-    and covariance of the old ones, transformers' default)."""
+    and covariance of the old ones, transformers' default; on the meta device, shapes only)."""
     import transformers
 
-    rows = model.get_input_embeddings().num_embeddings
+    embeddings = model.get_input_embeddings()
+    rows = embeddings.num_embeddings
     if rows >= size:
         return
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # its note on mean resizing: said once below, in rtool's words
     try:
-        model.resize_token_embeddings(size)
+        model.resize_token_embeddings(size, mean_resizing=not embeddings.weight.is_meta)
     finally:
         transformers.logging.set_verbosity(verbosity)
     logger.info("input embeddings grown from %d to %d rows for added tokens (new rows: the old rows' mean and "

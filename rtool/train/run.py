@@ -31,7 +31,7 @@ from rtool.errors import UserError
 from rtool.io.models import read_chat_template
 from rtool.io.records import piped_stdin
 from rtool.log import logger
-from rtool.train import checkpoints, outdir, processes
+from rtool.train import checkpoints, outdir, processes, sharding
 from rtool.train import core as training
 from rtool.train.card import base_model_name, write_model_card
 from rtool.train.core import Hyperparams
@@ -151,6 +151,7 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     command writes it to stdout: only that), None on the other ranks."""
     run.check()
     processes.check_devices()
+    sharding.check()
     processes.quiet_other_ranks()
     training.quiet_libraries()
     start = checkpoints.prepare_out_dir(run.out, run.resume, run.overwrite, inputs=run.inputs())
@@ -217,16 +218,18 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> int:
             raise UserError("no training rows", path=run.data if run.data != "-" else "<stdin>",
                             hint=recipe.empty_hint())
 
-        model, _ = (recipe.load_model or load_model)(run.model, dtype=prec.load_dtype, device=prec.load_device,
-                                                      trust_remote_code=run.trust_remote_code,
-                                                      allow_pickle=run.allow_pickle, for_training=True)
+        args = training.trainer_args(hp, prec, report_to=run.report_to, passed=run.trl_args)
+        # The trainer's arguments before the model: under ZeRO-3 or FSDP, no process holds a copy it does not need.
+        with sharding.model_loading(args) as reads_weights:
+            model, _ = (recipe.load_model or load_model)(run.model, dtype=prec.load_dtype, device=prec.load_device,
+                                                          trust_remote_code=run.trust_remote_code,
+                                                          allow_pickle=run.allow_pickle, for_training=True,
+                                                          weights=reads_weights)
         model, peft_config = adapter_start(model, run.lora.peft_config(recipe.lora_task))
         callbacks = [training.MetricsCallback(run.out / checkpoints.METRICS_FILE)]
         try:
             with training.stdout_to_stderr():
-                trainer = recipe.build_trainer(model=model, tokenizer=tokenizer, dataset=dataset,
-                                               args=training.trainer_args(hp, prec, report_to=run.report_to,
-                                                                          passed=run.trl_args),
+                trainer = recipe.build_trainer(model=model, tokenizer=tokenizer, dataset=dataset, args=args,
                                                peft_config=peft_config, callbacks=callbacks)
         except ValueError as error:
             raise lora_user_error(error) or error
