@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -55,7 +56,9 @@ def model_loading(args: dict):
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     with contextlib.redirect_stdout(sys.stderr):
-        training_args = TrainingArguments(**copy.deepcopy(args))  # a copy: the trainer gets `args` as they were
+        # A copy (the trainer gets `args` as they were) without a recipe's TRL-only settings (grpo's epsilon_high).
+        fields = {field.name for field in dataclasses.fields(TrainingArguments)}
+        training_args = TrainingArguments(**copy.deepcopy({key: value for key, value in args.items() if key in fields}))
         fsdp = _env_flag("ACCELERATE_USE_FSDP") or bool(training_args.fsdp)
         on_accelerator = training_args.device.type != "cpu"
         ram_efficient = _env_flag("FSDP_CPU_RAM_EFFICIENT_LOADING")
