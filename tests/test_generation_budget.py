@@ -37,7 +37,8 @@ def short_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def short(short_model_dir):
-    backend = open_backend(short_model_dir, "hf", batch_size=4)
+    # float32 on every device: samples compared across batch sizes agree to the token on a GPU too.
+    backend = open_backend(short_model_dir, "hf", batch_size=4, dtype="float32")
     yield backend
     backend.close()
 
