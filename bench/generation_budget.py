@@ -12,7 +12,9 @@ Both commands as a user runs them, hf backend on the CPU, default --batch-size (
     eval of the untrained student on 16 test prompts: every row runs on to the model's context (1024 positions),
              where the default budget is clamped; it used to run to 32768 tokens (over 150 s for 2 prompts)
 
-The settings alternate run by run, so a change in the machine's load falls on both; the ratio is of the medians.
+The settings alternate run by run, so a change in the machine's load falls on both. The goal is on CPU seconds
+(user + system of the process, torch on one thread), which the other jobs of a shared machine barely change; wall
+seconds are shown beside them. Ratios are of the medians.
 The outputs of the two budgets are compared: completions that end by 120 tokens must be the same.
 
 Rows that have ended stay in their batch until its last row ends (transformers' `generate` pads them): what that
@@ -30,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, machine, run_measured, write_section
+from common import REPO, machine, run_timed, write_section
 
 RTOOL = str(Path(sys.executable).with_name("rtool"))
 GOAL = 1.2
@@ -64,30 +66,31 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # tiny models on shared cores (see "generation")
     setup = machine()
     scratch = Path(tempfile.mkdtemp(prefix="rtool-budget-"))
-    table = ["| workload | budget | median s | runs s | peak RSS MB | mean tokens | truncated | default / 120 |",
-             "|---|---|---|---|---|---|---|---|"]
+    table = ["| workload | budget | median CPU s | runs: CPU s | runs: wall s | peak RSS MB | mean tokens | truncated "
+             "| default / 120 (CPU) |", "|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for name, command in commands(args.work, scratch).items():
         student = "student" in name
         budgets = ["default (32768)"] if student else ["default (32768)", "--max-new-tokens 120"]
-        runs: dict[str, dict] = {budget: {"times": []} for budget in budgets}
+        runs: dict[str, dict] = {budget: {"times": [], "walls": []} for budget in budgets}
         for _ in range(1 if student else args.repeats):
             for budget in budgets:
                 out = scratch / "out.jsonl"
                 flags = ["--max-new-tokens", "120"] if budget.startswith("--") else []
                 target = ["-o", str(out), "--overwrite"] if command[1] == "distill" else \
                     ["--records", str(out), "--overwrite"]
-                seconds, peak = run_measured([*command, *flags, *target])
+                wall, seconds, peak = run_timed([*command, *flags, *target])
                 rows = [json.loads(line) for line in out.read_text().splitlines()]
                 run = runs[budget]
                 run["times"].append(seconds)
+                run["walls"].append(wall)
                 run["peak"] = max(run.get("peak", 0), peak // 1024)
                 run["tokens"] = statistics.mean(row["completion_tokens"] for row in rows)
                 run["truncated"] = sum(row["finish_reason"] == "length" for row in rows) / len(rows)
                 run["outputs"] = sorted((str(row["id"]), row["sample"], row["completion"]) for row in rows)
-                print(json.dumps({"workload": name, "budget": budget, "seconds": round(seconds, 2),
-                                  "peak_rss_mb": run["peak"], "mean_tokens": round(run["tokens"], 1),
-                                  "truncated": run["truncated"]}), flush=True)
+                print(json.dumps({"workload": name, "budget": budget, "cpu_s": round(seconds, 2),
+                                  "wall_s": round(wall, 2), "peak_rss_mb": run["peak"],
+                                  "mean_tokens": round(run["tokens"], 1), "truncated": run["truncated"]}), flush=True)
         medians = {budget: statistics.median(run["times"]) for budget, run in runs.items()}
         ratio = None if student else medians[budgets[0]] / medians[budgets[1]]
         if ratio is not None:
@@ -97,18 +100,19 @@ def main() -> None:
                               "same_outputs": same}), flush=True)
         for budget, run in runs.items():
             shown = f"{ratio:.2f}x" if ratio is not None and budget == budgets[0] else ""
-            table.append(f"| {name} | {budget} | {medians[budget]:.1f} | "
-                         f"{', '.join(f'{t:.1f}' for t in run['times'])} | {run['peak']} | {run['tokens']:.1f} | "
-                         f"{run['truncated']:.0%} | {shown} |")
+            shown_runs = " | ".join(", ".join(f"{t:.1f}" for t in run[kind]) for kind in ("times", "walls"))
+            table.append(f"| {name} | {budget} | {medians[budget]:.1f} | {shown_runs} | {run['peak']} | "
+                         f"{run['tokens']:.1f} | {run['truncated']:.0%} | {shown} |")
     rows_cost = finished_rows_cost(args.work / "teacher")
     body = (f"`python bench/generation_budget.py` on {setup}, torch on 1 thread, the quickstart's teacher and "
             f"untrained student (tiny Llamas, 1024 positions), hf backend on the CPU, default --batch-size 16. The "
             f"two budgets alternate run by run ({args.repeats} runs each); goal: default within {GOAL}x of "
-            f"--max-new-tokens 120.\n\n" + "\n".join(table) + "\n\n"
+            f"--max-new-tokens 120 in CPU seconds (user + system, which the machine's other jobs barely change).\n\n"
+            + "\n".join(table) + "\n\n"
             + "Default / 120: " + "; ".join(notes) + ". Before (750708e: batches capped at --batch-size x 2048 "
             "padded tokens of prompt + budget, so one row each, and no clamp to the context), the same eval took "
-            "90.6 s by default against 12.9 s with 120 (7.0x; one run each, load 1.4), and the untrained student was "
-            "killed after 150 s on 2 prompts.\n\n"
+            "90.6 s by default against 12.9 s with 120 (7.0x wall; one run each, load 1.4), and issue 24 reports the "
+            "untrained student killed after 150 s on 2 prompts.\n\n"
             + f"Rows that ended early stay in their batch until its last row ends: a decode step of the teacher with "
             f"16 rows took {rows_cost[16]:.2f} ms against {rows_cost[1]:.2f} ms with 1 row "
             f"({rows_cost[16] / rows_cost[1]:.1f}x, best of 3 runs of 200 steps), so a batch whose other rows had "
