@@ -20,13 +20,22 @@ def machine() -> str:
 
 def run_measured(command: list[str], **kwargs) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of a whole process, from /usr/bin/time -v."""
+    seconds, _, peak = run_timed(command, **kwargs)
+    return seconds, peak
+
+
+def run_timed(command: list[str], **kwargs) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system: what a loaded machine's other jobs barely change) and peak RSS
+    (KiB) of a whole process, from /usr/bin/time -v."""
     started = time.perf_counter()
     result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True, **kwargs)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{command} failed: {result.stderr[-2000:]}")
     peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
-    return seconds, peak
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", result.stderr).group(1))
+              for kind in ("User", "System"))
+    return seconds, cpu, peak
 
 
 def write_section(title: str, body: str) -> None:

@@ -6,6 +6,9 @@ python startup.py
 python grading.py
 python eval_memory.py
 python generation.py
+# The default --max-new-tokens against 120 on the quickstart's teacher: needs a finished `make quickstart`.
+if [ -d ../examples/quickstart/work/teacher ]; then python generation_budget.py
+else echo "bench: generation_budget.py skipped: run make quickstart first" >&2; fi
 python prm_score.py
 python bon.py
 python sft.py

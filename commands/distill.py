@@ -8,7 +8,8 @@ Each output row is its input row plus `id`, `prompt_messages` (the conversation 
 `completion`, `sample`, `teacher` (--teacher-name, else the model as --teacher names it), `pred`, `correct` (true,
 false, or null when the row has no gold answer), `finish_reason` (stop|length), `completion_tokens` (null when an
 endpoint reports no usage) and `sampling` (backend, teacher, temperature, top_p, top_k, min_p, repetition_penalty,
-max_new_tokens, seed, system: "" when none was sent); with several endpoints,
+max_new_tokens, seed, system: "" when none was sent, split and subset of the input, chat_template and prompt_template:
+`sha256:HEX` of the --chat-template and --prompt-template files' text, "" for none); with several endpoints,
 also `endpoint` (the URL that drew the sample). Negatives are kept:
 `rtool sft` skips them by default and `rtool redi` learns from them. A summary goes to stderr.
 
@@ -20,7 +21,11 @@ field, e.g. an instruction in the user turn (DeepSeek-R1's card) or LiteCoT's co
     rtool distill --teacher T --prompt-template concise.j2 < graded.jsonl > concise.jsonl
 
 `--out FILE` refuses a file that already holds samples unless `--resume` (add the missing samples, with the same
-sampling settings: a different setting is an error, not a silent mix) or `--overwrite` (start the file again).
+`sampling` record: a different setting, split or template is an error, not a silent mix) or `--overwrite` (start the
+file again).
+
+`--max-new-tokens` (32768) is a cap, not a cost: batches hold `--batch-size` rows and each row stops at its end of
+turn; a budget past the model's context is clamped to it with one warning (see README, distill).
 """
 
 from __future__ import annotations
@@ -112,23 +117,24 @@ def distill_cmd(
     writer = RecordWriter(out, append=not overwrite)  # an unwritable --out is refused before the teacher loads
 
     from rtool.generate.backends import engine_settings, open_backend
-    from rtool.generate.traces import sample_traces, sampling_record, warn_truncated
+    from rtool.generate.traces import as_recorded, sample_traces, sampling_record, warn_truncated
     from rtool.progress import Progress
 
     stats = ReadStats()
     rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=stats), input)
+    engine = engine_settings(chat_template, tensor_parallel_size, gpu_memory_utilization, max_model_len)
     generator = open_backend(teacher, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                              dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                             allow_pickle=allow_pickle, request_timeout=request_timeout,
-                             **engine_settings(chat_template, tensor_parallel_size, gpu_memory_utilization,
-                                               max_model_len))
+                             allow_pickle=allow_pickle, request_timeout=request_timeout, **engine)
     summary = _Summary()
     try:
-        sampling = sampling_record(generator, params, system_prompt)
-        if resume:
-            if existing.done and existing.settings is None:
+        sampling = sampling_record(generator, params, system_prompt, split=split, subset=subset,
+                                   chat_template=engine["chat_template"], prompt_template=template)
+        if resume and existing.done:
+            if existing.settings is None:
                 logger.warning("%s has no `sampling` records (written by an older rtool): cannot check that "
                                "--resume uses the same settings", out)
+            sampling = as_recorded(sampling, existing.settings, out)
             # A backend's name (hf vs vllm) counts as a setting: their numerics differ.
             existing.check_same_settings(sampling, out, what="sampling")
         with writer, Progress("distill", total=_samples_to_draw(input, params.n, done)) as progress:

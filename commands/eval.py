@@ -6,7 +6,10 @@
     rtool eval --group-by teacher < traces.jsonl                     # one summary per teacher (T1, T2 appended)
 
 stdout: one JSON summary: prompts, samples per prompt, pass@1 (mean over samples), unbiased pass@k for k = 1, 2,
-4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable count. stderr: a table.
+4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable count, and what produced them: the
+model, the bench (or input) with its split and subset, and `sampling` (with --model: the settings and templates
+used; grading rows: the `sampling`, `teacher` and model the rows record, a list of each value when they differ).
+stderr: a table.
 `--group-by FIELD` (e.g. teacher) tallies each value of the field apart: stdout is one JSON object keyed by the
 value, each a summary as above (`jq '.T1["pass@1"]'`), stderr a table with one row per value; rows without the
 field are summarised under "(none)" (a warning counts them). Samples of one prompt in two groups are no repeat.
@@ -79,7 +82,8 @@ def eval_cmd(
     from rtool.grade.metrics import EvalTally, GroupedTally
     from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records, write_json
     from rtool import __version__
-    from rtool.generate.traces import choose_system_prompt, sampling_record, warn_identical_samples, warn_truncated
+    from rtool.generate.traces import (RowsProvenance, choose_system_prompt, sampling_record, warn_identical_samples,
+                                       warn_truncated)
     from rtool.progress import Progress, count_rows
 
     fields = FieldMap(prompt_field, answer_field)
@@ -105,20 +109,21 @@ def eval_cmd(
     writer = RecordWriter(records, atomic=True, overwrite=overwrite) if records else None
     source = bench if model is not None else input
     rows = first_rows(read_records(source, split=split, subset=subset, skip_bad=skip_bad, stats=stats), source)
+    sources: dict[int, RowsProvenance] = {}  # id(tally) -> what its rows record (grading rows from the input)
     generator = None
     finished = False
     try:
         if model is not None:
             from rtool.generate.backends import engine_settings, open_backend
 
+            engine = engine_settings(chat_template, tensor_parallel_size, gpu_memory_utilization, max_model_len)
             generator = open_backend(model, backend, base_url=base_url, api_model=api_model, batch_size=batch_size,
                                      dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                     allow_pickle=allow_pickle, request_timeout=request_timeout,
-                                     **engine_settings(chat_template, tensor_parallel_size, gpu_memory_utilization,
-                                                       max_model_len))
+                                     allow_pickle=allow_pickle, request_timeout=request_timeout, **engine)
             system_prompt = choose_system_prompt(system, no_system)
-            sampling = sampling_record(generator, params, system_prompt)
-            graded = _generate_and_grade(generator, rows, fields, params, system_prompt, batch_size)
+            sampling = sampling_record(generator, params, system_prompt, split=split, subset=subset,
+                                       chat_template=engine["chat_template"])
+            graded = _generate_and_grade(generator, rows, fields, params, system_prompt, sampling, batch_size)
         else:
             graded = _grade_completions(rows, fields, workers)
         rows_in = count_rows(source)  # generating: bench rows x samples; grading: one row per input row
@@ -126,6 +131,8 @@ def eval_cmd(
         with Progress("eval", total=total) as progress:
             for row, input_row in graded:
                 counted = grouped.tally_for(row) if grouped else tally
+                if model is None:  # what the rows say produced them, per summary
+                    sources.setdefault(id(counted), RowsProvenance()).add(row)
                 counted.add(row["id"], row["pred"], row["correct"], row.get("completion_tokens"),
                             row.get("finish_reason"), sample=row.get("sample"), source=input_row,
                             bon_n=row.get("bon_n"), bon_method=row.get("bon_method"))
@@ -140,23 +147,31 @@ def eval_cmd(
             writer.close()
         elif writer is not None:
             writer.abort()  # --records FILE stays as it was
-    def described(counts: dict) -> dict:
-        summary = {"model": model, "bench": source if source != "-" else None, **counts}
+    def described(tally) -> dict:
+        summary = {"model": model, "bench": source if source != "-" else None, "split": split, "subset": subset,
+                   **tally.summary()}
         if stats.skipped:
             summary["skipped_lines"] = stats.skipped
         if model is not None:  # what produced the numbers: the model as the backend named it, settings, seed, system
             summary["sampling"] = {**sampling, "n": num_samples}
+        else:  # what the rows record of the run that produced them
+            recorded = sources.get(id(tally), RowsProvenance()).summary()
+            if isinstance(recorded["sampling"], dict):
+                recorded["sampling"] = {**recorded["sampling"], "n": summary.get("samples_per_prompt")}
+            summary.update(recorded)
         summary["rtool_version"] = __version__
         return summary
 
     tallies = list(grouped.groups.values()) if grouped else [tally]
     if model is not None:
         warn_truncated(sum(t.truncated for t in tallies), sum(t.samples for t in tallies), max_new_tokens)
+    else:
+        _warn_mixed_sources(group_by, grouped, tally, sources)
     if grouped is None:
-        summary = described(tally.summary())
+        summary = described(tally)
         _show_table(summary, stderr_console())
     else:
-        summary = {key: described(counts) for key, counts in grouped.summary().items()}
+        summary = {key: described(counted) for key, counted in grouped.groups.items()}
         _warn_missing_group(grouped)
         _show_group_table(group_by, summary, stderr_console())
     write_json(summary, out)
@@ -170,11 +185,11 @@ def _refuse_existing_summary(out: str, overwrite: bool) -> None:
         raise UserError(f"{out}: already exists", hint="pass --overwrite to replace it, or choose another --out")
 
 
-def _generate_and_grade(generator, rows, fields, params, system, batch_size) -> Iterator[tuple[dict, dict]]:
+def _generate_and_grade(generator, rows, fields, params, system, sampling,
+                        batch_size) -> Iterator[tuple[dict, dict]]:
     """(graded row, the bench row it came from: errors name its file:line)."""
-    from rtool.generate.traces import sample_traces, sampling_record
+    from rtool.generate.traces import sample_traces
 
-    sampling = sampling_record(generator, params, system)
     # A fleet of endpoints (--model URL1,URL2) has --batch-size requests in flight per endpoint: wider chunks.
     for trace in sample_traces(generator, rows, fields, params, system=system,
                                chunk_prompts=batch_size * generator.servers):
@@ -201,6 +216,24 @@ def _grade_completions(rows, fields, workers: int) -> Iterator[tuple[dict, dict]
         if gold is None and isinstance(row.get("correct"), bool):
             correct = row["correct"]
         yield {**row, "id": prompt_id(row, fields), "pred": pred, "correct": correct}, row
+
+
+def _warn_mixed_sources(group_by, grouped, tally, sources) -> None:
+    """One warning when a summary's rows come from several teachers or sampling settings (its `teacher` or
+    `sampling` is then a list): pass@k over a mix is rarely what was meant."""
+    from rtool.log import logger
+
+    named = grouped.groups.items() if grouped else [(None, tally)]
+    mixed = [(key, sources[id(counted)].mixed()) for key, counted in named if id(counted) in sources]
+    mixed = [(key, fields) for key, fields in mixed if fields]
+    if not mixed:
+        return
+    key, fields = mixed[0]
+    where = f"the {group_by} {key!r} rows" if key is not None else "the rows"
+    logger.warning("eval: %s record %s: one summary over all of them (its %s is a list of each); %s", where,
+                   " and ".join(f"several {name} values" for name in fields), " and ".join(fields),
+                   "--group-by teacher summarises each teacher apart" if group_by is None else
+                   f"{len(mixed)} of the --group-by {group_by} summaries mix")
 
 
 def _warn_missing_group(grouped) -> None:
@@ -241,12 +274,13 @@ def _show_group_table(field: str, summaries: dict, console) -> None:
 def _show_table(summary: dict, console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"rtool eval: {summary.get('model') or summary.get('bench') or 'completions'}",
+    model = summary.get("model") if isinstance(summary.get("model"), str) else None  # a list: rows of several
+    table = Table(title=f"rtool eval: {model or summary.get('bench') or 'completions'}",
                   show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
-        if key in ("model", "bench", "sampling", "rtool_version"):  # provenance, in the JSON only
+        if key in ("model", "bench", "split", "subset", "teacher", "sampling", "rtool_version"):  # in the JSON only
             continue
         if key == "bon":  # one line per N: the best-of-N curve
             for n, at_n in value.items():

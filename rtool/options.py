@@ -14,7 +14,8 @@ import typer
 # and evaluates with 32768 new tokens (its lighteval math evals; its Mixture-of-Thoughts traces) and trains its
 # distilled models at max_length 32768 (recipes/OpenR1-Distill-7B). A smaller budget cuts traces off: they end with
 # finish_reason 'length', grade false and are silently dropped by sft. A run only costs what its traces use (the
-# budget is a cap), so CPU runs and the examples pass their own small values.
+# budget is a cap: the hf backend batches --batch-size rows whatever it is, and every backend clamps it to the
+# model's context; bench/generation_budget.py); the examples pass their own small values all the same.
 DEFAULT_MAX_NEW_TOKENS = 32768
 DEFAULT_MAX_LENGTH = 32768
 
@@ -47,7 +48,7 @@ TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass."
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample only among the k most likely tokens; 0 is off.")]
 MinPOpt = Annotated[float, typer.Option("--min-p", help="Drop tokens less likely than min-p x the most likely one; 0 is off.")]
 RepetitionPenaltyOpt = Annotated[float, typer.Option("--repetition-penalty", help="Divide (multiply, if negative) the logits of tokens already in the conversation by this; 1 is off.")]
-MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Longest completion in tokens; longer ones stop with finish_reason 'length' (a warning names their share above 5%). The default, 32768, is open-r1's budget for reasoning traces (R1/QwQ run to 16-32k tokens); a small model or a quick CPU run passes less.")]
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Longest completion in tokens; longer ones stop with finish_reason 'length' (a warning names their share above 5%). The default, 32768, is open-r1's budget for reasoning traces (R1/QwQ run to 16-32k tokens). A cap, not a cost: batches keep --batch-size rows and each row stops at its end of turn; a budget past the model's context stops at the context (one warning).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (sampling, shuffling, init).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences (prompt x sample) per generation batch (hf), or concurrent requests per endpoint (openai).")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (key from OPENAI_API_KEY).")]

@@ -12,6 +12,13 @@ choices per answer, like servers that ignore `n`. `delay` holds each chat answer
 requests overlap); `server.max_in_flight` is the most chat requests it held at once. Servers of one model share its
 lock: `serve(backend, model_lock=other.model_lock)`.
 
+`max_model_len` makes the server hold its model to that context as vLLM's does: /v1/models states it, and a chat
+request whose prompt + max_tokens pass it is refused with HTTP 400 and vLLM's message ("'max_tokens' or
+'max_completion_tokens' is too large: ... your request has N input tokens ..."; `context_error="flat"`: the message
+of vLLM before 0.10, "(N in the messages, M in the completion)"; `context_error="bare"`: a message without numbers;
+`list_context=False`: /v1/models does not state it, as servers other than vLLM's and SGLang's).
+Prompt tokens are counted with the backend's tokenizer and chat template, as the model sees them.
+
 A conversation ending with an assistant message is continued as vLLM's server does it: only with
 `continue_final_message: true` (and `add_generation_prompt` false), else the request is refused with 400.
 `refuse_fields` lists request fields the server refuses with 400 as OpenAI's API does ("Unrecognized request
@@ -26,7 +33,7 @@ import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from rtool.generate.core import SamplingParams
+from rtool.generate.core import SamplingParams, render_prompts
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -39,7 +46,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.record(self, None)
         if self.path.rstrip("/") == "/v1/models":
-            self._json(200, {"object": "list", "data": [{"id": self.server.backend.name, "object": "model"}]})
+            model = {"id": self.server.backend.name, "object": "model", "owned_by": "vllm"}
+            if self.server.max_model_len is not None and self.server.list_context:
+                model["max_model_len"] = self.server.max_model_len
+            self._json(200, {"object": "list", "data": [model]})
         else:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -76,6 +86,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, {"error": {"message": problem}})
         if body.get("model") != self.server.backend.name:
             return self._json(404, {"error": {"message": f"model {body.get('model')!r} does not exist"}})
+        refusal = self.server.context_refusal(body)
+        if refusal:
+            return self._json(400, {"error": {"message": refusal, "type": "BadRequestError", "param": None,
+                                              "code": 400}})
         n = min(int(body.get("n", 1)), self.server.max_n or 10**6)
         params = SamplingParams(n=n, temperature=float(body.get("temperature", 1.0)),
                                 top_p=float(body.get("top_p", 1.0)), max_new_tokens=int(body.get("max_tokens", 16)),
@@ -118,11 +132,13 @@ class OpenAIServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, backend, *, fail_first=0, fail_status=429, retry_after=None, max_n=None, fail_after=None,
-                 delay=0.0, model_lock=None, refuse_fields=()):
+                 delay=0.0, model_lock=None, refuse_fields=(), max_model_len=None, context_error="vllm",
+                 list_context=True):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.backend, self.fail_first, self.fail_status = backend, fail_first, fail_status
         self.retry_after, self.max_n, self.fail_after, self.delay = retry_after, max_n, fail_after, delay
         self.refuse_fields = tuple(refuse_fields)
+        self.max_model_len, self.context_error, self.list_context = max_model_len, context_error, list_context
         self.lock = threading.Lock()
         self.model_lock = model_lock or threading.Lock()
         self.requests: list[tuple[str, str, dict, dict | None]] = []
@@ -149,6 +165,26 @@ class OpenAIServer(ThreadingHTTPServer):
     def release(self) -> None:
         with self.lock:
             self._in_flight -= 1
+
+    def context_refusal(self, body: dict) -> str | None:
+        """vLLM's message for a request that does not fit max_model_len, or None when it fits."""
+        if self.max_model_len is None:
+            return None
+        limit, prompt = self.max_model_len, len(render_prompts(self.backend.tokenizer, [body["messages"]])[0])
+        max_tokens = int(body.get("max_tokens", 16))
+        if prompt + max_tokens <= limit and prompt < limit:
+            return None
+        if self.context_error == "bare":
+            return "context length exceeded"
+        head = f"This model's maximum context length is {limit} tokens."
+        if self.context_error == "flat":
+            return (f"{head} However, you requested {prompt + max_tokens} tokens ({prompt} in the messages, "
+                    f"{max_tokens} in the completion). Please reduce the length of the messages or completion.")
+        if prompt >= limit:
+            return f"{head} However, your request has {prompt} input tokens. Please reduce the length of the input."
+        return (f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum context "
+                f"length is {limit} tokens and your request has {prompt} input tokens ({max_tokens} > {limit} - "
+                f"{prompt}).")
 
     def chat_requests(self) -> list:
         return [r for r in self.requests if r[0] == "POST"]

@@ -45,7 +45,8 @@ def test_rows_record_the_conversation_sent_and_the_sampling_settings(endpoint):
     assert b["prompt_messages"][0] == {"role": "system", "content": "Be brief."}  # the row's own system wins
     assert a["sampling"] == {"backend": "openai", "teacher": endpoint.backend.name, "temperature": 0.7,
                              "top_p": 0.95, "top_k": 7, "min_p": 0.0, "repetition_penalty": 1.0,
-                             "max_new_tokens": 5, "seed": 3, "system": REASONING_SYSTEM_PROMPT}
+                             "max_new_tokens": 5, "seed": 3, "system": REASONING_SYSTEM_PROMPT, "split": "",
+                             "subset": "", "chat_template": "", "prompt_template": ""}
 
 
 def test_a_resumed_run_draws_what_an_uninterrupted_one_would(tmp_path, capfd, tiny_model_dir, tiny_task_rows):
@@ -165,3 +166,76 @@ def test_the_truncation_warning_starts_above_five_percent():
     finally:
         logger.removeHandler(handler)
     assert [r.getMessage()[:56] for r in records] == ["12% of samples (12 of 100) ended at --max-new-tokens 256"]
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory, tiny_model_dir, tiny_task_rows):
+    """A finished distill of a data folder's test split through a prompt template and a chat template: (its output,
+    the flags that made it, the folder, the two template files)."""
+    work = tmp_path_factory.mktemp("split-run")
+    data = work / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(rows_text(tiny_task_rows[:2]))
+    (data / "test.jsonl").write_text(rows_text(tiny_task_rows[2:4]))
+    prompt_template, chat_template = work / "ask.j2", work / "chat.jinja"
+    prompt_template.write_text("Solve: {{ problem }}")
+    chat_template.write_text((tiny_model_dir / "chat_template.jinja").read_text())
+    out = work / "traces.jsonl"
+    flags = ["-t", tiny_model_dir, "-i", data, "--split", "test", "-n", 1, "--max-new-tokens", 3, "-o", out,
+             "--prompt-template", prompt_template, "--chat-template", chat_template]
+    assert run_rtool("distill", *flags).returncode == 0
+    return out, flags, data, prompt_template, chat_template
+
+
+def test_rows_record_the_split_and_the_templates(split_run):
+    import hashlib
+
+    out, _, _, prompt_template, chat_template = split_run
+    rows = jsonl(out.read_text())
+    assert len(rows) == 2 and rows[0]["prompt_messages"][-1]["content"].startswith("Solve: ")
+    for row in rows:
+        recorded = row["sampling"]
+        assert (recorded["split"], recorded["subset"]) == ("test", "")
+        assert recorded["prompt_template"] == "sha256:" + hashlib.sha256(prompt_template.read_bytes()).hexdigest()
+        assert recorded["chat_template"] == "sha256:" + hashlib.sha256(chat_template.read_bytes()).hexdigest()
+
+
+def test_resume_refuses_another_split_or_template_and_takes_the_same_text_from_another_path(tmp_path, capfd,
+                                                                                           split_run):
+    out, flags, data, prompt_template, chat_template = split_run
+    before = out.read_text()
+    moved = tmp_path / "elsewhere.j2"
+    moved.write_text(prompt_template.read_text())
+    code, _, stderr = run_in_process(capfd, "distill", *flags, "--resume", "--prompt-template", moved)
+    assert code == 0, stderr  # the same template under another name: nothing to redo
+    edited = tmp_path / "edited.j2"
+    edited.write_text("Solve this: {{ problem }}")
+    other_chat = tmp_path / "chat.jinja"
+    other_chat.write_text(chat_template.read_text() + "{# edited #}")  # renders the same; another file all the same
+    for changed, key in ((["--split", "train"], "split"), (["--prompt-template", edited], "prompt_template"),
+                         (["--chat-template", other_chat], "chat_template")):
+        code, _, stderr = run_in_process(capfd, "distill", *flags, "--resume", *changed)
+        line = stderr.strip().splitlines()[-1]
+        assert code == 2 and "--resume with other sampling settings" in line and f"{key} " in line, (key, stderr)
+    assert out.read_text() == before
+
+
+def test_a_file_from_before_split_and_templates_were_recorded_still_resumes(tmp_path, capfd, tiny_model_dir,
+                                                                          tiny_task_rows):
+    from rtool.generate.traces import LATER_SAMPLING_KEYS
+
+    prompts, out = tmp_path / "prompts.jsonl", tmp_path / "old.jsonl"
+    prompts.write_text(rows_text(tiny_task_rows[:1]))
+    common = ["distill", "-t", tiny_model_dir, "-n", 1, "--max-new-tokens", 3, "-o", out]
+    assert run_in_process(capfd, *common, "-i", prompts)[0] == 0
+    old = [{**row, "sampling": {k: v for k, v in row["sampling"].items() if k not in LATER_SAMPLING_KEYS}}
+           for row in jsonl(out.read_text())]
+    out.write_text(rows_text(old))  # as rtool wrote it before
+    prompts.write_text(rows_text(tiny_task_rows[:2]))
+    code, _, stderr = run_in_process(capfd, *common, "-i", prompts, "--resume")
+    assert code == 0, stderr
+    assert "written by an older rtool" in " ".join(stderr.split())
+    rows = jsonl(out.read_text())
+    assert len(rows) == 2 and rows[1]["sampling"] == old[0]["sampling"]  # one schema in the file
+    code, _, stderr = run_in_process(capfd, *common, "-i", prompts, "--resume", "--seed", 9)
+    assert code == 2 and "seed 0 -> 9" in stderr.strip().splitlines()[-1]  # the rest is still compared

@@ -159,9 +159,11 @@ def test_summary_records_what_produced_it_and_warns_once_when_samples_are_cut(tm
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["model"] == str(tiny_model_dir) and summary["bench"] == str(bench)
+    assert summary["split"] is None and summary["subset"] is None
     assert summary["sampling"] == {"backend": "hf", "teacher": summary["sampling"]["teacher"], "temperature": 0.5,
                                    "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0,
-                                   "max_new_tokens": 2, "seed": 7, "system": REASONING_SYSTEM_PROMPT, "n": 2}
+                                   "max_new_tokens": 2, "seed": 7, "system": REASONING_SYSTEM_PROMPT, "split": "",
+                                   "subset": "", "chat_template": "", "prompt_template": "", "n": 2}
     assert summary["rtool_version"] == __version__ and summary["truncated_share"] == 1.0
     # Two tokens end no answer: every sample was cut, and one warning says which flag to raise.
     assert " ".join(stderr.split()).count("100% of samples (6 of 6) ended at --max-new-tokens 2") == 1
@@ -192,3 +194,45 @@ def test_group_by_teacher_summarises_each_teacher_apart():
     stderr = result.stderr.decode()
     assert "by teacher" in stderr and "T2" in stderr and "25.0%" in stderr  # the table: one row per teacher
     assert "1 rows without field 'teacher'" in stderr
+
+
+def test_grading_a_distill_run_records_its_model_teacher_and_sampling(tmp_path, capfd, tiny_model_dir,
+                                                                       tiny_task_rows):
+    """Piped rows say what produced them: the summary takes model, teacher and sampling from them (it said
+    "model": null); rows of two runs give the list of each value, one warning, and --group-by teacher one each."""
+    from helpers import run_in_process
+
+    runs = {}
+    for name, seed, rows in (("T", 5, tiny_task_rows[:3]), ("U", 6, tiny_task_rows[3:5])):
+        prompts, out = tmp_path / f"{name}-prompts.jsonl", tmp_path / f"{name}.jsonl"
+        prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        code, _, stderr = run_in_process(capfd, "distill", "-t", tiny_model_dir, "--teacher-name", name, "-n", 2,
+                                         "--max-new-tokens", 3, "--seed", seed, "-i", prompts, "-o", out)
+        assert code == 0, stderr
+        runs[name] = out
+    sampling = {name: jsonl(path.read_text())[0]["sampling"] for name, path in runs.items()}
+    assert sampling["T"]["seed"] == 5 and sampling["T"]["teacher"] == str(tiny_model_dir)
+
+    code, stdout, stderr = run_in_process(capfd, "eval", "--input", runs["T"])
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert (summary["model"], summary["teacher"]) == (str(tiny_model_dir), "T")
+    assert summary["sampling"] == {**sampling["T"], "n": 2} and summary["bench"] == str(runs["T"])
+
+    both = tmp_path / "both.jsonl"
+    both.write_text(runs["T"].read_text() + runs["U"].read_text())
+    code, stdout, stderr = run_in_process(capfd, "eval", "--input", both)
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["model"] == str(tiny_model_dir) and summary["teacher"] == ["T", "U"]
+    assert summary["sampling"] == [sampling["T"], sampling["U"]]
+    warning = " ".join(stderr.split())
+    assert warning.count("several teacher values and several sampling values") == 1
+    assert "--group-by teacher" in warning
+
+    code, stdout, stderr = run_in_process(capfd, "eval", "--input", both, "--group-by", "teacher")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert [(s["teacher"], s["sampling"]) for s in summary.values()] == [
+        ("T", {**sampling["T"], "n": 2}), ("U", {**sampling["U"], "n": 2})]
+    assert "several" not in stderr

@@ -26,6 +26,7 @@ _UNDEFINED = re.compile(r"'([^']+)' is undefined")
 class PromptTemplate:
     path: str
     template: object  # jinja2.Template
+    text: str = ""  # the file's text: distill records its digest (traces.sampling_record)
 
     @classmethod
     def load(cls, path) -> "PromptTemplate":
@@ -39,7 +40,7 @@ class PromptTemplate:
             raise UserError(f"cannot read the prompt template: {error.strerror or error}", path=str(path)) from None
         environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         try:
-            return cls(str(path), environment.from_string(text))
+            return cls(str(path), environment.from_string(text), text)
         except TemplateSyntaxError as error:
             raise UserError(f"not a valid Jinja template: {error.message}", path=str(path), line=error.lineno,
                             hint="see https://jinja.palletsprojects.com/en/stable/templates/") from None

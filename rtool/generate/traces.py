@@ -9,14 +9,18 @@ seed `sample_seed(params.seed, P, k)`: what it draws does not depend on the chun
 
 A trace records what the teacher saw: `prompt_messages` is the conversation as sent (system prompt included), and
 `sampling` the settings (backend, teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens,
-seed, system: "" when none was sent). Training commands train on `prompt_messages` when a row has it, so the student learns from the
-conversation the teacher answered.
+seed, system: "" when none was sent; split and subset of the input, and the chat and prompt templates used, as
+`sha256:HEX` of their text: "" for none). Training commands train on `prompt_messages` when a row has it, so the
+student learns from the conversation the teacher answered. `RowsProvenance` reads those fields back from graded
+rows (eval of a distill run's output).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from rtool.grade.answers import grade
@@ -90,12 +94,71 @@ def sample_traces(backend, rows: Iterable[Row], fields: FieldMap, params, *, sys
                 done.add((identifier, sample_index))
 
 
-def sampling_record(backend, params, system: str | None) -> dict:
-    """The `sampling` object of a trace row: which backend and model drew it, with which settings. Every value keeps
-    one type in every file (`system` is "" when none was sent, never null): `datasets` takes a set of JSONL files'
+def sampling_record(backend, params, system: str | None, *, split: str | None = None, subset: str | None = None,
+                    chat_template: str | None = None, prompt_template=None) -> dict:
+    """The `sampling` object of a trace row: which backend and model drew it, with which settings, from which split
+    and subset of the input, through which templates (`chat_template`: the text used in place of the model's;
+    `prompt_template`: a PromptTemplate), so that `distill --resume` refuses a change of any. Every value keeps one
+    type in every file (`system`, `split`, ... are "" when unset, never null): `datasets` takes a set of JSONL files'
     schema from the first, so a key null in one file and a string in another would not load together."""
     return {"backend": str(getattr(backend, "kind", "")), "teacher": str(backend.name), **params.record(),
-            "system": system or ""}
+            "system": system or "", "split": split or "", "subset": subset or "",
+            "chat_template": text_digest(chat_template),
+            "prompt_template": text_digest(prompt_template.text if prompt_template is not None else None)}
+
+
+def text_digest(text: str | None) -> str:
+    """"sha256:HEX" of a template's text ("" for none): a row records which template without carrying its text, and
+    the same text read from another path is the same template."""
+    return "" if text is None else "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# Keys `sampling` gained after files were first written with it: a file that lacks them is resumed without them.
+LATER_SAMPLING_KEYS = ("split", "subset", "chat_template", "prompt_template")
+
+
+def as_recorded(sampling: dict, recorded: dict | None, path) -> dict:
+    """`sampling` in the shape of a resumed file's first record: without the LATER_SAMPLING_KEYS that an older
+    rtool did not write (one warning naming them), so the file's rows keep one schema and the rest still compares."""
+    missing = [key for key in LATER_SAMPLING_KEYS if recorded is not None and key not in recorded]
+    if not missing:
+        return sampling
+    from rtool.log import logger
+
+    logger.warning("%s was written by an older rtool whose `sampling` records no %s: --resume cannot check that "
+                   "they are the same, and the new rows leave them out too", path, ", ".join(missing))
+    return {key: value for key, value in sampling.items() if key not in missing}
+
+
+@dataclass
+class RowsProvenance:
+    """What graded rows say produced them: the `teacher` label of each row, the model (`sampling.teacher`) and the
+    `sampling` records, each in order of first appearance. `summary()` gives each as one value when the rows agree,
+    a list of the distinct values when they do not (rows from two runs), and None when no row says."""
+
+    teachers: dict = field(default_factory=dict)  # JSON text -> value: an ordered set of unhashable values
+    samplings: dict = field(default_factory=dict)
+
+    def add(self, row: dict) -> None:
+        teacher, sampling = row.get("teacher"), row.get("sampling")
+        if teacher is not None:
+            self.teachers.setdefault(json.dumps(teacher, sort_keys=True), teacher)
+        if isinstance(sampling, dict):
+            self.samplings.setdefault(json.dumps(sampling, sort_keys=True), sampling)
+
+    def summary(self) -> dict:
+        models = {json.dumps(s.get("teacher")): s.get("teacher") for s in self.samplings.values() if "teacher" in s}
+        return {"model": _one_or_all(models), "teacher": _one_or_all(self.teachers),
+                "sampling": _one_or_all(self.samplings)}
+
+    def mixed(self) -> list[str]:
+        """The fields whose rows disagree: teacher, sampling."""
+        return [name for name, values in (("teacher", self.teachers), ("sampling", self.samplings)) if len(values) > 1]
+
+
+def _one_or_all(values: dict):
+    values = list(values.values())
+    return None if not values else values[0] if len(values) == 1 else values
 
 
 def warn_identical_samples(params) -> None:

@@ -71,8 +71,9 @@ class FleetBackend(Backend):
                  request_timeout: float = 60.0, max_retries: int = 5, chat_template: str | None = None):
         self.urls, self.model, self.concurrency = urls, model, concurrency
         self.servers = len(urls)
+        # `said`: the endpoints share one set of warnings given, so a budget past the context is warned once.
         self._client_options = {"request_timeout": request_timeout, "max_retries": max_retries, "in_fleet": True,
-                                "chat_template": chat_template}
+                                "chat_template": chat_template, "said": set()}
         self._endpoints = [_Endpoint(url) for url in urls]
         self._turn = 0  # round-robin position
         self._changed = threading.Condition()

@@ -12,6 +12,13 @@ A conversation ending with an assistant message is continued (rtool.generate.cor
 `continue_final_message: true, add_generation_prompt: false`, vLLM's and SGLang's extension; a server that refuses
 those fields is a UserError (a server that silently ignores them would answer anew: use vLLM or SGLang).
 
+The completion budget fits the model: its context is read from /v1/models where the server states it (vLLM's and
+SGLang's `max_model_len`), and a request the server still refuses for its context (HTTP 400: "maximum context length
+is 4096 tokens and your request has 2778 input tokens") is sent once more with the room left after that prompt
+(remembered for the prompt's other samples), with one warning per run; a completion cut there ends "length". A
+prompt that fills the context alone gets an empty completion ("length"), as on the hf backend; a refusal that states
+no numbers is one error line naming --max-new-tokens.
+
 A reasoning model served with a reasoning parser returns its thinking in `reasoning_content` (vLLM, DeepSeek) or
 `reasoning`; it is put back in front of the answer as `<think>...</think>`, which is what distillation trains on.
 """
@@ -32,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 from rtool.errors import UserError
+from rtool.generate.backends.limits import ContextRefusal, listed_context
 from rtool.generate.core import Backend, Completion, SamplingParams, continues, request_seeds
 from rtool.log import logger
 
@@ -54,6 +62,12 @@ class _UnsupportedField(Exception):
         self.field, self.message = field, message
 
 
+class _RefusedForContext(Exception):
+    def __init__(self, refusal: ContextRefusal):
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
 class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None, connection: bool = False):
         super().__init__(reason)
@@ -74,18 +88,26 @@ class OpenAIBackend(Backend):
 
     def __init__(self, base_url: str, *, model: str | None = None, concurrency: int = 16,
                  request_timeout: float = 60.0, max_retries: int = 5, in_fleet: bool = False,
-                 chat_template: str | None = None):
+                 chat_template: str | None = None, said: set | None = None):
         """`in_fleet`: one of several endpoints (rtool.generate.backends.fleet), whose caller runs `sample` from its own
         threads: a refused or lost connection gives up after one retry (another endpoint can take the request at
         once), and retries are logged at debug level (the fleet warns when an endpoint goes out of rotation).
         `chat_template` (a template's text) is sent with every request as `chat_template`, which vLLM's and
-        SGLang's servers use in place of the model's; other servers may refuse or ignore it."""
+        SGLang's servers use in place of the model's; other servers may refuse or ignore it. `said`: the warnings
+        already given, shared by a fleet's endpoints so that each is given once."""
         self.base_url = normalize_base_url(base_url)
         self.request_timeout, self.max_retries, self.in_fleet = request_timeout, max_retries, in_fleet
         self.chat_template = chat_template
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rtool-openai")
         self._lock = threading.Lock()
         self._send_extras = True  # top_k, min_p, repetition_penalty: until the server refuses them
+        self._said = said if said is not None else set()
+        self._closed = False  # requests still in flight then stop quietly: no retry lines after the run's error
+        self.context: int | None = None  # the model's context in tokens, where the server states it
+        self._completion_cap: int | None = None  # a server's cap on completion tokens alone (OpenAI's models)
+        self._prompt_tokens: dict[str, int] = {}  # a prompt's tokens, as a context refusal stated them
+        self._context_lock = threading.Lock()
+        self._context_read = False
         self.model = model or self._first_model()
         self.name = self.model
 
@@ -96,7 +118,21 @@ class OpenAIBackend(Backend):
             raise UserError(f"{self.base_url}/models lists no models", hint="pass --api-model NAME")
         logger.log(logging.DEBUG if self.in_fleet else logging.INFO, "openai backend: using model %s from %s",
                    ids[0], self.base_url)
+        self.context, self._context_read = listed_context(data, ids[0]), True
         return ids[0]
+
+    def _read_context(self) -> None:
+        """The model's context from /v1/models, asked once (a server without the route or the field: none)."""
+        with self._context_lock:
+            if self._context_read:
+                return
+            self._context_read = True
+            try:
+                self.context = listed_context(self._send("GET", self.base_url + "/models", None), self.model)
+            except (UserError, _Retryable, _UnsupportedField, _RefusedForContext):
+                return  # the chat requests report a server that is down; a context refusal states the context
+        if self.context is not None:
+            logger.debug("%s serves %s with a context of %d tokens", self.base_url, self.model, self.context)
 
     def generate(self, conversations, params, seeds=None):
         params.check()
@@ -105,8 +141,12 @@ class OpenAIBackend(Backend):
 
     def sample(self, conversation: list[dict], params: SamplingParams, seed: int) -> Completion:
         """One completion of `conversation` with `seed`, in the calling thread (retries included)."""
+        self._read_context()
+        max_tokens = self._max_tokens(conversation, params.max_new_tokens)
+        if max_tokens < 1:
+            return Completion("", "length", 0)  # the prompt fills the context (_fitted warned)
         body = {"model": self.model, "messages": conversation, "n": 1, "temperature": params.temperature,
-                "top_p": params.top_p, "max_tokens": params.max_new_tokens, "seed": seed}
+                "top_p": params.top_p, "max_tokens": max_tokens, "seed": seed}
         if self.chat_template is not None:
             body["chat_template"] = self.chat_template
         continued = continues(conversation)
@@ -115,32 +155,100 @@ class OpenAIBackend(Backend):
         # vLLM and SGLang servers apply the checkpoint's generation_config to settings a request leaves out, so the
         # neutral values are sent too; a server that refuses them (hosted APIs) is asked again without them.
         extras = {"top_k": params.top_k, "min_p": params.min_p, "repetition_penalty": params.repetition_penalty}
-        sent_extras = self._send_extras
-        if sent_extras:
+        if self._send_extras:
             body.update(extras)
         parse = _first_continuation if continued else _first_completion
-        try:
-            return self._request("POST", "/chat/completions", body, parse=parse)
-        except _UnsupportedField as error:
-            if error.field == "chat_template":
-                raise UserError(f"{self.base_url} does not accept a chat_template ({error.message})",
-                                hint="serve the model with vLLM or SGLang, or drop --chat-template") from None
-            if error.field in _CONTINUE_FIELDS:
-                raise UserError(f"{self.base_url} cannot continue a partial assistant message: it does not accept "
-                                f"{error.field} ({error.message})",
-                                hint="serve the model with vLLM or SGLang (their servers accept "
-                                "continue_final_message), or use a local model (--backend hf or vllm)") from None
-            if not sent_extras or not _neutral(params):
-                raise UserError(f"{self.base_url} does not accept {error.field} ({error.message})",
-                                hint="drop --top-k/--min-p/--repetition-penalty for this endpoint") from None
+        refused_for_context = False
+        while True:
+            try:
+                return self._request("POST", "/chat/completions", body, parse=parse)
+            except _UnsupportedField as error:
+                self._drop_extras(error, body, extras, params)
+            except _RefusedForContext as error:
+                if refused_for_context:  # the second refusal of a request sized by the first: not ours to guess
+                    raise self._unfit(params.max_new_tokens, error.refusal) from None
+                refused_for_context = True
+                body["max_tokens"] = self._fitted(conversation, params.max_new_tokens, body["max_tokens"],
+                                                  error.refusal)
+                if body["max_tokens"] < 1:
+                    return Completion("", "length", 0)
+
+    def _drop_extras(self, error: _UnsupportedField, body: dict, extras: dict, params: SamplingParams) -> None:
+        """Take the neutral extras out of `body` for a server that refuses them (one warning); a UserError for any
+        other refused field."""
+        if error.field == "chat_template":
+            raise UserError(f"{self.base_url} does not accept a chat_template ({error.message})",
+                            hint="serve the model with vLLM or SGLang, or drop --chat-template") from None
+        if error.field in _CONTINUE_FIELDS:
+            raise UserError(f"{self.base_url} cannot continue a partial assistant message: it does not accept "
+                            f"{error.field} ({error.message})",
+                            hint="serve the model with vLLM or SGLang (their servers accept "
+                            "continue_final_message), or use a local model (--backend hf or vllm)") from None
+        if error.field not in extras or not _neutral(params):
+            raise UserError(f"{self.base_url} does not accept {error.field} ({error.message})",
+                            hint="drop --top-k/--min-p/--repetition-penalty for this endpoint") from None
+        with self._lock:
+            if self._send_extras:
+                logger.warning("%s does not accept %s: sending only temperature, top_p and seed; other "
+                               "sampling settings are the server's", self.base_url, error.field)
+            self._send_extras = False
+        for key in extras:
+            body.pop(key, None)
+
+    def _max_tokens(self, conversation: list[dict], budget: int) -> int:
+        """The budget, within what the server's context leaves after this prompt where that is known (its whole
+        context where the prompt's length is not: a refusal then says it)."""
+        with self._lock:
+            context, cap = self.context, self._completion_cap
+            prompt = self._prompt_tokens.get(_prompt_key(conversation)) if context is not None else None
+        if cap is not None:
+            budget = min(budget, cap)
+        if context is None:
+            return budget
+        if budget >= context:
+            self._warn_context(budget, context)
+        return min(budget, context - (prompt or 0))
+
+    def _fitted(self, conversation: list[dict], budget: int, sent: int, refusal: ContextRefusal) -> int:
+        """The max_tokens a context refusal leaves room for (< 1: none, the prompt fills the context); a UserError
+        when the refusal does not say."""
+        if refusal.completion_cap is not None and refusal.completion_cap < sent:
             with self._lock:
-                if self._send_extras:
-                    logger.warning("%s does not accept %s: sending only temperature, top_p and seed; other "
-                                   "sampling settings are the server's", self.base_url, error.field)
-                self._send_extras = False
-            for key in extras:
-                body.pop(key, None)
-            return self._request("POST", "/chat/completions", body, parse=parse)
+                self._completion_cap = refusal.completion_cap
+            self._once("cap", "%s serves %s with at most %d completion tokens: --max-new-tokens %d is cut to it",
+                       self.base_url, self.model, refusal.completion_cap, budget)
+            return refusal.completion_cap
+        if refusal.context is None or refusal.prompt_tokens is None or refusal.context - refusal.prompt_tokens >= sent:
+            raise self._unfit(budget, refusal)
+        with self._lock:
+            self.context = refusal.context
+            self._prompt_tokens[_prompt_key(conversation)] = refusal.prompt_tokens
+        room = refusal.context - refusal.prompt_tokens
+        if room < 1:
+            self._once("full", "%s: a prompt of %d tokens fills the context of %s (%d tokens) on its own: its "
+                       "completions, and those of any other such prompt, are empty (finish_reason 'length')",
+                       self.base_url, refusal.prompt_tokens, self.model, refusal.context)
+        else:
+            self._warn_context(budget, refusal.context)
+        return room
+
+    def _unfit(self, budget: int, refusal: ContextRefusal) -> UserError:
+        context = refusal.context or self.context
+        limit = f" ({context} tokens)" if context else ""
+        return UserError(f"{self.base_url}: --max-new-tokens {budget} does not fit the context of {self.model}{limit}: "
+                         f"{refusal.message}", hint="lower --max-new-tokens")
+
+    def _warn_context(self, budget: int, context: int) -> None:
+        self._once("context", "--max-new-tokens %d runs past the context of %s at %s (%d tokens of prompt and "
+                   "completion): completions stop where they reach it (finish_reason 'length')", budget, self.model,
+                   self.base_url, context)
+
+    def _once(self, key: str, message: str, *args) -> None:
+        with _ONCE:
+            if key in self._said:
+                return
+            self._said.add(key)
+        logger.warning(message, *args)
 
     def _request(self, method: str, path: str, body: dict | None = None, parse=None):
         """Send, retrying 429/5xx/connection errors and answers that `parse` rejects as _Retryable."""
@@ -151,7 +259,7 @@ class OpenAIBackend(Backend):
                 return parse(data) if parse is not None else data
             except _Retryable as error:
                 retries = min(self.max_retries, 1) if self.in_fleet and error.connection else self.max_retries
-                if attempt >= retries:
+                if attempt >= retries or self._closed:
                     raise EndpointDown(url, str(error), attempt + 1,
                                        hint="is the server up? check the URL" if error.connection else None
                                        ) from None
@@ -175,6 +283,9 @@ class OpenAIBackend(Backend):
             message = _error_message(error)
             if error.code in RETRY_STATUS:
                 raise _Retryable(f"HTTP {error.code} {message}", _retry_after(error.headers)) from None
+            refusal = ContextRefusal.parse(message) if error.code in (400, 413, 422) and body else None
+            if refusal is not None:
+                raise _RefusedForContext(refusal) from None
             unsupported = _unsupported_field(error.code, message, body)
             if unsupported:
                 raise _UnsupportedField(unsupported, message) from None
@@ -192,7 +303,15 @@ class OpenAIBackend(Backend):
             raise _Retryable(f"answer is not JSON: {payload[:80]!r}") from None
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_ONCE = threading.Lock()  # guards the sets of warnings given (a fleet's endpoints share one)
+
+
+def _prompt_key(conversation: list[dict]) -> str:
+    return json.dumps(conversation, sort_keys=True, ensure_ascii=False)
 
 
 def run_samples(pool: ThreadPoolExecutor, sample, conversations: list, params: SamplingParams,

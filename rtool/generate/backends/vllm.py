@@ -1,4 +1,10 @@
-"""The `vllm` backend: vLLM's offline engine. Imported only when selected; vllm itself is imported on open."""
+"""The `vllm` backend: vLLM's offline engine. Imported only when selected; vllm itself is imported on open.
+
+vLLM stops a completion where prompt + completion reach the engine's max_model_len (finish_reason "length"), whatever
+max_tokens says; the backend asks for no more than that, and warns once when a completion stopped there before
+--max-new-tokens, as the hf and openai backends do. A prompt that fills the context alone is refused by vLLM for the
+whole call: one error line naming the limit.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import importlib.util
 
 from rtool.errors import UserError, one_of
 from rtool.generate.core import Backend, Completion, continues, request_seeds
+from rtool.log import logger
 
 
 def engine_options(tensor_parallel_size: int | None = None, gpu_memory_utilization: float | None = None,
@@ -74,6 +81,8 @@ class VLLMBackend(Backend):
         engine_kwargs.setdefault("generation_config", "vllm")
         self.llm = vllm.LLM(model=model, dtype=dtype, trust_remote_code=trust_remote_code, **engine_kwargs)
         self._vllm = vllm
+        self.context = _engine_context(self.llm)
+        self._warned_context = False
 
     def generate(self, conversations, params, seeds=None):
         params.check()
@@ -83,11 +92,12 @@ class VLLMBackend(Backend):
         # One request per sample, each with its own seed: vLLM seeds a request, not each of its n samples, and
         # prefix caching shares the prompt's work between them.
         flat = [(i, seed) for i, row_seeds in enumerate(seeds) for seed in row_seeds]
+        max_tokens = min(params.max_new_tokens, self.context or params.max_new_tokens)
         sampling = [
             self._vllm.SamplingParams(n=1, temperature=params.temperature, top_p=params.top_p,
                                       top_k=params.top_k if params.top_k > 0 else -1, min_p=params.min_p,
                                       repetition_penalty=params.repetition_penalty,
-                                      max_tokens=params.max_new_tokens, seed=seed)
+                                      max_tokens=max_tokens, seed=seed)
             for _, seed in flat
         ]
         results: list[list[Completion]] = [[] for _ in conversations]
@@ -97,15 +107,43 @@ class VLLMBackend(Backend):
             part = [j for j, (i, _) in enumerate(flat) if continues(conversations[i]) == continued]
             if not part:
                 continue
-            outs = self.llm.chat([conversations[flat[j][0]] for j in part], [sampling[j] for j in part],
-                                 use_tqdm=False, add_generation_prompt=not continued,
-                                 continue_final_message=continued, lora_request=self.lora,
-                                 chat_template=self.chat_template)
+            try:
+                outs = self.llm.chat([conversations[flat[j][0]] for j in part], [sampling[j] for j in part],
+                                     use_tqdm=False, add_generation_prompt=not continued,
+                                     continue_final_message=continued, lora_request=self.lora,
+                                     chat_template=self.chat_template)
+            except ValueError as error:
+                if "maximum model length" not in str(error) and "max_model_len" not in str(error):
+                    raise
+                raise UserError(f"a prompt does not fit the context of {self.name} ({self.context} tokens): {error}",
+                                hint="serve a longer context (--max-model-len), or shorten the prompt") from None
             for j, out in zip(part, outs):
                 o = out.outputs[0]
                 results[flat[j][0]].append(
                     Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids)))
+                self._note_context_stop(out, params.max_new_tokens)
         return results
+
+    def _note_context_stop(self, out, budget: int) -> None:
+        """Warn once when a completion stopped at the context before the budget (vLLM says only "length")."""
+        o = out.outputs[0]
+        used = len(getattr(out, "prompt_token_ids", None) or []) + len(o.token_ids)
+        if self._warned_context or not self.context or o.finish_reason != "length" or len(o.token_ids) >= budget \
+                or used < self.context:
+            return
+        self._warned_context = True
+        logger.warning("--max-new-tokens %d runs past the context of %s (%d tokens of prompt and completion, vLLM's "
+                       "max_model_len): completions stop where they reach it (finish_reason 'length')", budget,
+                       self.name, self.context)
 
     def close(self) -> None:
         self.llm = None  # drop the engine so its GPU memory can be freed
+
+
+def _engine_context(llm) -> int | None:
+    """The engine's max_model_len (prompt + completion tokens), where this vLLM exposes it."""
+    for owner in (llm, getattr(llm, "llm_engine", None)):
+        limit = getattr(getattr(owner, "model_config", None), "max_model_len", None)
+        if isinstance(limit, int) and limit > 0:
+            return limit
+    return None
