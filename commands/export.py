@@ -23,8 +23,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rtool.options import (InputOpt, NoSystemOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt,
-                           SubsetOpt, SystemOpt)
+from rtool.options import (InputOpt, NoSystemOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt,
+                           SystemOpt, WholeOutOpt)
 
 
 def export_cmd(
@@ -32,7 +32,7 @@ def export_cmd(
     input: InputOpt = "-",
     split: SplitOpt = None,
     subset: SubsetOpt = None,
-    out: OutOpt = "-",
+    out: WholeOutOpt = "-",
     overwrite: OverwriteOpt = False,
     include_incorrect: Annotated[bool, typer.Option("--include-incorrect", help="trl-sft: also export rows marked correct: false (left out by default).")] = False,
     pairs: Annotated[str, typer.Option("--pairs", help="trl-preference: first (one pair per prompt) | all (every correct x incorrect combination).")] = "first",
@@ -50,6 +50,7 @@ def export_cmd(
     rtool export --to trl-preference < traces.jsonl > pairs.jsonl
     rtool prm-label --policy S < traces.jsonl | rtool export --to trl-stepwise > steps.jsonl
     """
+    from rtool.atomic import check_outputs_distinct
     from rtool.generate.traces import choose_system_prompt
     from rtool.grade.fields import FieldMap
     from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records
@@ -58,9 +59,11 @@ def export_cmd(
 
     export = exporter(to, FieldMap(prompt_field, None), choose_system_prompt(system, no_system),
                       include_incorrect=include_incorrect, pairs=pairs, max_pairs_per_prompt=max_pairs_per_prompt)
+    check_outputs_distinct({"--out": out}, {"--input": input})
+    writer = RecordWriter(out, atomic=True, overwrite=overwrite)
     read_stats = ReadStats()
     rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=read_stats), input)
-    with RecordWriter(out, atomic=True, overwrite=overwrite) as writer:
+    with writer:
         for row in export(rows):
             writer.write(row)
     if read_stats.skipped:

@@ -151,8 +151,13 @@ def test_plot_cli_overlays_runs_and_selects_metrics(tmp_path):
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode() == f"{out}\n"
     assert png_size(out)[0] == 3 * 504
-    result = run_rtool("plot", sft, redi / "metrics.jsonl", "-o", out, "--metrics", "loss, chosen_logp",
-                       "--title", "sft vs redi")
+    again = ["plot", sft, redi / "metrics.jsonl", "-o", out, "--metrics", "loss, chosen_logp", "--title", "sft vs redi"]
+    result = run_rtool(*again)  # an existing picture is replaced only with --overwrite
+    assert result.returncode == 2
+    assert last_error_line(result) == f"rtool: error: {out}: already exists (pass --overwrite to replace it, or choose " \
+                                      "another -o)"
+    assert png_size(out)[0] == 3 * 504
+    result = run_rtool(*again, "--overwrite")
     assert result.returncode == 0, result.stderr.decode()
     assert png_size(out)[0] == 2 * 504
 
