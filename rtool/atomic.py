@@ -256,6 +256,7 @@ def check_writable(path, *, kind: str, renamed: bool = False) -> None:
 def _probe(beside: Path, given: Path) -> None:
     # os.access trusts the permission bits, and root passes them: sysfs, a read-only mount or a full quota only
     # say no when a file is really made.
+    remove_stale_temporaries(beside)  # a probe of a run killed in the instant between making and removing it
     try:
         temporary, handle = open_temporary(beside)
     except OSError as error:

@@ -207,8 +207,9 @@ class RecordWriter:
     rows unless `overwrite`, writes into a temporary file beside it (its own name: rtool.atomic.open_temporary) and
     renames that over the file when the block ends without an error (even with no rows: the file then says the run
     found none); a failed or interrupted run leaves the old file as it was and no new one, and the temporary file
-    a kill -9 leaves is removed when the next writer of the file is made. A path that cannot be written is refused when the writer is
-    made, before any work (UserError naming it), and an OSError later is one naming it too (rtool.atomic).
+    a kill -9 leaves is removed when the next writer of the file is made. A path that cannot be written is refused
+    when the writer is made, before any work (UserError naming it), and an OSError later is one naming it too
+    (rtool.atomic).
     """
 
     def __init__(self, path: str | Path = "-", *, append: bool = True, atomic: bool = False,
