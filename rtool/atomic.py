@@ -295,7 +295,7 @@ def check_outputs_distinct(outputs: dict, inputs: dict | None = None, *, dirs: I
             for flag, given in outputs.items():
                 if identity == _identity(given, stdin=False):
                     raise UserError(f"{flag} would replace an input: it is {shown}", path=given,
-                                    hint="write it to another file")
+                                    hint="write to another dir" if flag in dirs else "write it to another file")
                 if flag in dirs and given is not None and str(input_given) != "-" and _inside(input_given, given):
                     raise UserError(f"{flag} would replace an input: {shown} is inside it", path=given,
                                     hint="write to another dir")
