@@ -13,7 +13,9 @@ than N candidates gets no row for that N (counted on stderr). `--sorted` asserts
 adjacent (distill writes them so) and writes each prompt as soon as its id changes. Rows are written per prompt as
 decided: an input error stops the run after the rows already written to stdout (the output is then incomplete;
 exit 2). `-o FILE` is written whole or not at all: it appears (or replaces the file, with --overwrite) when the run
-ends without an error; a failed run leaves no file, or the old one as it was.
+ends without an error; a failed or killed run leaves no file, or the old one as it was (a kill -9 leaves a hidden
+temporary file beside it, which the next run that writes FILE removes). bon takes seconds, not GPU hours: it has no
+--resume, a run that stopped is run again.
 A candidate without an answer (an empty completion; prm-score's `score: null`) gets no vote and no weight.
 """
 
@@ -23,14 +25,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from rtool.options import InputOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt
+from rtool.options import InputOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt, WholeOutOpt
 
 
 def bon_cmd(
     input: InputOpt = "-",
     split: SplitOpt = None,
     subset: SubsetOpt = None,
-    out: OutOpt = "-",
+    out: WholeOutOpt = "-",
     overwrite: OverwriteOpt = False,
     method: Annotated[str, typer.Option("--method", help="majority (self-consistency) | naive (highest score) | weighted (largest score sum per answer).")] = "majority",
     score_field: Annotated[str, typer.Option("--score-field", help="Field holding each candidate's score (naive and weighted need it; majority breaks ties by it when every candidate has one).")] = "score",
@@ -39,7 +41,15 @@ def bon_cmd(
     prompt_field: PromptFieldOpt = None,
     skip_bad: SkipBadOpt = False,
 ) -> None:
-    """Keep, for each prompt, the candidate that the chosen rule ranks first."""
+    """Keep, for each prompt, the candidate that the chosen rule ranks first.
+
+    How it writes: stdout gets each prompt's row as soon as it is decided (with --sorted, when its id changes;
+    else when the input ends). -o FILE is written whole: rows go to a hidden temporary file beside FILE, renamed
+    over it when the run ends without an error; a failed or killed run leaves no FILE, or the old one as it was
+    (the temporary file a kill -9 leaves is removed by the next run that writes FILE). A FILE that holds rows is
+    replaced only with --overwrite.
+    """
+    from rtool.atomic import check_outputs_distinct
     from rtool.prm.bon import METHODS, BonStats, best_of_n, parse_ns
     from rtool.errors import one_of
     from rtool.grade.fields import FieldMap
@@ -49,6 +59,7 @@ def bon_cmd(
 
     one_of("--method", method, METHODS)
     ns = parse_ns(n)
+    check_outputs_distinct({"--out": out}, {"--input": input})
     writer = RecordWriter(out, atomic=True, overwrite=overwrite)
     stats, read_stats = BonStats(), ReadStats()
     rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=read_stats), input)

@@ -10,8 +10,8 @@ question are lower-cased, stripped of punctuation (replaced by spaces) and cut i
 file, a saved or hub dataset, or a benchmark rtool ships (gsm8k, math500); repeat it for several. Kept rows go to
 stdout (or -o) as they were read; `--report FILE` gets each dropped row plus `contamination`: {bench, bench_id (its
 id field or line), ngram}. Counts per bench go to stderr. Memory holds the benchmarks' n-grams, not the input.
-`-o FILE` and `--report FILE` are written whole or not at all (a failed run leaves no file; --report replaces an
-old report, -o needs --overwrite).
+`-o FILE` and `--report FILE` are written whole or not at all (a failed run leaves no file); a file that holds rows
+is replaced only with --overwrite, and neither may be the input, a --bench or the other.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from rtool.options import InputOpt, OutOpt, OverwriteOpt, SkipBadOpt, SplitOpt, SubsetOpt
+from rtool.options import InputOpt, OverwriteOpt, SkipBadOpt, SplitOpt, SubsetOpt, WholeOutOpt
 
 
 def decontaminate_cmd(
@@ -29,7 +29,7 @@ def decontaminate_cmd(
     input: InputOpt = "-",
     split: SplitOpt = None,
     subset: SubsetOpt = None,
-    out: OutOpt = "-",
+    out: WholeOutOpt = "-",
     overwrite: OverwriteOpt = False,
     ngram: Annotated[int, typer.Option("--ngram", help="Words in a shared n-gram that marks a row as contaminated (open-r1 and s1 use 8); shorter bench rows are matched whole.", min=1)] = 8,
     text_field: Annotated[Optional[str], typer.Option("--field", help="Field of the input rows to check, e.g. completion (default: the prompt as rtool finds it: prompt, messages, question, problem).")] = None,
@@ -43,19 +43,21 @@ def decontaminate_cmd(
     \b
     rtool decontaminate --bench math500 --bench aime.jsonl < prompts.jsonl > clean.jsonl
     """
+    from rtool.atomic import check_outputs_distinct
     from rtool.curate.decontaminate import BenchIndex, DecontaminateStats, decontaminate
     from rtool.io.records import ReadStats, RecordWriter, read_records
     from rtool.log import logger
 
+    check_outputs_distinct({"--out": out, "--report": report}, {"--input": input, "--bench": bench})
+    writer = RecordWriter(out, atomic=True, overwrite=overwrite)
+    report_writer = RecordWriter(report, atomic=True, overwrite=overwrite) if report is not None else None
     index = BenchIndex(n=ngram)
-    for name in bench:  # every bench is read before any output is opened: a bad one leaves nothing behind
+    for name in bench:  # every bench is read before any output is made: a bad one leaves nothing behind
         split_here = bench_split if _is_dataset(name) else None
         index.add_bench(name, read_records(name, split=split_here), text_field=bench_field)
         if index.empty[name]:
             logger.warning("%s: %d rows have no words after normalisation: they match nothing", name,
                            index.empty[name])
-    writer = RecordWriter(out, atomic=True, overwrite=overwrite)
-    report_writer = RecordWriter(report, atomic=True, overwrite=True) if report is not None else None
     stats, read_stats = DecontaminateStats(), ReadStats()
     rows = read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=read_stats)
     try:

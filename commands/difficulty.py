@@ -21,7 +21,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rtool.options import FilesArg, InputOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt
+from rtool.options import FilesArg, InputOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt, WholeOutOpt
 
 
 def difficulty_cmd(
@@ -29,7 +29,7 @@ def difficulty_cmd(
     input: InputOpt = "-",
     split: SplitOpt = None,
     subset: SubsetOpt = None,
-    out: OutOpt = "-",
+    out: WholeOutOpt = "-",
     overwrite: OverwriteOpt = False,
     keep: Annotated[Optional[str], typer.Option("--keep", metavar="LO:HI", help="Write only prompts whose pass rate is in [LO, HI] (closed); 0.01:0.99 drops those always and never solved.")] = None,
     prompt_field: PromptFieldOpt = None,
@@ -42,6 +42,7 @@ def difficulty_cmd(
     \b
     rtool distill --teacher T -n 8 < clean.jsonl | rtool difficulty --keep 0.1:0.9 > teachable.jsonl
     """
+    from rtool.atomic import check_outputs_distinct
     from rtool.curate.difficulty import DifficultyStats, grade_difficulty, in_window, parse_keep
     from rtool.grade.fields import FieldMap
     from rtool.io.records import ReadStats, RecordWriter, read_sources
@@ -49,6 +50,7 @@ def difficulty_cmd(
 
     window = parse_keep(keep) if keep is not None else None
     sources = ([input] if input != "-" or not files else []) + list(files or [])
+    check_outputs_distinct({"--out": out}, {"FILES": sources})
     writer = RecordWriter(out, atomic=True, overwrite=overwrite)
     stats, read_stats = DifficultyStats(), ReadStats()
     rows = read_sources(sources, split=split, subset=subset, skip_bad=skip_bad, stats=read_stats)

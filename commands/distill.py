@@ -83,6 +83,7 @@ def distill_cmd(
     max_model_len: MaxModelLenOpt = None,
 ) -> None:
     """Sample N completions per prompt from a teacher, grade each against the gold answer, keep them all."""
+    from rtool.atomic import check_outputs_distinct
     from rtool.grade.fields import FieldMap
     from rtool.generate.core import SamplingParams
     from rtool.log import logger, stderr_console
@@ -98,6 +99,8 @@ def distill_cmd(
     if resume and out == "-":
         raise UserError("--resume needs --out FILE", hint="the file whose finished samples are skipped")
     warn_identical_samples(params)
+    check_outputs_distinct({"--out": out}, {"--input": input, "--teacher": teacher.split(","),
+                                            "--prompt-template": prompt_template, "--chat-template": chat_template})
     system_prompt = choose_system_prompt(system, no_system)
     fields = FieldMap(prompt_field, answer_field)
     template = None

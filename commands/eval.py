@@ -77,6 +77,7 @@ def eval_cmd(
     max_model_len: MaxModelLenOpt = None,
 ) -> None:
     """Grade a model on a benchmark, or grade existing completions; print one JSON summary."""
+    from rtool.atomic import check_outputs_distinct
     from rtool.grade.fields import FieldMap
     from rtool.log import stderr_console
     from rtool.grade.metrics import EvalTally, GroupedTally
@@ -105,6 +106,9 @@ def eval_cmd(
         if batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
         warn_identical_samples(params)
+    check_outputs_distinct({"--out": out, "--records": records},
+                           {"--input" if model is None else "--bench": input if model is None else bench,
+                            "--model": model.split(",") if model else None, "--chat-template": chat_template})
     _refuse_existing_summary(out, overwrite)
     writer = RecordWriter(records, atomic=True, overwrite=overwrite) if records else None
     source = bench if model is not None else input
@@ -181,7 +185,12 @@ def _refuse_existing_summary(out: str, overwrite: bool) -> None:
     # Checked before the run, not after an hour of generation.
     from pathlib import Path
 
-    if out != "-" and Path(out).exists() and not overwrite:
+    from rtool.atomic import check_writable
+
+    if out == "-":
+        return
+    check_writable(out, kind="file", renamed=True)
+    if Path(out).exists() and not overwrite:
         raise UserError(f"{out}: already exists", hint="pass --overwrite to replace it, or choose another --out")
 
 

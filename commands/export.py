@@ -29,8 +29,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rtool.options import (ChatTemplateOpt, InputOpt, NoSystemOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt,
-                           SplitOpt, SubsetOpt, SystemOpt, TrustRemoteCodeOpt)
+from rtool.options import (ChatTemplateOpt, InputOpt, NoSystemOpt, OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt,
+                           SubsetOpt, SystemOpt, TrustRemoteCodeOpt, WholeOutOpt)
 
 
 def export_cmd(
@@ -41,7 +41,7 @@ def export_cmd(
     input: InputOpt = "-",
     split: SplitOpt = None,
     subset: SubsetOpt = None,
-    out: OutOpt = "-",
+    out: WholeOutOpt = "-",
     overwrite: OverwriteOpt = False,
     include_incorrect: Annotated[bool, typer.Option("--include-incorrect", help="trl-sft: also export rows marked correct: false (left out by default).")] = False,
     pairs: Annotated[str, typer.Option("--pairs", help="trl-preference: first (one pair per prompt) | all (every correct x incorrect combination).")] = "first",
@@ -59,6 +59,7 @@ def export_cmd(
     rtool export --to trl-preference < traces.jsonl > pairs.jsonl
     rtool prm-label --policy S < traces.jsonl | rtool export --to trl-stepwise > steps.jsonl
     """
+    from rtool.atomic import check_outputs_distinct
     from rtool.errors import UserError
     from rtool.generate.traces import choose_system_prompt
     from rtool.grade.fields import FieldMap
@@ -66,6 +67,8 @@ def export_cmd(
     from rtool.log import logger
     from rtool.train.trl_formats import exporter
 
+    check_outputs_distinct({"--out": out}, {"--input": input})
+    writer = RecordWriter(out, atomic=True, overwrite=overwrite)  # an unwritable -o: refused before the model
     tokenizer = None
     if model is not None or chat_template is not None:
         from rtool.io.models import load_tokenizer, read_chat_template
@@ -79,7 +82,7 @@ def export_cmd(
                       tokenizer=tokenizer)
     read_stats = ReadStats()
     rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=read_stats), input)
-    with RecordWriter(out, atomic=True, overwrite=overwrite) as writer:
+    with writer:
         for row in export(rows):
             writer.write(row)
     if read_stats.skipped:

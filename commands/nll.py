@@ -26,9 +26,8 @@ from typing import Annotated
 import typer
 
 from rtool.errors import UserError
-from rtool.options import (AllowPickleOpt, ChatTemplateOpt, DeviceOpt, DtypeOpt, InputOpt, NoSystemOpt, OutOpt,
-                           OverwriteOpt, PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt, SystemOpt,
-                           TrustRemoteCodeOpt)
+from rtool.options import (AllowPickleOpt, ChatTemplateOpt, DeviceOpt, DtypeOpt, InputOpt, NoSystemOpt, OverwriteOpt,
+                           PromptFieldOpt, SkipBadOpt, SplitOpt, SubsetOpt, SystemOpt, TrustRemoteCodeOpt, WholeOutOpt)
 
 # Rows read ahead of scoring: enough to sort into batches of similar length.
 WINDOW_BATCHES = 8
@@ -39,7 +38,7 @@ def nll_cmd(
     input: InputOpt = "-",
     split: SplitOpt = None,
     subset: SubsetOpt = None,
-    out: OutOpt = "-",
+    out: WholeOutOpt = "-",
     overwrite: OverwriteOpt = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per forward pass (batched by length).")] = 8,
     system: SystemOpt = None,
@@ -59,6 +58,7 @@ def nll_cmd(
     \b
     rtool nll --model S < traces.jsonl | rtool select --per-prompt 1 --prefer nll > train.jsonl
     """
+    from rtool.atomic import check_outputs_distinct
     from rtool.generate.traces import choose_system_prompt
     from rtool.grade.fields import FieldMap
     from rtool.io.models import load_model, read_chat_template
@@ -71,6 +71,7 @@ def nll_cmd(
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     system_prompt = choose_system_prompt(system, no_system)
+    check_outputs_distinct({"--out": out}, {"--input": input, "--model": model, "--chat-template": chat_template})
     writer = RecordWriter(out, atomic=True, overwrite=overwrite)  # refused now, not after loading the model
     stats = ReadStats()
     rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=stats), input)

@@ -11,6 +11,11 @@ command already draws its own OUT/curves.png; this overlays runs. stdout gets th
 
     rtool plot runs/grpo trl-out/checkpoint-500 --check
 
+`-o FILE` (default curves.png) is written whole when the drawing is done (a temporary file beside it, renamed over
+it); a FILE that exists is refused unless --overwrite, and so is a FILE that is one of the runs' metrics files.
+An output that cannot be written (a parent that is a file, no permission) is one line naming it, before any run
+is read.
+
 `--check` draws nothing: it prints one JSON line per run, `{"run": RUN, "flags": [{"name": ..., "step": ...,
 "message": ...}, ...]}`, BAI's failure curves found in its reward and completion length (rtool/train/failure_curves.py,
 default thresholds), and exits 0 whether or not any showed.
@@ -27,7 +32,8 @@ import typer
 
 def plot_cmd(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", show_default=False, help="Training output dirs (the --out of sft, redi, grpo) or their metrics.jsonl files; a transformers/TRL run's trainer_state.json (or its dir) too.")],
-    out: Annotated[Path, typer.Option("--out", "--output", "-o", help="PNG file to write (replaced atomically).")] = Path("curves.png"),
+    out: Annotated[Path, typer.Option("--out", "--output", "-o", help="PNG file to write, whole when the drawing is done (an existing file only with --overwrite).")] = Path("curves.png"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out when it exists (default: refuse).")] = False,
     metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated metric names to draw, in order (default: every numeric series in the runs' metrics.jsonl).")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Title above the panels (default: the run names).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Draw nothing: print each run's failure curves (reward drop or hockey stick, sequence length collapse) as a JSON line.")] = False,
@@ -36,8 +42,8 @@ def plot_cmd(
     from rtool.train.curves import plot_curves, read_metrics, run_labels
     from rtool.errors import UserError
 
-    if out.is_dir() and not check:
-        raise UserError("--out is a directory", path=out, hint="pass a file name, e.g. -o curves.png")
+    if not check:
+        _check_out(out, runs, overwrite)
     loaded = [read_metrics(run) for run in runs]  # a bad RUN_DIR fails before anything is drawn
     if check:
         from rtool.train.failure_curves import CurveWatch
@@ -53,3 +59,20 @@ def plot_cmd(
             raise UserError("--metrics is empty", hint="e.g. --metrics loss,learning_rate")
     written = plot_curves(dict(zip(run_labels(runs), loaded)), out, metrics=names, title=title)
     typer.echo(str(written))
+
+
+def _check_out(out: Path, runs: list[Path], overwrite: bool) -> None:
+    """Before any run is read: `out` can be written, holds nothing that --overwrite did not allow, and is not a
+    file the runs are read from."""
+    import os
+
+    from rtool.atomic import check_outputs_distinct, check_writable
+    from rtool.errors import UserError
+    from rtool.train.curves import metrics_path
+
+    if out.is_dir():
+        raise UserError("--out is a directory", path=out, hint="pass a file name, e.g. -o curves.png")
+    check_writable(out, kind="file", renamed=True)
+    check_outputs_distinct({"--out": out}, {"RUN_DIR": [metrics_path(run) for run in runs]})
+    if os.path.lexists(out) and not overwrite:
+        raise UserError("already exists", path=out, hint="pass --overwrite to replace it, or choose another -o")

@@ -79,6 +79,7 @@ def prm_label_cmd(
     max_model_len: MaxModelLenOpt = None,
 ) -> None:
     """Label every step of each trace by rolling the policy out from it (Math-Shepherd); write step_labels/values."""
+    from rtool.atomic import check_outputs_distinct
     from rtool.grade.fields import FieldMap
     from rtool.generate.core import SamplingParams
     from rtool.log import logger
@@ -101,6 +102,8 @@ def prm_label_cmd(
     if k > 1 and params.greedy:
         logger.warning("-k %d at --temperature 0: every rollout of a step is the same greedy one, so step_values "
                        "are 0 or 1; sample with --temperature > 0", k)
+    check_outputs_distinct({"--out": out}, {"--input": input, "--policy": policy.split(","),
+                                            "--chat-template": chat_template})
     system_prompt = choose_system_prompt(system, no_system)
     fields = FieldMap(prompt_field, answer_field)
     # --overwrite never reads the old file: starting again must work whatever it holds.

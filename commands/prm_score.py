@@ -7,14 +7,23 @@
 
 Each output row is its input row plus `step_scores` (one float in [0, 1] per step: P(step correct)), `score`
 (--agg of the step scores; with --lam < 1, Fin-PRM's lam * aggregate + (1 - lam) * trajectory score, the trajectory
-score being --orm's or the last step's), `orm_score` with --orm, and `prm_scoring` (the settings). With --agg prod
+score being --orm's or the last step's), `orm_score` with --orm, and `prm_scoring` (the settings: prm, format,
+step_sep, agg, lam, orm, system). With --agg prod
 (and --lam 1) also `log_score`, the product's log summed in log space: the product of a long trace's steps is 0.0
 in floats (0.5 a step over ~1,100 steps), its log still ranks it (`rtool bon --method naive --score-field
 log_score`). Rows come out in
 input order, each as soon as it and the rows before it are scored. A completion without steps (empty, or only
 separators) is no error: its row has `step_scores: []` and `score: null` (and `orm_score: null`), which rtool bon
-counts as a candidate without an answer; how many there were goes to stderr. `-o FILE` is written whole or not at
-all: it appears (or replaces the file, with --overwrite) when the run ends without an error.
+counts as a candidate without an answer; how many there were goes to stderr.
+
+`-o FILE` is written as stdout is: row by row, each flushed, so a kill or a bad input line keeps every row scored
+before it (a bad line stops the run with its FILE:LINE). A FILE that already holds rows is refused unless --resume
+(score only the rows it lacks, keyed by (id, sample) as distill keys samples, and append them: hours of GPU scoring
+are not redone; the same --prm and settings are required, as `prm_scoring` records them) or --overwrite (start
+the file again):
+
+    rtool prm-score --prm P -i traces.jsonl -o scored.jsonl            # killed after 30,000 rows
+    rtool prm-score --prm P -i traces.jsonl -o scored.jsonl --resume   # scores the rest
 
 Steps: the completion, as given (a <think> block included), split on --step-sep (a blank line), stripped, empty
 steps dropped. The conversation a completion answered: the row's `prompt_messages` (what distill sent) when it has
@@ -28,14 +37,16 @@ from one forward pass; rows are batched by length.
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from rtool.errors import UserError
 from rtool.options import ChatTemplateOpt
-from rtool.options import (AllowPickleOpt, DeviceOpt, DtypeOpt, InputOpt, NoSystemOpt, OutOpt, OverwriteOpt,
-                           PromptFieldOpt, SkipBadOpt, StepSepOpt, SystemOpt, TrustRemoteCodeOpt)
+from rtool.options import (AllowPickleOpt, DeviceOpt, DtypeOpt, InputOpt, NoSystemOpt, OutOpt, PromptFieldOpt,
+                           SkipBadOpt, StepSepOpt, SystemOpt, TrustRemoteCodeOpt)
 from rtool.options import SplitOpt, SubsetOpt
 
 # Rows read ahead of scoring, in batches: enough to sort into batches of similar length.
@@ -49,7 +60,8 @@ def prm_score_cmd(
     split: SplitOpt = None,
     subset: SubsetOpt = None,
     out: OutOpt = "-",
-    overwrite: OverwriteOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip the rows --out already holds (by id and sample) and append the rest (same --prm and scoring settings required).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start --out again when it already holds rows (default: refuse).")] = False,
     format: Annotated[str, typer.Option("--format", help="auto | qwen-prm (token classification, <extra_0> after each step) | math-shepherd (causal LM, 'ки' tag, '+'/'-' logits) | orm (sequence classification, one score per completion).")] = "auto",
     step_sep: StepSepOpt = "\\n\\n",
     agg: Annotated[str, typer.Option("--agg", help="Step scores -> score: min | prod | last | mean.")] = "min",
@@ -67,12 +79,14 @@ def prm_score_cmd(
     chat_template: ChatTemplateOpt = None,
 ) -> None:
     """Score every step of each completion with a process reward model; write each row with step_scores and score."""
+    from rtool.atomic import check_outputs_distinct
     from rtool.errors import one_of
     from rtool.grade.fields import FieldMap
     from rtool.log import logger
     from rtool.io.models import read_chat_template
     from rtool.prm.score import AGGREGATIONS, FORMATS, PRMScorer, check_lam, parse_step_sep
-    from rtool.io.records import ReadStats, RecordWriter, first_rows, read_records
+    from rtool.prm.scored import as_recorded, read_scored
+    from rtool.io.records import ReadStats, RecordWriter, Written, first_rows, read_records
     from rtool.progress import Progress, count_rows
     from rtool.generate.traces import choose_system_prompt
 
@@ -82,13 +96,27 @@ def prm_score_cmd(
     sep = parse_step_sep(step_sep)
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other", hint="keep the rows, or start again")
+    if resume and out == "-":
+        raise UserError("--resume needs --out FILE", hint="the file whose scored rows are skipped")
     if orm is not None and lam == 1.0:
         logger.warning("--orm with --lam 1: the ORM's score is written (orm_score) but not mixed into score")
+    check_outputs_distinct({"--out": out}, {"--input": input, "--prm": prm, "--orm": orm,
+                                            "--chat-template": chat_template})
     fields = FieldMap(prompt_field, None)
     system_given = system is not None or no_system
     system_prompt = choose_system_prompt(system, no_system)
     format, sep, system_prompt = _as_trained(ctx, prm, format, sep, system_prompt, system_given)
-    writer = RecordWriter(out, atomic=True, overwrite=overwrite)  # refused now, not after loading the model
+    # --overwrite never reads the old file: starting again must work whatever it holds.
+    existing = read_scored(Path(out), fields) if out != "-" and not overwrite else Written()
+    if existing.done and not (resume or overwrite):
+        raise UserError(f"already holds {existing.counts.total()} scored rows", path=out,
+                        hint="--resume scores the rest, --overwrite starts again; appending would double them")
+    skip = existing.counts.copy() if resume else Counter()
+    if skip:
+        logger.info("resuming: %d rows already scored in %s", skip.total(), out)
+    writer = RecordWriter(out, append=not overwrite)  # refused now, not after loading the model
     stats = ReadStats()
     rows = first_rows(read_records(input, split=split, subset=subset, skip_bad=skip_bad, stats=stats), input)
 
@@ -102,10 +130,18 @@ def prm_score_cmd(
             orm_scorer = PRMScorer.load(orm, format="orm", **load)
         except UserError as error:
             raise UserError(f"--orm: {error.message}", path=error.path, hint=error.hint) from None
-    settings = {"prm": prm, "format": scorer.format, "step_sep": sep, "agg": agg, "lam": lam, "orm": orm}
-    run = _Run(scorer, orm_scorer, fields, system_prompt, agg, lam, settings, system_explicit=system_given)
+    settings = {"prm": prm, "format": scorer.format, "step_sep": sep, "agg": agg, "lam": lam, "orm": orm,
+                "system": system_prompt}
+    if resume:
+        if existing.done and existing.settings is None:
+            logger.warning("%s has no `prm_scoring` records (written by an older rtool): cannot check that --resume "
+                           "uses the same settings", out)
+        existing.check_same_settings(as_recorded(settings, existing.settings), out, what="scoring")
+    run = _Run(scorer, orm_scorer, fields, system_prompt, agg, lam, settings, system_explicit=system_given,
+               skip=skip)
+    total = count_rows(input)
     try:
-        with Progress("prm-score", total=count_rows(input)) as progress:
+        with Progress("prm-score", total=None if total is None else max(total - skip.total(), 0)) as progress:
             run.stream(rows, writer, window=batch_size * WINDOW_BATCHES, progress=progress)
     finally:
         if stats.skipped:
@@ -114,8 +150,10 @@ def prm_score_cmd(
 
 
 class _Run:
-    def __init__(self, scorer, orm_scorer, fields, system, agg, lam, settings, system_explicit=False) -> None:
+    def __init__(self, scorer, orm_scorer, fields, system, agg, lam, settings, system_explicit=False,
+                 skip: Counter | None = None) -> None:
         self.scorer, self.orm_scorer = scorer, orm_scorer
+        self.skip, self.resumed = skip or Counter(), 0  # --resume: keys still to skip, rows skipped
         self.system_explicit, self.recorded = system_explicit, 0  # rows whose prompt_messages won over --system
         self.fields, self.system, self.agg, self.lam, self.settings = fields, system, agg, lam, settings
         self.rows = self.steps = self.stepless = 0
@@ -133,6 +171,8 @@ class _Run:
                     row = next(iterator, None)
                     if row is None:
                         break
+                    if self.skip and self.scored_before(row):
+                        continue
                     pending.append(self.prepare(row))
                 except UserError:
                     self.flush(pending, writer)
@@ -140,6 +180,17 @@ class _Run:
                 if len(pending) >= window:
                     self.flush(pending, writer)
             self.flush(pending, writer)
+
+    def scored_before(self, row) -> bool:
+        """The row is one of those --out already holds (rtool.prm.scored): skip it, once per row held."""
+        from rtool.prm.scored import scored_key
+
+        key = scored_key(row, self.fields)
+        if self.skip[key] <= 0:
+            return False
+        self.skip[key] -= 1
+        self.resumed += 1
+        return True
 
     def prepare(self, row) -> tuple:
         """(row, PRM input, ORM input or None); UserError naming the row's file:line. A completion without steps
@@ -194,6 +245,11 @@ class _Run:
 
         if self.system_explicit:
             warn_recorded_wins("prm-score", self.recorded, self.system)
+        if self.resumed:
+            logger.info("prm-score: %d rows were scored before (--resume)", self.resumed)
+        if self.skip.total():
+            logger.warning("prm-score: %d rows of --out match no input row (id, sample): was it scored from another "
+                           "input?", self.skip.total())
         if not self.rows:
             logger.info("prm-score: no rows scored")
             return

@@ -21,7 +21,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rtool.options import FilesArg, InputOpt, OutOpt, OverwriteOpt, PromptFieldOpt, SeedOpt, SkipBadOpt, SplitOpt, SubsetOpt
+from rtool.options import (FilesArg, InputOpt, OverwriteOpt, PromptFieldOpt, SeedOpt, SkipBadOpt, SplitOpt, SubsetOpt,
+                           WholeOutOpt)
 
 
 def select_cmd(
@@ -29,7 +30,7 @@ def select_cmd(
     input: InputOpt = "-",
     split: SplitOpt = None,
     subset: SubsetOpt = None,
-    out: OutOpt = "-",
+    out: WholeOutOpt = "-",
     overwrite: OverwriteOpt = False,
     per_prompt: Annotated[int, typer.Option("--per-prompt", "-k", help="Most traces kept per prompt.")] = 1,
     prefer: Annotated[str, typer.Option("--prefer", help="Which traces first: shortest | longest | nll (lowest first; rows from rtool nll) | first | random.")] = "shortest",
@@ -46,18 +47,20 @@ def select_cmd(
     \b
     rtool nll --model S < traces.jsonl | rtool select --per-prompt 1 --prefer nll > train.jsonl
     """
+    from rtool.atomic import check_outputs_distinct
     from rtool.curate.selection import SelectRules, SelectStats, select_traces
     from rtool.grade.fields import FieldMap, prompt_id
     from rtool.io.records import ReadStats, RecordWriter, read_sources
     from rtool.log import logger
 
     fields = FieldMap(prompt_field)
+    sources = ([input] if input != "-" or not files else []) + list(files or [])
+    check_outputs_distinct({"--out": out}, {"FILES": sources, "--prompts": prompts_file})
     # The prompt set is read whole first: a bad --prompts file stops the run before any trace is read.
     wanted = None if prompts_file is None else frozenset(
         prompt_id(row, fields) for row in read_sources([prompts_file]))
     rules = SelectRules(per_prompt=per_prompt, prefer=prefer, include_incorrect=include_incorrect,
                         dedup_threshold=dedup_threshold, max_tokens=max_tokens, seed=seed, prompts=wanted).check()
-    sources = ([input] if input != "-" or not files else []) + list(files or [])
     writer = RecordWriter(out, atomic=True, overwrite=overwrite)
     stats, read_stats = SelectStats(), ReadStats()
     rows = read_sources(sources, split=split, subset=subset, skip_bad=skip_bad, stats=read_stats)

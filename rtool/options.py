@@ -29,6 +29,7 @@ FilesArg = Annotated[Optional[list[str]], typer.Argument(metavar="FILES", show_d
 SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split of a dataset with several (e.g. test); required when it has more than one.")]
 SubsetOpt = Annotated[Optional[str], typer.Option("--subset", help="Subset (datasets' config name) of a hub dataset or data folder, e.g. main for openai/gsm8k.")]
 OutOpt = Annotated[str, typer.Option("--out", "--output", "-o", help="Output JSONL path (written row by row, flushed per row) or '-' for stdout.")]
+WholeOutOpt = Annotated[str, typer.Option("--out", "--output", "-o", help="Output JSONL path, written whole when the run ends without an error (into a temporary file beside it, renamed over it at the end: a failed or killed run leaves no file, or the old one as it was), or '-' for stdout.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out when it already holds rows (default: refuse). The file is replaced when the run ends whole; a failed run leaves it as it was.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed input lines (counted on stderr) instead of stopping.")]
 PromptFieldOpt = Annotated[Optional[str], typer.Option("--prompt-field", help="Field holding the prompt (default: auto: prompt, messages, question, problem).")]

@@ -169,3 +169,89 @@ def test_merge_output_made_by_someone_else_while_merging_is_kept(tmp_path):
             (tmp / "model.safetensors").write_bytes(b"ours")
             _old(out)
     assert _names(out) == ["old.txt"] and _names(tmp_path) == ["out"]
+
+
+def _dead_pid():
+    # A process that has exited and been reaped: its pid runs nothing (until the kernel hands it out again).
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_next_writer_removes_what_a_killed_writer_left_and_nothing_else(tmp_path):
+    out = tmp_path / "out.jsonl"
+    host = atomic._host_tag()
+    dead, alive = _dead_pid(), os.getppid()
+    names = {
+        "dead": f".out.jsonl.{dead}.{host}.0123456789ab.rtool-tmp",       # a kill -9 mid-write
+        "dead_dir": f".out.jsonl.{dead}.{host}.0123456789ac.rtool-tmp",   # a kill -9 mid-merge
+        "old_rtool": f".out.jsonl.{dead}.rtool-tmp",                       # rtool before the host and token
+        "alive": f".out.jsonl.{alive}.{host}.0123456789ad.rtool-tmp",     # a writer still at work
+        "other_host": f".out.jsonl.{dead}.ffffff.0123456789ae.rtool-tmp",  # a pid of another machine
+        "other_file": f".other.jsonl.{dead}.{host}.0123456789af.rtool-tmp",
+        "previous_output": f".out.jsonl.{dead}.{host}.0123456789b0.rtool-old",  # out is missing: kept (_swap_in)
+    }
+    for key, name in names.items():
+        if key == "dead_dir" or key == "previous_output":
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "model.safetensors").write_text("x")
+        else:
+            (tmp_path / name).write_text("x")
+    atomic.remove_stale_temporaries(out)
+    left = {key for key, name in names.items() if (tmp_path / name).exists()}
+    assert left == {"alive", "other_host", "other_file", "previous_output"}
+    out.mkdir()  # the swap completed: the old dir beside it is garbage now
+    atomic.remove_stale_temporaries(out)
+    assert not (tmp_path / names["previous_output"]).exists()
+
+
+def test_each_temporary_has_its_own_name_and_the_permissions_of_a_new_file(tmp_path):
+    target = tmp_path / "out.jsonl"
+    (first, a), (second, b) = atomic.open_temporary(target), atomic.open_temporary(target)
+    a.close(), b.close()
+    assert first != second and first.parent == second.parent == tmp_path
+    assert first.name.startswith(f".out.jsonl.{os.getpid()}.") and first.name.endswith(".rtool-tmp")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(first.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs sysfs")
+def test_a_place_that_takes_no_file_is_refused_even_for_root():
+    # sysfs refuses a new file to root too, whatever the permission bits say: os.access alone lets it through.
+    with pytest.raises(UserError) as caught:
+        atomic.check_writable("/sys/x.png", kind="file")
+    assert caught.value.render().startswith("/sys/x.png: cannot ")
+    assert "rtool-tmp" not in caught.value.render()
+
+
+def test_outputs_that_are_inputs_or_each_other_are_refused(tmp_path, monkeypatch):
+    from rtool.atomic import check_outputs_distinct
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_text("{}\n")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    os.link(tmp_path / "in.jsonl", tmp_path / "hard.jsonl")
+
+    def refused(outputs, inputs, dirs=()):
+        with pytest.raises(UserError) as caught:
+            check_outputs_distinct(outputs, inputs, dirs=dirs)
+        return caught.value.render()
+
+    assert refused({"-o": "./in.jsonl"}, {"-i": "in.jsonl"}).startswith("./in.jsonl: -o would replace an input: "
+                                                                        "it is -i in.jsonl")
+    assert "it is -i in.jsonl" in refused({"-o": "hard.jsonl"}, {"-i": "in.jsonl"})  # one file, two names
+    assert refused({"-o": "new.jsonl", "--report": "sub/../new.jsonl"}, {}).startswith(
+        "sub/../new.jsonl: --report and -o name the same file")
+    assert "model/config.json is inside it" in refused({"--out": "model"}, {"--data": "model/config.json"},
+                                                       dirs=["--out"])
+    # Not clashes: other files, stdin and stdout, devices named twice, an input that is no local file, an output
+    # inside an input dir (curves.png beside the run's metrics.jsonl).
+    check_outputs_distinct({"-o": "out.jsonl", "--report": "report.jsonl"},
+                           {"-i": ["in.jsonl", "-", "openai/gsm8k", "http://localhost:8000/v1", None]})
+    check_outputs_distinct({"-o": "-", "--report": "/dev/null", "--records": "/dev/null"}, {"-i": "-"})
+    check_outputs_distinct({"--out": "model/curves.png"}, {"RUN_DIR": "model"})

@@ -281,6 +281,11 @@ def test_cli_sorted_out_file_and_real_pipe(tmp_path):
 def test_cli_help():
     result = run_rtool("bon", "--help")
     assert result.returncode == 0 and b"--score-field" in result.stdout
+    help_text = " ".join(result.stdout.decode().split())  # typer wraps lines
+    # How it writes: -o whole at the end (not "row by row", which its -o help once said), stdout as decided.
+    assert "written row by row" not in help_text
+    assert "-o FILE is written whole" in help_text and "as soon as it is decided" in help_text
+    assert "a failed or killed run leaves no FILE, or the old one as it was" in help_text
     code = "import sys; import rtool.cli; print([m for m in ('torch', 'transformers') if m in sys.modules])"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 

@@ -151,8 +151,13 @@ def test_plot_cli_overlays_runs_and_selects_metrics(tmp_path):
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode() == f"{out}\n"
     assert png_size(out)[0] == 3 * 504
-    result = run_rtool("plot", sft, redi / "metrics.jsonl", "-o", out, "--metrics", "loss, chosen_logp",
-                       "--title", "sft vs redi")
+    again = ["plot", sft, redi / "metrics.jsonl", "-o", out, "--metrics", "loss, chosen_logp", "--title", "sft vs redi"]
+    result = run_rtool(*again)  # an existing picture is replaced only with --overwrite
+    assert result.returncode == 2
+    assert last_error_line(result) == (f"rtool: error: {out}: already exists (pass --overwrite to replace it, or "
+                                       "choose another -o)")
+    assert png_size(out)[0] == 3 * 504
+    result = run_rtool(*again, "--overwrite")
     assert result.returncode == 0, result.stderr.decode()
     assert png_size(out)[0] == 2 * 504
 
@@ -165,10 +170,17 @@ def test_plot_cli_overlays_runs_and_selects_metrics(tmp_path):
      "rtool: error: unknown metric 'bogus' (valid: loss, learning_rate, tokens_per_s, grad_norm)"),
     (["{sft}", "--metrics", " , "], "rtool: error: --metrics is empty"),
     (["{sft}", "-o", "{tmp}"], "rtool: error: {tmp}: --out is a directory"),
+    # Once a raw FileExistsError and a PermissionError naming the temporary file, exit 1.
+    (["{sft}", "-o", "{tmp}/afile/c.png"], "rtool: error: {tmp}/afile/c.png: cannot be created: {tmp}/afile is not a "
+                                           "directory"),
+    (["{sft}", "-o", "/sys/x.png"], "rtool: error: /sys/x.png: cannot "),
+    (["{sft}", "-o", "{sft}/metrics.jsonl", "--overwrite"],
+     "rtool: error: {sft}/metrics.jsonl: --out would replace an input: it is RUN_DIR {sft}/metrics.jsonl"),
 ])
 def test_plot_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
     places = dict(tmp=tmp_path, sft=write_run(tmp_path / "sft", sft_like()), empty=tmp_path / "empty")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
     default_out = [] if "-o" in args else ["-o", tmp_path / "out.png"]
     result = run_rtool("plot", *[arg.format(**places) for arg in args], *default_out)
     assert result.returncode == 2

@@ -381,7 +381,7 @@ def test_cli_streams_rows_in_order_with_their_fields_and_step_scores(prm_dirs):
         assert row["step_scores"] == pytest.approx(scores, abs=TOL)
         assert row["score"] == min(row["step_scores"])
         assert row["prm_scoring"] == {"prm": str(prm_dirs["qwen-prm"]), "format": "qwen-prm", "step_sep": "\n\n",
-                                      "agg": "min", "lam": 1.0, "orm": None}
+                                      "agg": "min", "lam": 1.0, "orm": None, "system": MESSAGES[0]["content"]}
     assert out[3]["step_scores"] != pytest.approx(out[0]["step_scores"], abs=TOL)  # another conversation
     steps = sum(len(split_steps(row["completion"])) for row in rows)
     assert f"prm-score: 20 rows, {steps} steps" in result.stderr.decode()
@@ -436,23 +436,98 @@ def test_a_bad_row_stops_the_run_after_the_rows_before_it(prm_dirs, tmp_path, ba
     result = prm_score(prm_dirs["qwen-prm"], input=rows_text([GOOD, bad_row, GOOD]))
     assert_clean_error(result, *fragments)
     assert [row["id"] for row in jsonl(result.stdout)] == ["g"]  # stdout streams the rows before it
-    # -o FILE: an old file stays whole (32 scored rows once became 2), a new one is not made.
-    old = tmp_path / "scored.jsonl"
-    old.write_text(rows_text([{**GOOD, "id": f"old{i}", "score": 0.5} for i in range(32)]))
+    # -o FILE keeps them too, and --resume goes on from there once the row is fixed.
+    out = tmp_path / "scored.jsonl"
+    result = prm_score(prm_dirs["qwen-prm"], "-o", out, input=rows_text([GOOD, bad_row, GOOD]))
+    assert_clean_error(result, *fragments)
+    assert [row["id"] for row in jsonl(out.read_text())] == ["g"]
+    fixed = {**GOOD, "id": "b"}
+    result = prm_score(prm_dirs["qwen-prm"], "-o", out, "--resume", input=rows_text([GOOD, fixed, GOOD]))
+    assert result.returncode == 0, result.stderr.decode()
+    # The two rows keyed ("g", no sample) are two rows: the file held one, so one more is scored.
+    assert [row["id"] for row in jsonl(out.read_text())] == ["g", "b", "g"]
+    # An old file given --overwrite is started again at the first row scored; a run that scores none leaves it.
+    old = tmp_path / "old.jsonl"
+    old.write_text(rows_text([{**GOOD, "id": f"old{i}", "step_scores": [0.5], "score": 0.5} for i in range(32)]))
     before = old.read_bytes()
+    result = prm_score(prm_dirs["qwen-prm"], "-o", old, "--overwrite", input=rows_text([bad_row, GOOD]))
+    assert_clean_error(result, *fragments[1:])
+    assert old.read_bytes() == before
     result = prm_score(prm_dirs["qwen-prm"], "-o", old, "--overwrite", input=rows_text([GOOD, bad_row, GOOD]))
     assert_clean_error(result, *fragments)
-    assert old.read_bytes() == before
-    result = prm_score(prm_dirs["qwen-prm"], "-o", tmp_path / "new.jsonl", input=rows_text([GOOD, bad_row]))
-    assert_clean_error(result, *fragments)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.jsonl"]
+    assert [row["id"] for row in jsonl(old.read_text())] == ["g"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.jsonl", "scored.jsonl"]  # no temporary file
+
+
+def test_a_bad_line_far_into_a_file_keeps_every_row_before_it(prm_dirs, tmp_path):
+    # 40 rows at --batch-size 2 (windows of 16), then a line that is no JSON: rows 1..40 were scored and stay.
+    source = tmp_path / "traces.jsonl"
+    source.write_text(rows_text([{**GOOD, "id": f"q{i}", "sample": 0} for i in range(40)]) + "{oops\n")
+    out = tmp_path / "scored.jsonl"
+    result = prm_score(prm_dirs["qwen-prm"], "--batch-size", "2", "-i", source, "-o", out)
+    assert_clean_error(result, f"{source}:41: malformed JSON")
+    assert [row["id"] for row in jsonl(out.read_text())] == [f"q{i}" for i in range(40)]
+
+
+def test_a_killed_run_keeps_its_rows_and_resume_scores_only_the_rest(prm_dirs, tmp_path):
+    import os
+    import signal
+    import time
+
+    from helpers import RTOOL
+
+    rows = [{"id": f"q{i // 2}", "sample": i % 2, "problem": QUESTION, "completion": COMPLETIONS[i % 4]}
+            for i in range(30)]
+    source = tmp_path / "traces.jsonl"
+    source.write_text(rows_text(rows))
+    out = tmp_path / "scored.jsonl"
+    flags = ["--prm", prm_dirs["qwen-prm"], "--device", "cpu", "--dtype", "float32", "--batch-size", "1"]
+    # 20 rows on a stdin left open: two windows of 8 are scored and written, 4 rows wait for more input. Then kill -9.
+    child = subprocess.Popen([RTOOL, "prm-score", *map(str, flags), "-o", str(out)], stdin=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "RTOOL_DEBUG": "0"})
+    child.stdin.write(rows_text(rows[:20]).encode())
+    child.stdin.flush()
+    deadline = time.monotonic() + 240
+    while not (out.exists() and out.read_text().count("\n") >= 16) and time.monotonic() < deadline:
+        assert child.poll() is None, "prm-score ended before it was killed"
+        time.sleep(0.2)
+    time.sleep(1.0)  # nothing more comes: the other 4 rows wait for their window
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    kept = jsonl(out.read_text())
+    assert [(row["id"], row["sample"]) for row in kept] == [(r["id"], r["sample"]) for r in rows[:16]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.jsonl", "traces.jsonl"]  # nothing hidden left
+    refused = prm_score(*flags[1:], "-i", source, "-o", out)
+    assert_clean_error(refused, f"{out}: already holds 16 scored rows", "--resume scores the rest")
+    changed = prm_score(*flags[1:], "--agg", "mean", "-i", source, "-o", out, "--resume")
+    assert_clean_error(changed, f"{out}:1: --resume with other scoring settings than the file's: agg 'min' -> 'mean'")
+    # The same model named another way (a symlink, from another directory) is the same setting.
+    link = tmp_path / "prm-link"
+    link.symlink_to(prm_dirs["qwen-prm"])
+    resumed = prm_score(link, *flags[2:], "-i", source, "-o", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert "16 rows were scored before (--resume)" in resumed.stderr.decode()
+    assert "prm-score: 14 rows" in resumed.stderr.decode()
+    whole = jsonl(prm_score(*flags[1:], "-i", source).stdout)
+    final = jsonl(out.read_text())
+    assert [(row["id"], row["sample"]) for row in final] == [(r["id"], r["sample"]) for r in rows]
+    for row, expected in zip(final, whole):
+        assert row["step_scores"] == pytest.approx(expected["step_scores"], abs=TOL)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--resume"], "--resume needs --out FILE"),
+    (["--resume", "--overwrite", "-o", "x.jsonl"], "--resume and --overwrite contradict each other"),
+])
+def test_resume_flags_that_cannot_work_are_refused(prm_dirs, flags, message):
+    assert_clean_error(prm_score(prm_dirs["qwen-prm"], *flags, input=rows_text([GOOD])), message)
 
 
 def test_an_out_file_with_rows_is_refused_before_the_model_loads(prm_dirs, tmp_path):
     old = tmp_path / "scored.jsonl"
-    old.write_text(rows_text([GOOD]))
+    old.write_text(rows_text([{**GOOD, "step_scores": [0.5], "score": 0.5}]))
     result = prm_score(str(tmp_path / "no-such-model"), "-o", old, input=rows_text([GOOD]))
-    assert_clean_error(result, f"{old}: already holds rows", "--overwrite")
+    assert_clean_error(result, f"{old}: already holds 1 scored rows", "--overwrite")
     result = prm_score(prm_dirs["qwen-prm"], "-o", old, "--overwrite", input=rows_text([{**GOOD, "id": "new"}]))
     assert result.returncode == 0, result.stderr.decode()
     assert [row["id"] for row in jsonl(old.read_text())] == ["new"]

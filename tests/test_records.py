@@ -187,3 +187,18 @@ def test_stdin_streams_before_input_ends():
     assert child.stdout.readline() == b"1\n"
     child.stdin.close()
     assert child.wait(timeout=30) == 0
+
+
+def test_two_writers_of_one_file_never_share_a_temporary_file(tmp_path):
+    # Two atomic writers in one process (an -o and a --report given one path once shared .NAME.PID.rtool-tmp and
+    # garbled each other): each writes its own rows whole; the last to finish is the file.
+    path = tmp_path / "out.jsonl"
+    first, second = RecordWriter(path, atomic=True), RecordWriter(path, atomic=True)
+    for i in range(3):
+        first.write({"writer": 1, "row": i})
+        second.write({"writer": 2, "row": i, "pad": "x" * 50})
+    first.close()
+    assert lines_of(path) == [{"writer": 1, "row": i} for i in range(3)]
+    second.close()
+    assert lines_of(path) == [{"writer": 2, "row": i, "pad": "x" * 50} for i in range(3)]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

@@ -88,6 +88,9 @@ def test_length_penalty_is_dapos_soft_overlong_punishment():
         length_penalties([1], max_length=100, buffer=0)
     with pytest.raises(UserError, match="--length-buffer"):
         RewardSet(parse_reward_spec("length=1"), max_completion_length=100, length_buffer=101)
+    # Out of range is refused without the length reward too (`grpo --length-buffer -1` once trained without a word).
+    with pytest.raises(UserError, match=r"--length-buffer must be in \[1, --max-completion-length 100\], got -1"):
+        RewardSet(parse_reward_spec("accuracy=1"), max_completion_length=100, length_buffer=-1)
 
 
 def test_reward_set_functions_are_named_and_weighted(tmp_path, monkeypatch):

@@ -20,12 +20,14 @@ import contextlib
 import io
 import json
 import os
+import stat
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Hashable, Iterable, Iterator
 
-from rtool.atomic import check_writable, output_errors
+from rtool.atomic import check_writable, open_temporary, output_errors, remove_stale_temporaries
 from rtool.errors import UserError
 from rtool.io.rows import ReadStats, Row  # noqa: F401 - readers and writers of rows import them from here
 
@@ -219,16 +221,18 @@ class RecordWriter:
     leaves only whole lines behind (a row is written with one write call). Use it as a context manager: how the
     block ends decides what the file holds.
 
-        RecordWriter(path)                        # append (resumable outputs: distill, prm-label)
+        RecordWriter(path)                        # append (resumable outputs: distill, prm-label, prm-score)
         RecordWriter(path, append=False)          # start the file again, at its first row
-        RecordWriter(path, atomic=True, overwrite=flag)   # a whole-file output (bon, prm-score, eval --records)
+        RecordWriter(path, atomic=True, overwrite=flag)   # a whole-file output (bon, eval --records, ...)
 
     Append and start-again writers create or truncate the file only when the first row comes, so a run that
     writes nothing leaves no file (and an old one untouched). An atomic writer refuses a file that already holds
-    rows unless `overwrite`, writes into a temporary file beside it and renames that over the file when the block
-    ends without an error (even with no rows: the file then says the run found none); a failed or interrupted run
-    leaves the old file as it was and no new one. A path that cannot be written is refused when the writer is
-    made, before any work (UserError naming it), and an OSError later is one naming it too (rtool.atomic).
+    rows unless `overwrite`, writes into a temporary file beside it (its own name: rtool.atomic.open_temporary) and
+    renames that over the file when the block ends without an error (even with no rows: the file then says the run
+    found none); a failed or interrupted run leaves the old file as it was and no new one, and the temporary file
+    a kill -9 leaves is removed when the next writer of the file is made. A path that cannot be written is refused
+    when the writer is made, before any work (UserError naming it), and an OSError later is one naming it too
+    (rtool.atomic).
     """
 
     def __init__(self, path: str | Path = "-", *, append: bool = True, atomic: bool = False,
@@ -240,10 +244,11 @@ class RecordWriter:
         self._temporary: Path | None = None
         if self.path == "-":
             return
-        check_writable(self.path, kind="file")
+        check_writable(self.path, kind="file", renamed=atomic)
         self._target = Path(self.path)
         if self._target.is_symlink() and (self._target.is_file() or not self._target.exists()):
             self._target = Path(os.path.realpath(self.path))  # rename over the file it points to, not the link
+        remove_stale_temporaries(self._target)  # those a killed run left
         if atomic and not overwrite and self._target.is_file() and self._target.stat().st_size > 0:
             raise UserError("already holds rows", path=self.path,
                             hint="pass --overwrite to replace it, or write to another file")
@@ -265,8 +270,7 @@ class RecordWriter:
         with output_errors(self.path):
             self._target.parent.mkdir(parents=True, exist_ok=True)
             if self.atomic:
-                self._temporary = self._target.with_name(f".{self._target.name[:200]}.{os.getpid()}.rtool-tmp")
-                self._handle = open(self._temporary, "w", encoding="utf-8")
+                self._temporary, self._handle = open_temporary(self._target, "w", encoding="utf-8")
                 return
             if self.append:
                 _repair_partial_last_line(self._target)
@@ -283,7 +287,7 @@ class RecordWriter:
             return
         with output_errors(self.path):
             self._handle.flush()
-            if Path(self._handle.name).is_file():
+            if stat.S_ISREG(os.fstat(self._handle.fileno()).st_mode):  # not a pipe or /dev/stdout
                 os.fsync(self._handle.fileno())
             self._handle.close()
             if self._temporary is not None:
@@ -363,18 +367,21 @@ def write_json(data: dict, path: str | Path = "-") -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """`path` holds `text` whole, or is as it was (a failure removes the temporary file); an unwritable path is
     a UserError naming it."""
-    check_writable(path, kind="file")
-    temporary = path.with_name(f".{path.name[:200]}.{os.getpid()}.rtool-tmp")
+    check_writable(path, kind="file", renamed=True)
+    remove_stale_temporaries(path)
+    temporary = None
     try:
         with output_errors(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "w", encoding="utf-8") as handle:
+            temporary, handle = open_temporary(path, "w", encoding="utf-8")
+            with handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         raise
 
 
@@ -403,10 +410,12 @@ def read_sources(sources: list[str], **options) -> Iterator[Row]:
 
 @dataclass
 class Written:
-    """What an output file already holds, for --resume: the keys of its finished rows, and the first settings
-    record (distill's `sampling`, prm-label's `prm_labeling`) with its line."""
+    """What an output file already holds, for --resume: the keys of its finished rows (`counts`: how many rows
+    each, for inputs where a key may repeat), and the first settings record (distill's `sampling`, prm-label's
+    `prm_labeling`, prm-score's `prm_scoring`) with its line."""
 
     done: set = field(default_factory=set)
+    counts: Counter = field(default_factory=Counter)
     settings: dict | None = None
     settings_line: int | None = None
 
@@ -437,7 +446,9 @@ def read_written(out_path: Path, *, key: Callable[[dict], Hashable], settings_fi
                 continue
             try:
                 row = json.loads(line)
-                written.done.add(key(row))
+                row_key = key(row)
+                written.done.add(row_key)
+                written.counts[row_key] += 1
             except (ValueError, KeyError, TypeError):
                 raise UserError(f"not an rtool {command} output line (needs {needs})", path=out_path, line=number,
                                 hint=f"--resume appends to a file written by rtool {command}; --overwrite starts "

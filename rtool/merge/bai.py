@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtool.atomic import atomic_dir, check_writable
+from rtool.atomic import atomic_dir, check_outputs_distinct, check_writable
 from rtool.errors import UserError, one_of
 from rtool.log import logger
 from rtool.merge.arithmetic import METHODS, Scratch, bai_stage1, bai_stage2
@@ -342,11 +342,7 @@ def staged_output(out: Path, *, force: bool = False, inputs: tuple[Path, ...] = 
     existing `out` only with force); when it fails or is interrupted, remove it. So `out` appears whole or not
     at all, and a crash leaves at most a hidden `.NAME.*.rtool-tmp` beside it (see `rtool.atomic`)."""
     out = Path(out)
-    resolved = out.resolve()
-    for path in inputs:
-        path = Path(path).resolve()
-        if path == resolved or resolved in path.parents:
-            raise UserError("the output dir would replace an input", path=out, hint=f"input: {path}")
+    check_outputs_distinct({"--out": out}, {"the input": list(inputs)}, dirs=["--out"])
     # Checked here, before minutes of merging, so the error can name --overwrite; atomic_dir checks again at the end.
     if os.path.lexists(out):
         if not out.is_dir() or out.is_symlink():

@@ -537,11 +537,10 @@ def write_trained_settings(out_dir, *, system: str | None, step_sep: str | None)
     import json
     from pathlib import Path
 
+    from rtool.io.records import atomic_write_text
+
     settings = {"format": "qwen-prm", "system": system, "step_sep": step_sep}
-    path = Path(out_dir) / TRAINED_SETTINGS_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(settings, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(Path(out_dir) / TRAINED_SETTINGS_FILE, json.dumps(settings, ensure_ascii=False, indent=1) + "\n")
 
 
 def trained_settings(spec) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from rtool.atomic import open_temporary, output_errors, remove_stale_temporaries
 from rtool.errors import UserError, one_of
 
 METRICS_FILE = "metrics.jsonl"
@@ -254,12 +255,17 @@ def _draw_mark(ax, mark: Mark, *, labelled: bool) -> None:
 
 
 def _save_atomic(figure, out: Path, *, dpi: int) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    try:
-        figure.savefig(temporary, format="png", dpi=dpi)
-        os.replace(temporary, out)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Write the PNG beside `out` and rename it over `out`; an OSError is a UserError naming `out`, never the
+    temporary file."""
+    with output_errors(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        temporary, handle = open_temporary(out, "wb")
+        try:
+            with handle:
+                figure.savefig(handle, format="png", dpi=dpi)
+            os.replace(temporary, out)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
     return out

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from rtool.errors import UserError
+from rtool.log import logger
 
 REWARDS = ("accuracy", "format", "length", "prm", "python")
 PYTHON_PREFIX = "python:"
@@ -251,8 +252,10 @@ class RewardSet:
     def __post_init__(self) -> None:
         if self.length_buffer is None:
             self.length_buffer = default_length_buffer(self.max_completion_length)
-        if self.uses("length"):
+        else:  # a value given is checked even when no length reward reads it: -1 is a typo, not "unused"
             check_length_buffer(self.length_buffer, self.max_completion_length)
+            if not self.uses("length"):
+                logger.warning("--length-buffer %d is unused: --reward has no length=W", self.length_buffer)
         if self.uses("prm") and self.prm_scorer is None:
             raise UserError("the prm reward needs a process reward model", hint="pass --prm PATH (see rtool prm-score)")
         self._python = {}

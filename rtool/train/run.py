@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from rtool.atomic import check_outputs_distinct
 from rtool.errors import UserError
 from rtool.io.models import read_chat_template
 from rtool.io.records import piped_stdin
@@ -133,6 +134,8 @@ class TrainRun:
             raise UserError("--resume and --overwrite contradict each other", hint="continue the run or replace it")
         if self.data == "-" and processes.world_size() > 1:
             raise UserError("--data - (stdin) cannot be shared by several processes", hint="pass a file under torchrun")
+        # OUT is written into (and with --overwrite replaced): the model or rows it reads may not be OUT or in it.
+        check_outputs_distinct({"--out": self.out}, {"--model": self.model, "--data": self.data}, dirs=["--out"])
 
     def inputs(self) -> dict[str, str]:
         """The flags that name local files or dirs this run reads (--model, --data, ...) -> their paths: what
