@@ -236,7 +236,7 @@ def test_out_holding_other_files_is_refused_and_overwrite_deletes_only_the_run(c
     assert code == 0, stderr
     (run / "notes.txt").write_text("mine")
     code, _, stderr = run_sft(capfd, "--model", run, "--data", traces, "--out", run, *FAST, "--overwrite")
-    assert code == 2 and "part of --model" in stderr
+    assert code == 2 and "--out would replace an input: it is --model" in stderr
     assert (run / "model.safetensors").exists()  # training on from OUT into OUT: the model it reads stays
     code, stdout, stderr = run_sft(capfd, "--model", tiny_model_dir, "--data", traces, "--out", run, *FAST,
                                    "--overwrite")

@@ -349,7 +349,7 @@ def staged_output(out: Path, *, force: bool = False, inputs: tuple[Path, ...] = 
             raise UserError("output path exists and is not a directory", path=out)
         if not force:
             raise UserError("output dir exists", path=out, hint="pass --overwrite to replace it")
-        cwd = Path.cwd().resolve()
+        cwd, resolved = Path.cwd().resolve(), out.resolve()
         if resolved == cwd or resolved in cwd.parents:
             raise UserError("--overwrite would replace the current directory (or one holding it)", path=out,
                             hint="run from another directory, or choose another --out")

@@ -1,9 +1,8 @@
-"""Training: the shared core (run: run_training; core: trainer arguments, metrics, saving; precision: dtype and LoRA
-policy; checkpoints: OUT, resume and run settings; outdir: what a run owns in OUT; inputs: a run's inputs resolved
-and hashed; processes: ranks and devices; sharding: the model load under ZeRO-3 or FSDP; data: rows -> token
-ids; recipes; card: OUT/README.md, the model card),
-one module per objective (redi, grpo, prm) with grpo's rewards, curves and failure curves.
-Imports every stage below it (base, io, grade, generate, prm). Entry points: run_training, TrainRun, recipes.
+"""Training: the shared core (run: run_training; core: trainer arguments, metrics, saving; precision: dtype and LoRA;
+checkpoints: resume and run settings; outdir: what a run owns in OUT; inputs: resolved and hashed; processes: ranks;
+sharding: the model load under ZeRO-3/FSDP; data: rows -> token ids; recipes; card: OUT/README.md), one module per
+objective (redi, grpo, prm) with grpo's rewards, curves and failure curves. Imports every stage below it (base, io,
+grade, generate, prm). Entry points: run_training, TrainRun, recipes.
 """
 
 from rtool.train.rewards import RewardSet, parse_reward_spec
