@@ -16,7 +16,8 @@ from rtool.train.checkpoints import (Start, check_run_settings, checkpoint_step,
                                      trim_metrics)
 from rtool.train.card import base_model_name
 from rtool.train.outdir import is_rtool_card, remove_run
-from rtool.train.core import Hyperparams, MetricsCallback, trainer_args
+from rtool.train.core import Hyperparams, trainer_args
+from rtool.train.metrics_log import MetricsCallback
 from rtool.train.precision import LoraSettings, precision, stored_dtype
 from rtool.train.processes import device_shortage
 

@@ -44,8 +44,6 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool = False, inputs: di
     earlier run's own entries are deleted (rank 0; `outdir.remove_run`: never `inputs`, a flag -> path, or the
     current directory) and nothing else. Every rank calls this.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     from rtool.atomic import check_writable
 
     if out.exists() and not out.is_dir():
@@ -67,7 +65,7 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool = False, inputs: di
         if checkpoint is None:
             logger.warning("--resume: no complete checkpoint-N in %s, starting from the beginning", out)
         return Start(checkpoint=checkpoint)
-    checkpoint = get_last_checkpoint(str(out))
+    checkpoint = last_checkpoint(out)
     found = [name for name in _RESULTS if (out / name).exists()]
     if checkpoint is not None:
         found.append(Path(checkpoint).name)
@@ -203,11 +201,19 @@ def removed_if_failed_early(out: Path):
 
 
 def _holds_results(out: Path) -> bool:
-    from transformers.trainer_utils import get_last_checkpoint
-
     metrics = out / METRICS_FILE
-    return (get_last_checkpoint(str(out)) is not None or (metrics.exists() and metrics.stat().st_size > 0)
+    return (last_checkpoint(out) is not None or (metrics.exists() and metrics.stat().st_size > 0)
             or any((out / name).exists() for name in ("config.json", "adapter_config.json")))
+
+
+def last_checkpoint(out: Path) -> str | None:
+    """The OUT/checkpoint-N dir with the highest N, complete or not (transformers' get_last_checkpoint, without
+    importing transformers: OUT is checked before anything heavy loads), or None."""
+    found = [path for path in Path(out).glob("checkpoint-*") if path.is_dir() and _CHECKPOINT_DIR.fullmatch(path.name)]
+    return str(max(found, key=checkpoint_step)) if found else None
+
+
+_CHECKPOINT_DIR = re.compile(r"checkpoint-[0-9]+")
 
 
 def checkpoint_step(checkpoint: str | None) -> int:

@@ -47,7 +47,7 @@ from rtool.log import logger
 from rtool.grade.metrics import auc
 from rtool.prm.score import QWEN_SEPARATOR, PRMScorer, write_trained_settings
 from rtool.train.data import CARRIED, TRUNCATIONS, prompt_messages, system_not_applied, warn_recorded_wins
-from rtool.train.core import MetricsCallback
+from rtool.train.metrics_log import MetricsCallback
 
 LABELS = ("hard", "soft")
 IGNORE = -100  # targets and labels of tokens that are not a step's separator

@@ -156,8 +156,8 @@ def run_training(recipe: Recipe, run: TrainRun) -> Path | None:
     processes.check_devices()
     sharding.check()
     processes.quiet_other_ranks()
-    training.quiet_libraries()
     start = checkpoints.prepare_out_dir(run.out, run.resume, run.overwrite, inputs=run.inputs())
+    training.quiet_libraries()  # (imports transformers: after OUT is checked, so a refusal comes at once)
     if start.finished_step is not None:
         if run.settings is not None:
             checkpoints.check_run_settings(run.out, run.settings, resuming=True)
@@ -189,6 +189,7 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> int:
     """Train and save; return how many rows were read from run.data."""
     from rtool.io.models import check_causal_lm, load_model, load_tokenizer
     from rtool.io.records import ReadStats, read_records
+    from rtool.train.metrics_log import MetricsCallback
 
     if recipe.load_model is None:  # a causal LM is trained: a classifier given as --model is refused before the data
         check_causal_lm(run.model, allow_pickle=run.allow_pickle)
@@ -229,7 +230,7 @@ def _train(recipe: Recipe, run: TrainRun, checkpoint: str | None) -> int:
                                                           allow_pickle=run.allow_pickle, for_training=True,
                                                           weights=reads_weights)
         model, peft_config = adapter_start(model, run.lora.peft_config(recipe.lora_task))
-        callbacks = [training.MetricsCallback(run.out / checkpoints.METRICS_FILE)]
+        callbacks = [MetricsCallback(run.out / checkpoints.METRICS_FILE)]
         try:
             with training.stdout_to_stderr():
                 trainer = recipe.build_trainer(model=model, tokenizer=tokenizer, dataset=dataset, args=args,
