@@ -428,15 +428,22 @@ def assert_clean_error(result, *fragments):
 GOOD = {"id": "g", "problem": QUESTION, "completion": COMPLETIONS[0]}
 
 
+NO_COMPLETION = ({"id": "b", "problem": QUESTION}, ["<stdin>:2:", "no completion field", "found: id, problem"])
+
+
 @pytest.mark.parametrize("bad_row, fragments", [
-    ({"id": "b", "problem": QUESTION}, ["<stdin>:2:", "no completion field", "found: id, problem"]),
+    NO_COMPLETION,
     ({"id": "b", "text": "?", "completion": "a"}, ["<stdin>:2:", "no prompt field"]),
 ])
-def test_a_bad_row_stops_the_run_after_the_rows_before_it(prm_dirs, tmp_path, bad_row, fragments):
+def test_a_bad_row_stops_the_run_after_the_rows_before_it(prm_dirs, bad_row, fragments):
     result = prm_score(prm_dirs["qwen-prm"], input=rows_text([GOOD, bad_row, GOOD]))
     assert_clean_error(result, *fragments)
     assert [row["id"] for row in jsonl(result.stdout)] == ["g"]  # stdout streams the rows before it
-    # -o FILE keeps them too, and --resume goes on from there once the row is fixed.
+
+
+def test_a_bad_row_keeps_the_rows_before_it_in_the_file_and_resume_goes_on(prm_dirs, tmp_path):
+    bad_row, fragments = NO_COMPLETION
+    # -o FILE keeps the rows before a bad one, and --resume goes on from there once the row is fixed.
     out = tmp_path / "scored.jsonl"
     result = prm_score(prm_dirs["qwen-prm"], "-o", out, input=rows_text([GOOD, bad_row, GOOD]))
     assert_clean_error(result, *fragments)
