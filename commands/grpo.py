@@ -76,7 +76,7 @@ def grpo_cmd(
     vllm_server_url: Annotated[Optional[str], typer.Option("--vllm-server-url", help="--vllm-mode server: the URL `trl vllm-serve` listens at [default: TRL's, http://0.0.0.0:8000].", show_default=False)] = None,
     collapse_fraction: Annotated[float, typer.Option("--collapse-fraction", help="Sequence Length Collapse: mean completion length below this share of its first logged step's (and beyond batch noise).")] = 0.5,
     drop_fraction: Annotated[float, typer.Option("--drop-fraction", help="Reward Hockey Stick: mean reward falls this share of its scale below its first steps' mean, and beyond batch noise (then climbs back).")] = 0.3,
-    watch_window: Annotated[int, typer.Option("--watch-window", help="Logged steps averaged for the failure curves' start and current values.")] = 3,
+    watch_window: Annotated[int, typer.Option("--watch-window", help="Steps (not logged rows) averaged for the failure curves' current value; the reward's start averages twice as many.")] = 5,
     system: SystemOpt = None,
     no_system: NoSystemOpt = False,
     prompt_field: PromptFieldOpt = None,
