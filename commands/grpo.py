@@ -22,7 +22,7 @@ and rtool's: accuracy, completion_length_median, completion_length_std, zero_std
 completion_tokens_per_s) and curves.png.
 BAI's failure curves are watched live (rtool/train/failure_curves.py): a Sequence Length Collapse (completion length below
 --collapse-fraction of its first step's) or a Reward Hockey Stick (reward down by --drop-fraction of its scale, then
-back), each also beyond 4 standard errors of batch noise, is a warning on stderr, a `flags` entry in the metrics rows from then on, and a mark on curves.png.
+back), each also past a z test on the batch noise (windows of --watch-window steps), is a warning on stderr, a `flags` entry in the metrics rows from then on, and a mark on curves.png.
 stdout gets the output directory, only that.
 """
 

@@ -1,6 +1,6 @@
 """BAI's two failure curves of RL on a reasoning actor, watched over a run's logged steps (arXiv 2509.00309).
 
-    watch = CurveWatch(collapse_fraction=0.5, drop_fraction=0.3, window=3)
+    watch = CurveWatch(collapse_fraction=0.5, drop_fraction=0.3, window=5)
     events = watch.events(rows)        # rows: step, reward, reward_std, completions/mean_length, completions
     [e.name for e in events]           # ["sequence_length_collapse", "reward_hockey_stick"]
     event_marks(events)                # rtool.train.curves.Mark's for OUT/curves.png
@@ -12,26 +12,33 @@
   climbed back the event is a `reward_drop`; a drop that recovers becomes a `reward_hockey_stick` spanning drop to
   recovery.
 
-rtool's definitions (BAI names the shapes, not thresholds). Every logged value is a batch mean, so every comparison
-is a test: a change counts only when it is both large (the fractions above) and beyond `z` (4) standard errors of
-batch noise. Checked at every logged step, a fixed 0.3-of-scale drop (about 2 standard errors at 32 completions a
-step) flagged 22% of simulated flat healthy runs at 32 completions a step and 41% at 16; this rule flags 0-0.3% at
-16-64 (tests/test_failure_curves.py: 300 runs of 200 steps a setting, 0/1 rewards flat or rising).
+rtool's definitions (BAI names the shapes, not thresholds). Windows count steps, not logged rows (a TRL log every
+10 steps is one row a window, not 3 rows = 30 steps). Every logged value is a batch mean, so every comparison is a
+two-sample z test of two windows' means:
+- Reward: the start is the mean of the first 2 x `window` steps, the current value the mean of the last `window`
+  (after the start). A drop counts when `start - now` is past `drop_fraction` x scale (scale: the largest of
+  |start|, the start's mean `reward_std` and `min_scale`, 0.1: a run whose first rewards are all 0 cannot flag a
+  0.002 dip) and past half of that by `z` (3) standard errors: a healthy plateau may wander by half the threshold,
+  batch noise adds the rest. The recovery likewise, half way back up from the trough's window.
+- Length: the start is the first logged row alone (BAI measure from step 0: a collapse by step 3 is measured from
+  where it began); the current value is the mean of the last `window` steps after it. A collapse counts when it is
+  below `collapse_fraction` x the start and the fall is past `z` standard errors, in log(1 + length) (a batch's
+  spread, and so its noise, scales with its length).
+- Standard errors: the variance of one completion is the logged std squared (`reward_std`, `completion_length_std`;
+  the larger of the two windows'), over the completions each window averages (`completions`; a TRL
+  trainer_state.json gives `train_batch_size` x the steps a row spans). The series' own noise replaces it where
+  significantly larger (prompts of different difficulty make batch means vary more than their std says) or where
+  nothing is logged: the median row-to-row change, scaled to one completion, once 2 x `window` changes are logged
+  (the median ignores the few changes a failure makes). TRL logs no length std: its shortest and longest completion
+  give one (their log range over the expected range of that many normal draws), else the spread is taken as at
+  most the mean.
 
-- A step's standard error is its within-batch std over the square root of the completions it averages
-  (`reward_std` and `completion_length_std` over `completions`: rtool grpo logs all three; a TRL trainer_state.json
-  gives `train_batch_size`). The series' own noise counts too, once `window` + 1 step-to-step changes are logged:
-  sqrt(pi)/2 x their mean absolute size (a normal step's sigma), raised by 1 + 1/sqrt(changes) while they are few.
-  It sees what the std misses: prompts of different difficulty from batch to batch, a std or count not logged.
-  For the reward the larger of the two holds; for the length the step's own where logged (its noise estimate
-  would count the collapse itself).
-- Reward: the start is the mean of the first `window` logged steps, the current value the mean of the last `window`
-  (a trailing window); the drop is `start - now` > `drop_fraction` x scale, scale the largest of |start|, the start's
-  mean `reward_std` and `min_scale` (0.1: rtool's rewards are 0-1 a function, so a run whose first rewards are all 0
-  cannot flag a 0.002 dip). The recovery must also be beyond `z` standard errors of the trough.
-- Length: the start is the first logged step alone (a collapse that begins inside the first window is still
-  measured from where it began), taken one standard error lower (one step high by chance does not turn a drift into
-  a collapse); the current value is the mean of up to `window` later steps.
+Measured (tests/test_failure_curves.py, bench/failure_curves.py; 200 steps, 0/1 rewards, 16-64 completions a step,
+200 runs a setting, from metrics.jsonl and trainer_state.json every step or every 10 steps): 0-0.5% of healthy runs
+flagged; 96-100% of hockey sticks (0.5 -> 0.1 -> 0.7), reward collapses and length collapses (800 -> 330 by step
+3) flagged within 10 steps of their start (a log every 10 steps: by its first row 10 steps after). The rule before
+(a fixed 3-row window, z 4 over a mean-change noise estimate) flagged 45% of those hockey sticks at 16 completions a
+step and 1-5% from a TRL log every 10 steps, 30 steps late.
 
 Pure functions of the rows: the same events live (the trainer's warnings and each row's `flags`) and afterwards
 (curves.png, `rtool plot --check`).
