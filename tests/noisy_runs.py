@@ -6,16 +6,17 @@
 
 Each step draws `completions` 0/1 rewards, Bernoulli with the run's success rate p(step) (with `spread`, in groups
 of 8 completions of one prompt whose rate is drawn around p(step), Beta with concentration `spread`: prompts of
-different difficulty, so a batch mean varies more than its std says), and as many completion lengths, log-normal with a coefficient of variation of 0.2-0.5 around
-the run's mean-length curve. A row is what a trainer logs: the batch's mean and std of each, and its size.
+different difficulty, so a batch mean varies more than its std says), and as many completion lengths, log-normal
+with a coefficient of variation of 0.2-0.5 around the run's mean-length curve. A row is what a trainer logs: the
+batch's mean and std of each, and its size.
 
 Healthy shapes (none may be flagged): a flat reward, a slow rise, a fast early rise (most of it in 5-20 steps), a
-plateau that wanders (+-10% of its level, at most 0.05,
-over 40-100 steps); lengths drifting -33% to +30% over the run or dipping up to 30% in
-the first 20 steps and growing back. Failures (each must be flagged soon after `start`, the first step off the
-healthy curve): BAI's reward hockey stick (0.5 falling to 0.1 in 1-10 steps, 5-20 steps there, back up to 0.7 over
-50 steps), a reward collapse that stays down (0.4-0.8 falling to at most a quarter of it in 1-10 steps), and the sequence length
-collapse (800 tokens to 330 by step 3, as in BAI's figure; or 300-1000 tokens to 20-42% of it in 1-5 steps, later).
+plateau that wanders (+-10% of its level, at most 0.05, over 40-100 steps); lengths drifting -33% to +30% over the
+run or dipping up to 30% in the first 20 steps and growing back. Failures (each must be flagged soon after `start`,
+the first step off the healthy curve): BAI's reward hockey stick (0.5 falling to 0.1 in 1-10 steps, 5-20 steps
+there, back up to 0.7 over 50 steps), a reward collapse that stays down (0.4-0.8 falling to at most a quarter of it
+in 1-10 steps), and the sequence length collapse (800 tokens to 330 by step 3, as in BAI's figure; or 300-1000
+tokens to 20-42% of it in 1-5 steps, later).
 """
 
 from __future__ import annotations
