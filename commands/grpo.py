@@ -22,7 +22,7 @@ and rtool's: accuracy, completion_length_median, completion_length_std, zero_std
 completion_tokens_per_s) and curves.png.
 BAI's failure curves are watched live (rtool/train/failure_curves.py): a Sequence Length Collapse (completion length below
 --collapse-fraction of its first step's) or a Reward Hockey Stick (reward down by --drop-fraction of its scale, then
-back), each also beyond 4 standard errors of batch noise, is a warning on stderr, a `flags` entry in the metrics rows from then on, and a mark on curves.png.
+back), each also past a z test on the batch noise (windows of --watch-window steps), is a warning on stderr, a `flags` entry in the metrics rows from then on, and a mark on curves.png.
 stdout gets the output directory, only that.
 """
 
@@ -76,7 +76,7 @@ def grpo_cmd(
     vllm_server_url: Annotated[Optional[str], typer.Option("--vllm-server-url", help="--vllm-mode server: the URL `trl vllm-serve` listens at [default: TRL's, http://0.0.0.0:8000].", show_default=False)] = None,
     collapse_fraction: Annotated[float, typer.Option("--collapse-fraction", help="Sequence Length Collapse: mean completion length below this share of its first logged step's (and beyond batch noise).")] = 0.5,
     drop_fraction: Annotated[float, typer.Option("--drop-fraction", help="Reward Hockey Stick: mean reward falls this share of its scale below its first steps' mean, and beyond batch noise (then climbs back).")] = 0.3,
-    watch_window: Annotated[int, typer.Option("--watch-window", help="Logged steps averaged for the failure curves' start and current values.")] = 3,
+    watch_window: Annotated[int, typer.Option("--watch-window", help="Steps (not logged rows) averaged for the failure curves' current value; the reward's start averages twice as many.")] = 5,
     system: SystemOpt = None,
     no_system: NoSystemOpt = False,
     prompt_field: PromptFieldOpt = None,

@@ -207,8 +207,9 @@ def test_plot_check_prints_each_runs_failure_curves_as_json(tmp_path, capfd):
     healthy.mkdir(parents=True)
     (healthy / "trainer_state.json").write_text(json.dumps(trl_state([0.5, 0.45, 0.55] * 10, [400.0] * 30)))
     # 32 completions a row (16 a step, 2 steps): the reward falls from 0.5 to 0.1 at row 11 (step 22), flagged when
-    # the 3-row mean is 0.15 below (row 12); the length from 400 to 150 at row 21 (step 42), flagged when the 3-row
-    # mean is below half (row 23).
+    # the mean of the rows covering the last 5 steps (3 rows) is 0.15 below the first 10 steps' and past the noise
+    # (step 24: 0.5, 0.1, 0.1); the length from 400 to 150 at row 21 (step 42), flagged when that mean is below half
+    # (step 46).
     failing = tmp_path / "trl-failing.json"
     failing.write_text(json.dumps(trl_state([0.5] * 10 + [0.1] * 20, [400.0] * 20 + [150.0] * 10)))
     sft = write_run(tmp_path / "sft", sft_like())

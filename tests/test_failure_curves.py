@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
+import noisy_runs
 from rtool.errors import UserError
+from rtool.train.curves import read_metrics
 from rtool.train.failure_curves import COLLAPSE, DROP, HOCKEY_STICK, CurveWatch, event_marks
 
 
@@ -66,39 +68,43 @@ def test_sequence_length_collapse_is_found_where_the_length_halves():
 
 def test_a_collapse_inside_the_first_window_is_measured_from_the_first_step():
     lengths = [800.0, 560.0, 330.0] + [330.0] * 17
-    # A logged std (half the mean: long-tailed lengths) over 32 completions: the 3-step mean of 560, 330, 330 is not
-    # yet below 400; the next step's is.
+    # A logged std (half the mean: long-tailed lengths) over 32 completions: the mean of the steps after the first
+    # (up to 5) is 445 at step 3 and 407 at step 4, not yet below 400; at step 5 it is 388.
     with_std = [{**row, "completion_length_std": row["completions/mean_length"] / 2}
                 for row in rows([0.5] * 20, lengths)]
     assert [(e.name, e.step) for e in CurveWatch().events(with_std)] == [(COLLAPSE, 5)]
-    # No std (a TRL trainer_state.json): the series' own noise, inflated by the fall itself at first, holds it 2
-    # steps longer.
-    assert [(e.name, e.step) for e in CurveWatch().events(rows([0.5] * 20, lengths))] == [(COLLAPSE, 7)]
+    # No std, nor a shortest and longest completion: the spread is taken as at most the mean (a standard error of
+    # log(1 + length) of 1 / sqrt(32) a step), and log(801 / 389) = 0.72 is still past 3 of them (0.59).
+    assert [(e.name, e.step) for e in CurveWatch().events(rows([0.5] * 20, lengths))] == [(COLLAPSE, 5)]
 
 
-def test_a_drift_from_a_first_step_high_by_chance_is_no_collapse():
-    # One step of 16 completions is +-12% (std half the mean); a third lower later is learning to be brief.
-    lengths = [260.0] + [200.0, 190.0, 210.0] * 5 + [125.0] * 10
-    run = [{**row, "completion_length_std": row["completions/mean_length"] / 2}
-           for row in rows([0.5] * len(lengths), lengths, completions=16)]
-    assert CurveWatch().events(run) == []
-    assert [e.name for e in CurveWatch().events([{**row, "completions": 1000} for row in run])] == [COLLAPSE]
+def test_the_start_of_a_collapse_is_the_first_step_as_logged():
+    # BAI measure from step 0. A first step of 16 completions is +-12% (std half the mean): one high by chance makes a
+    # drift of a third (to 140, 70% of 200) no collapse, one to 125 (48% of 260) is one. Taking the start one standard
+    # error lower spared that run but missed 8% of the collapses from 800 to 330 at 16 completions a step; how often
+    # a noisy first step turns a drift into a flag is what the simulated healthy runs below bound.
+    def run(later):
+        lengths = [260.0] + [200.0, 190.0, 210.0] * 5 + [later] * 10
+        return [{**row, "completion_length_std": row["completions/mean_length"] / 2}
+                for row in rows([0.5] * len(lengths), lengths, completions=16)]
+
+    assert CurveWatch().events(run(140.0)) == []
+    assert [(e.name, e.step) for e in CurveWatch().events(run(125.0))] == [(COLLAPSE, 21)]
 
 
-@pytest.mark.parametrize("completions, drop, back", [(64, 15, 38), (16, 18, 40)])
+@pytest.mark.parametrize("completions, drop, back", [(64, 16, 39), (16, 17, 41)])
 def test_reward_hockey_stick_is_a_span_from_drop_to_recovery(completions, drop, back):
     # Start at 0.5, fall to 0.1 by step 20, flat until 30, climb back to 0.7 by step 50.
     rewards = [0.5] * 10 + [0.5 - 0.04 * k for k in range(1, 11)] + [0.1] * 10 + [0.1 + 0.03 * k for k in range(1, 21)]
-    events = CurveWatch(drop_fraction=0.3, window=3).events(rows(rewards, [200] * len(rewards),
-                                                                 completions=completions))
+    events = CurveWatch(drop_fraction=0.3).events(rows(rewards, [200] * len(rewards), completions=completions))
     assert [e.name for e in events] == [HOCKEY_STICK]
     stick = events[0]
-    # Drop: 3-step mean more than 0.3 x 0.5 = 0.15 below 0.5, i.e. below 0.35: rewards 0.38, 0.34, 0.30 at steps
-    # 13-15, when 0.15 is more than 4 standard errors (64 completions: 0.3 / 8 a step, 0.031 for the difference of
-    # two 3-step means). With 16 the noise is twice that: 0.245 below, at step 18 (.26, .22, .18).
+    # Drop: the 5-step mean more than 0.3 x 0.5 = 0.15 below the first 10 steps' 0.5, and more than half that plus 3
+    # standard errors of the difference (0.3 sqrt(1/640 + 1/320) = 0.021 at 64 completions a step; 0.041 at 16):
+    # below 0.35 at 64 (steps 12-16: .42 .. .26, mean 0.34), below 0.302 at 16 (steps 13-17, mean 0.30).
     assert stick.step == drop
-    # Recovery: half way back from the trough 0.1 to 0.5, i.e. >= 0.3: rewards .28, .31, .34 at steps 36-38 (with 16
-    # completions also 4 standard errors, 0.245, above the trough: steps 38-40).
+    # Recovery: half way back from the trough 0.1 (the 5 steps to 24) to 0.5, i.e. 0.2 up, and 0.1 plus 3 standard
+    # errors (0.071 at 64, 0.142 at 16) up: the 5-step mean 0.31 at step 39 (.22 .. .37), 0.37 at step 41 at 16.
     assert stick.end == back
     marks = event_marks(events)
     assert marks[0].metric == "reward" and marks[0].label == "reward hockey stick" and marks[0].end == back
@@ -107,7 +113,8 @@ def test_reward_hockey_stick_is_a_span_from_drop_to_recovery(completions, drop, 
 def test_a_drop_without_recovery_is_a_reward_drop():
     rewards = [0.5] * 10 + [0.1] * 20
     events = CurveWatch().events(rows(rewards, [200] * 30))
-    assert [(e.name, e.step, e.end) for e in events] == [(DROP, 12, None)]
+    # At step 11 already: one step of 32 at 0.1 is 0.4 down, past 0.15 and 0.075 + 3 x 0.3 sqrt(1/320 + 1/32).
+    assert [(e.name, e.step, e.end) for e in events] == [(DROP, 11, None)]
     assert "first half of a hockey stick" in events[0].message
 
 
@@ -125,17 +132,19 @@ def test_a_first_window_of_zeros_does_not_make_a_tiny_dip_a_drop():
     stds = [0.0] * 3 + [0.011] * 5 + [0.0] * 10
     run = [{**row, "reward_std": std} for row, std in zip(rows(rewards, [100] * 18), stds)]
     assert CurveWatch().events(run) == []
-    # A real fall from 0 (scale floored at 0.1: more than 0.03 down, and beyond the noise) is one.
-    run = [{**row, "reward": -0.2, "reward_std": 0.3} if row["step"] > 3 else row for row in run]
-    assert [(e.name, e.step) for e in CurveWatch().events(run)] == [(DROP, 6)]
+    # A real fall from 0 after the start's 10 steps (scale floored at 0.1: more than 0.03 down, and beyond the noise)
+    # is one, at once.
+    run = [{**row, "reward": -0.2, "reward_std": 0.3} if row["step"] > 10 else row for row in run]
+    assert [(e.name, e.step) for e in CurveWatch().events(run)] == [(DROP, 11)]
 
 
 def test_both_curves_in_one_run_in_the_order_they_showed():
     rewards = [0.6] * 5 + [0.2] * 10 + [0.6] * 10
     lengths = [400] * 12 + [100] * 13
     events = CurveWatch().events(rows(rewards, lengths))
-    # Each a step after the first window that shows it: the series' own noise, inflated by the fall itself, holds it.
-    assert [(e.name, e.step) for e in events] == [(HOCKEY_STICK, 8), (COLLAPSE, 15)]
+    # The reward's start is its first 10 steps' mean (0.4, half of them fallen already): 0.2 at steps 11-12 is past
+    # 0.12 and 0.06 + 3 standard errors (0.3 sqrt(1/320 + 1/64)); the 5-step mean length is first below 200 at step 16.
+    assert [(e.name, e.step) for e in events] == [(HOCKEY_STICK, 12), (COLLAPSE, 16)]
     assert [m.metric for m in event_marks(events)] == ["reward", "completions/mean_length"]
 
 
@@ -151,3 +160,51 @@ def test_short_runs_and_missing_series_raise_nothing():
 def test_thresholds_are_checked(kwargs, flag):
     with pytest.raises(UserError, match=flag):
         CurveWatch(**kwargs).check()
+
+
+# Simulated noisy runs (tests/noisy_runs.py), 200 of each kind a setting, 200 steps each, read back from the files a
+# run leaves: rtool's metrics.jsonl (a row a step) and TRL's trainer_state.json (a row a step, or every 10 steps).
+RUNS = 200
+LOGS = {"metrics.jsonl": 1, "trainer_state every step": 1, "trainer_state every 10 steps": 10}
+FAILURE_NAMES = {noisy_runs.HOCKEY_STICK: (DROP, HOCKEY_STICK), noisy_runs.REWARD_COLLAPSE: (DROP, HOCKEY_STICK),
+                 noisy_runs.LENGTH_COLLAPSE: (COLLAPSE,), noisy_runs.EARLY_LENGTH_COLLAPSE: (COLLAPSE,)}
+
+
+def logged_events(tmp_path, runs, log):
+    """Each run written as `log` says, read back by rtool's reader (as `rtool plot --check` does), and its events."""
+    found = []
+    for index in range(len(runs)):
+        if log == "metrics.jsonl":
+            path = noisy_runs.write_metrics(tmp_path / f"run{index}", runs, index)
+        else:
+            path = noisy_runs.write_trainer_state(tmp_path / f"run{index}" / "trainer_state.json", runs, index,
+                                                  LOGS[log])
+        found.append(CurveWatch().events(read_metrics(path)))
+    return found
+
+
+@pytest.mark.parametrize("log", LOGS)
+@pytest.mark.parametrize("completions", [16, 32, 64])
+def test_at_most_one_simulated_healthy_run_in_a_hundred_is_flagged(tmp_path, completions, log):
+    """Flat, slowly or quickly rising and wandering rewards; lengths drifting or dipping by up to a third."""
+    runs = noisy_runs.simulate(noisy_runs.HEALTHY, completions, runs=RUNS, seed=1)
+    flagged = [events for events in logged_events(tmp_path, runs, log) if events]
+    assert len(flagged) <= RUNS // 100, [events[0].message for events in flagged]
+
+
+@pytest.mark.parametrize("log", LOGS)
+@pytest.mark.parametrize("completions", [16, 32, 64])
+@pytest.mark.parametrize("kind", FAILURE_NAMES)
+def test_simulated_failures_are_flagged_within_10_steps(tmp_path, kind, completions, log):
+    """At least 95 in 100 runs flagged no earlier than the failure starts and no later than 10 steps after (the
+    first row logged 10 steps after, at a row every 10 steps), by the event of that failure."""
+    every = LOGS[log]
+    if kind == noisy_runs.EARLY_LENGTH_COLLAPSE and every > 1:
+        pytest.skip("a collapse by step 3 is inside the first row of a log every 10 steps: the log cannot show it")
+    if FAILURE_NAMES[kind] != (COLLAPSE,) and log == "trainer_state every step":
+        pytest.skip("the same reward series, std and count as metrics.jsonl's (only the length's std is not logged)")
+    # A log every 10 steps has seen its start (the first row) before a failure begins, at step 11 or later.
+    runs = noisy_runs.simulate(kind, completions, runs=RUNS, seed=2, first_start=every + 1)
+    caught = [noisy_runs.in_time(events, start, every) and any(e.name in FAILURE_NAMES[kind] for e in events)
+              for events, start in zip(logged_events(tmp_path, runs, log), runs.start.tolist())]
+    assert sum(caught) >= 0.95 * RUNS, f"{sum(caught)} of {RUNS}"

@@ -276,7 +276,7 @@ def test_a_length_collapse_warns_once_flags_the_rows_and_marks_the_curves(capfd,
     marks = event_marks(CurveWatch(window=2).events(rows))
     assert [(m.step, m.metric) for m in marks if m.label == "sequence length collapse"] == [
         (flagged[0], "completions/mean_length")]
-    # `rtool plot --check` finds it in the run's metrics.jsonl (at the default 3-step window: the same step or later).
+    # `rtool plot --check` finds it in the run's metrics.jsonl (at the default 5-step window: the same step or later).
     code, stdout, _ = run_in_process(capfd, "plot", out, "--check")
     checked = json.loads(stdout)
     assert code == 0 and checked["run"] == str(out)
