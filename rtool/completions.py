@@ -37,6 +37,7 @@ CHOICES = {
     ("export", "--to"): "trl-sft trl-preference trl-stepwise",
     "--pairs": "first all",
     ("select", "--prefer"): "shortest longest nll first random",
+    ("decontaminate", "--rule"): "open-r1 loose",
 }
 
 

@@ -31,7 +31,9 @@ def test_every_planted_problem_is_caught_and_no_training_problem_is(tmp_path):
         assert row["problem"] != original["problem"] and row["answer"] == original["answer"]
     assert len(prompts.read_text().splitlines()) == 312
 
-    result = run_rtool("decontaminate", "--bench", test, "--report", tmp_path / "dropped.jsonl", "-i", prompts)
+    # The problems are 5 words ("What is 347 + 158?"): only --rule loose (short bench rows matched whole) checks them.
+    result = run_rtool("decontaminate", "--bench", test, "--rule", "loose", "--report", tmp_path / "dropped.jsonl",
+                       "-i", prompts)
     assert result.returncode == 0, result.stderr.decode()
     dropped = list(map(json.loads, (tmp_path / "dropped.jsonl").read_text().splitlines()))
     assert {row["id"]: row["contamination"]["bench_id"] for row in dropped} == pairs

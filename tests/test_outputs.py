@@ -195,7 +195,7 @@ def test_an_existing_report_is_refused_without_overwrite(tmp_path):
     report.write_text(lines([{"id": "kept", "note": "an earlier report"}]))
     bench = tmp_path / "bench.jsonl"
     bench.write_text(lines([{"problem": "1+1?"}]))
-    argv = ["decontaminate", "--bench", bench, "--report", report]
+    argv = ["decontaminate", "--bench", bench, "--rule", "loose", "--report", report]  # loose: "1+1?" matched whole
     refused = run_rtool(*argv, input=lines(CANDIDATES))
     assert refused.returncode == 2
     assert last_error_line(refused) == (f"rtool: error: {report}: already holds rows (pass --overwrite to replace it, "
