@@ -188,10 +188,10 @@ def select_traces(rows: Iterable[Row], rules: SelectRules, fields: FieldMap, sta
                   run_chars: int = RUN_CHARS) -> Iterator[dict]:
     """The chosen rows of every prompt, prompts in the order of their first row, each prompt's in preference order.
 
-    Every row is checked as it is read (a bad one raises before anything is yielded); the admitted rows wait in a
-    SortedSpill by (prompt, input order), a row-less marker stands for each other row, so that a prompt is one run of
-    the merged spill; the chosen rows wait in a second one by (the prompt's first row, rank). Memory: a run of each
-    (`run_chars`) and one prompt's candidates."""
+    Every row is checked as it is read (a bad one raises before anything is yielded). The admitted rows wait in a
+    SortedSpill keyed by (prompt, input order), with a row-less marker for each other row (its prompt still counts
+    and still has a first row), so each prompt's items come back together; its chosen rows wait in a second spill
+    keyed by (the prompt's first row, rank). Memory: one spill's run (`run_chars`) and one prompt's candidates."""
     stats = stats if stats is not None else SelectStats()
     with SortedSpill(run_chars, prefix="rtool-select-") as traces, \
             SortedSpill(run_chars, prefix="rtool-select-") as chosen:
