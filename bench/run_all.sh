@@ -5,6 +5,7 @@ cd "$(dirname "$0")"
 python startup.py
 python grading.py
 python eval_memory.py
+python select_memory.py
 python generation.py
 # The default --max-new-tokens against 120 on the quickstart's teacher: needs a finished `make quickstart`.
 if [ -d ../examples/quickstart/work/teacher ]; then python generation_budget.py

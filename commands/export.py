@@ -20,7 +20,8 @@ samples as `rtool redi` builds them (--pairs first|all, --max-pairs-per-prompt);
 `step_labels`; a row keeps its steps before its first null label (none left: the row is left out; counted). TRL's
 stepwise-supervision format (datasets such as trl-lib/math_shepherd), read by `rtool prm-train` and by PRM trainers
 that take that format: TRL 1.16 itself has no PRM trainer (earlier TRL releases had PRMTrainer).
-Output rows hold the format's fields only. A row missing a field stops the run with FILE:LINE and the field.
+Output rows hold the format's fields only. A row missing a field, or whose `correct` is not true, false or null
+("no" is not false), stops the run with FILE:LINE and the field.
 """
 
 from __future__ import annotations

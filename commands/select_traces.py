@@ -10,8 +10,11 @@ one), none longer than --max-tokens (`completion_tokens`; a trace without it is 
 (the same completion) and near-duplicates (Jaccard similarity of word 3-gram shingles >= --dedup-threshold; 1.0:
 exact only) dropped, the preferred copy kept, then the first --per-prompt by --prefer: shortest | longest
 (completion_tokens, or characters when a trace lacks it) | nll (lowest first: `rtool nll`'s student NLL) | first
-(input order) | random (--seed). Rows are written unchanged, each prompt's in preference order, when the input ends
-(see rtool/curate/selection.py for the exact rules); counts on stderr. `-o FILE` appears whole when the run ends
+(input order) | random (a hash of --seed, the id and the row: the same traces whatever the input's order). Rows are
+written unchanged, each prompt's in preference order, when the input ends (see rtool/curate/selection.py for the
+exact rules); until then they wait in unnamed temporary files sorted by prompt, so memory does not grow with the
+input. Counts on stderr. A `correct` that is not true, false or null, or an `nll` of Infinity or NaN, stops the run
+with file:line. `-o FILE` appears whole when the run ends
 without an error. The module is select_traces.py, not select.py, so it can never shadow the standard `select`.
 """
 
@@ -33,7 +36,7 @@ def select_cmd(
     out: WholeOutOpt = "-",
     overwrite: OverwriteOpt = False,
     per_prompt: Annotated[int, typer.Option("--per-prompt", "-k", help="Most traces kept per prompt.")] = 1,
-    prefer: Annotated[str, typer.Option("--prefer", help="Which traces first: shortest | longest | nll (lowest first; rows from rtool nll) | first | random.")] = "shortest",
+    prefer: Annotated[str, typer.Option("--prefer", help="Which traces first: shortest | longest | nll (lowest first; rows from rtool nll) | first | random (by --seed, whatever the input's order).")] = "shortest",
     include_incorrect: Annotated[bool, typer.Option("--include-incorrect", help="Keep incorrect and ungraded traces too (default: only correct: true).")] = False,
     dedup_threshold: Annotated[float, typer.Option("--dedup-threshold", help="Drop a trace whose Jaccard similarity (word 3-gram shingles) to a kept one is at least this; 1.0 drops exact duplicates only.")] = 0.9,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Drop traces with more completion_tokens than this (default: no limit).")] = None,

@@ -483,7 +483,7 @@ complete -c rtool -n '__fish_seen_subcommand_from select' -l subset -r -F -d 'Su
 complete -c rtool -n '__fish_seen_subcommand_from select' -l out -l output -s o -r -F -d 'Output JSONL path, written whole when the run ends without an error (into a temporary file beside it, renamed over it at the end: a failed or killed run leaves no file, or the old one as it was), or \'-\' for stdout'
 complete -c rtool -n '__fish_seen_subcommand_from select' -l overwrite -d 'Replace --out when it already holds rows (default: refuse)'
 complete -c rtool -n '__fish_seen_subcommand_from select' -l per-prompt -s k -r -F -d 'Most traces kept per prompt'
-complete -c rtool -n '__fish_seen_subcommand_from select' -l prefer -r -f -a 'shortest longest nll first random' -d 'Which traces first: shortest | longest | nll (lowest first; rows from rtool nll) | first | random'
+complete -c rtool -n '__fish_seen_subcommand_from select' -l prefer -r -f -a 'shortest longest nll first random' -d 'Which traces first: shortest | longest | nll (lowest first; rows from rtool nll) | first | random (by --seed, whatever the input\'s order)'
 complete -c rtool -n '__fish_seen_subcommand_from select' -l include-incorrect -d 'Keep incorrect and ungraded traces too (default: only correct: true)'
 complete -c rtool -n '__fish_seen_subcommand_from select' -l dedup-threshold -r -F -d 'Drop a trace whose Jaccard similarity (word 3-gram shingles) to a kept one is at least this; 1.0 drops exact duplicates only'
 complete -c rtool -n '__fish_seen_subcommand_from select' -l max-tokens -r -F -d 'Drop traces with more completion_tokens than this (default: no limit)'

@@ -104,6 +104,9 @@ def test_prm_train_reads_the_stepwise_export_as_trl_rows(capfd, tmp_path, tiny_m
 
 @pytest.mark.parametrize("to, row, error", [
     ("trl-sft", {"prompt": "x"}, "in.jsonl:1: no completion field"),
+    # A string is not a grade: "no" is truthy, so it was exported as a positive.
+    ("trl-sft", {"prompt": "x", "completion": "y", "correct": "no"},
+     "in.jsonl:1: field 'correct' must be true, false or null, got 'no'"),
     ("trl-stepwise", {"prompt": "x", "completion": "y"}, "in.jsonl:1: no steps"),
     ("trl-stepwise", {"prompt": "x", "steps": ["a"], "step_labels": [1, 0]}, "in.jsonl:1: field 'step_labels' has 2"),
 ])

@@ -202,7 +202,7 @@ def test_trl_preference_rows_are_pairs_already():
 
 
 @pytest.mark.parametrize("record, where, message", [
-    (sample("a", 0, "yes"), "t.jsonl:2", "field 'correct' must be true, false or null, got str 'yes'"),
+    (sample("a", 0, "yes"), "t.jsonl:2", "field 'correct' must be true, false or null, got 'yes'"),
     (sample("a", "1", True), "t.jsonl:2", "field 'sample' must be an integer, got str '1'"),
     (sample("a", 1.5, True), "t.jsonl:2", "field 'sample' must be an integer"),
     (sample("a", 1, False, text=" \n"), "t.jsonl:2", "empty completion"),

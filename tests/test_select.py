@@ -1,14 +1,18 @@
 """rtool select: per prompt, at most K correct, distinct, short enough traces, the preferred first; bad input."""
 
 import json
+import os
+import random
 
 import pytest
 
 from helpers import jsonl, run_in_process, run_rtool
-from rtool.curate.selection import SelectRules, SelectStats, jaccard, select_traces, shingles
+from rtool.curate.selection import (SelectRules, SelectStats, _admitted, _Candidate, choose, jaccard, select_traces,
+                                    shingles)
 from rtool.errors import UserError
 from rtool.grade.fields import FieldMap
-from rtool.io.records import Row
+from rtool.io.records import Row, json_line
+from rtool.io.spill import SortedSpill
 
 TEXT = "we add two and two to get four so the answer is four"  # 13 words: 11 shingles
 
@@ -92,6 +96,86 @@ def test_random_is_fixed_by_the_seed_and_not_by_the_input_order():
     assert first == again and len(others | {tuple(first)}) > 1
 
 
+def test_random_ranks_by_the_rows_not_their_order(tmp_path):
+    # Two teachers' files with the same ids and sample numbers: `cat t1 t2` and `cat t2 t1` choose the same traces.
+    teachers = {name: [{**trace(pid, f"{name} solves {pid} way {i}"), "sample": i, "teacher": name}
+                       for pid in (1, 2) for i in range(4)] for name in ("t1", "t2")}
+    paths = []
+    for name, rows in teachers.items():
+        paths.append(tmp_path / f"{name}.jsonl")
+        paths[-1].write_text("".join(json.dumps(row) + "\n" for row in rows))
+    outputs = [run_rtool("select", "--prefer", "random", "--per-prompt", "3", "--seed", "5", *files)
+               for files in (paths, paths[::-1])]
+    assert all(result.returncode == 0 for result in outputs), outputs[0].stderr.decode()
+    rows = [jsonl(result.stdout) for result in outputs]
+    assert len(rows[0]) == 6 and {row["teacher"] for row in rows[0]} == {"t1", "t2"}
+    assert rows[0] == rows[1]
+    everything = [row for name in ("t1", "t2") for row in teachers[name]]
+    for seed in range(6):  # and in any row order (prompts come out in the order of their first row)
+        shuffled = everything[:]
+        random.Random(seed).shuffle(shuffled)
+        picked = chosen([Row(row, "t", i) for i, row in enumerate(shuffled)], prefer="random", per_prompt=3, seed=5)
+        by_prompt = sorted(picked[0], key=lambda pick: pick[0])  # sorted is stable: each prompt's ranking stays
+        assert by_prompt == [(row["id"], row["completion"]) for row in rows[0]]
+
+
+RULES = [dict(), dict(prefer="longest", per_prompt=3), dict(prefer="nll", per_prompt=2, dedup_threshold=1.0),
+         dict(prefer="first", per_prompt=2, max_tokens=12), dict(prefer="random", per_prompt=2, seed=3),
+         dict(prefer="shortest", per_prompt=4, include_incorrect=True), dict(prompts=frozenset({"2", "5", "7"})),
+         dict(prefer="nll", include_incorrect=True, per_prompt=9, dedup_threshold=0.5)]
+
+
+def in_memory(rows, rules):
+    """Reference: every prompt's rows held in a dict until the input ends (the select of 750708e), then choose()."""
+    stats, prompts = SelectStats(), {}
+    for order, row in enumerate(rows):
+        key = str(row["id"])
+        if rules.prompts is not None and key not in rules.prompts:
+            continue
+        candidates = prompts.setdefault(key, [])
+        if _admitted(row, rules, stats):
+            candidates.append(_Candidate(row, row["completion"], order, json_line(row).rstrip("\n")))
+    return [row for key, candidates in prompts.items() for row in choose(candidates, rules, key, stats)]
+
+
+@pytest.mark.parametrize("rules", RULES)
+@pytest.mark.parametrize("order", ["grouped", "shuffled"])
+def test_spilled_rows_come_out_as_the_in_memory_select_wrote_them(rules, order):
+    # 9 prompts x 6 traces of repeated and near-duplicate texts; run_chars=400 writes a run every ~3 rows.
+    rng = random.Random(7)
+    rows = [trace(pid, " ".join(rng.choice(["add", "two", "and", "three", "to", "get", "five"]) for _ in range(n)),
+                  correct=rng.choice([True, True, False, None]), tokens=n, nll=rng.choice([0.5, 0.25, 1.0]), line=i)
+            for i, (pid, n) in enumerate((pid, rng.randint(1, 16)) for pid in range(9) for _ in range(6))]
+    if order == "shuffled":
+        rng.shuffle(rows)
+    rules = SelectRules(**rules).check()
+    stats = SelectStats()
+    spilled = list(select_traces(rows, rules, FieldMap(), stats=stats, run_chars=400))
+    expected = in_memory(rows, rules)
+    assert spilled == expected and stats.kept == len(expected) > 0
+    assert list(select_traces(rows, rules, FieldMap())) == expected  # one run, never written
+
+
+def test_sorted_spill_merges_runs_and_closes_its_files():
+    rng = random.Random(0)
+    items = [([rng.choice("abc\t\né"), rng.randint(0, 50), i], f"text {i} \t é") for i in range(500)]
+    before = len(os.listdir("/proc/self/fd"))
+    with SortedSpill(run_chars=200, fan_in=3) as spill:  # ~170 runs, merged 3 at a time
+        for key, text in items:
+            spill.add(key, text)
+        assert len(os.listdir("/proc/self/fd")) > before
+        assert list(spill.sorted()) == sorted(items)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_bad_row_after_spilled_runs_leaves_no_file_open():
+    rows = [trace(pid, f"trace {i} of {pid}", line=i) for i, pid in enumerate([1, 2, 3] * 20)]
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(UserError, match="t.jsonl:60: field 'correct' must be true, false or null, got 'yes'"):
+        list(select_traces(rows + [trace(4, "x", correct="yes", line=60)], SelectRules(), FieldMap(), run_chars=200))
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 @pytest.mark.parametrize("rules, message", [
     (dict(per_prompt=0), "--per-prompt must be at least 1, got 0"),
     (dict(prefer="best"), "unknown --prefer 'best' (valid: shortest, longest, nll, first, random)"),
@@ -127,7 +211,14 @@ def test_cli_from_stdin_and_a_file(tmp_path):
      "rtool: error: {rows}:2: missing field 'nll' (score the traces first: rtool nll --model S)"),
     (["--max-tokens", "9"], {"id": 1, "problem": "x", "completion": "c", "correct": True, "completion_tokens": "9",
                              "nll": 1.0},
-     "rtool: error: {rows}:2: field 'completion_tokens' must be a whole number, got '9'")])
+     "rtool: error: {rows}:2: field 'completion_tokens' must be a whole number, got '9'"),
+    # A string where a boolean belongs: "true" was dropped as incorrect (0 rows, exit 0).
+    ([], {"id": 1, "problem": "x", "completion": "c", "correct": "true"},
+     "rtool: error: {rows}:2: field 'correct' must be true, false or null, got 'true'"),
+    # Python's json reads Infinity, and select wrote it back: not JSON.
+    *[(args, {"id": 1, "problem": "x", "completion": "c", "correct": True, "nll": float("inf")},
+       "rtool: error: {rows}:2: field 'nll' must be a finite number, got inf (JSON has no Infinity or NaN, and "
+       "select writes rows as they are: rescore the trace or drop its nll)") for args in ([], ["--prefer", "nll"])]])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capfd, args, row, error):
     rows = tmp_path / "rows.jsonl"
     good = {"id": 1, "problem": "x", "completion": "c", "correct": True, "nll": 1.0, "completion_tokens": 1}

@@ -116,6 +116,10 @@ def test_sft_examples_filter_count_and_apply_the_length_policy(tokenizer, caplog
 
     with pytest.raises(UserError, match="--max-length must be at least 1"):
         SFTExamples(max_length=0)
+    # A string is not a grade ("no" is truthy): refused at its line, not trained on as a positive.
+    with pytest.raises(UserError) as error:
+        list(SFTExamples(FieldMap())([row({"problem": "1+1?", "completion": "2", "correct": "no"}, 5)], tokenizer))
+    assert error.value.render() == "t.jsonl:5: field 'correct' must be true, false or null, got 'no'"
 
 
 def sft_trainer(tmp_path, tiny_model_dir, tokenizer, rows, system):

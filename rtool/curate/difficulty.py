@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from rtool.errors import UserError
-from rtool.grade.fields import FieldMap, prompt_id
+from rtool.grade.fields import FieldMap, prompt_id, sample_grade
 from rtool.io.records import Row
 
 # What distill, eval --records, prm-score and nll add to a prompt row for one sample: not part of the prompt.
@@ -96,14 +96,6 @@ class _Tally:
         by = {teacher: correct / graded for teacher, (graded, correct) in self.by.items()}
         return {**self.row, "samples": self.samples, "graded": self.graded, "correct": self.correct,
                 "pass_rate": rate, "pass_rate_by": by, "difficulty": difficulty_of(rate)}
-
-
-def sample_grade(row: Row) -> bool | None:
-    """A sample's `correct`: true, false, or None when it is null or absent (ungraded)."""
-    value = row.get("correct")
-    if value is None or isinstance(value, bool):
-        return value
-    raise row.error(f"field 'correct' must be true, false or null, got {value!r}", field="correct")
 
 
 def prompt_row(row: Row, key: str) -> dict:

@@ -8,6 +8,7 @@ Auto-detection covers the formats of the field: GSM8K (`question`, `answer` endi
     fields.messages(row, system="Reason step by step.")   # chat messages ending with the user's turn
     fields.gold(row)                                       # "18", or None when the row has no gold answer
     fields.choices(row)                                    # {"A": "...", "B": "..."} for multiple choice, else None
+    sample_grade(row)                                      # the row's `correct`: True, False or None (ungraded)
 
 Multiple-choice rows (MedQA's format, which AlphaMed trains on: `question`, `options` {"A": ..., "E": ...} or a
 list lettered A, B, ..., `answer` a letter or the option's text, maybe `answer_idx` the letter) show the model
@@ -181,3 +182,13 @@ def prompt_id(row: Row, fields: FieldMap) -> str:
     import hashlib
 
     return "p" + hashlib.sha1(fields.prompt_text(row).encode("utf-8")).hexdigest()[:16]
+
+
+def sample_grade(row: Row) -> bool | None:
+    """A graded sample's `correct` (distill, eval --records): true, false, or None when it is null or absent
+    (ungraded). Anything else (`"true"`, `"no"`, 1) is refused with file:line, never read as a guess: a string
+    "no" is truthy, `is True` is false for "true"."""
+    value = row.get("correct")
+    if value is None or isinstance(value, bool):
+        return value
+    raise row.error(f"field 'correct' must be true, false or null, got {value!r}", field="correct")

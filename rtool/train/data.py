@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from rtool.errors import UserError, one_of
-from rtool.grade.fields import COMPLETION_FIELDS, FieldMap
+from rtool.grade.fields import COMPLETION_FIELDS, FieldMap, sample_grade
 from rtool.log import logger
 
 RECORDED_PROMPT = "prompt_messages"
@@ -166,7 +166,7 @@ class SFTExamples:
         counts = self.counts
         for row in rows:
             counts.read += 1
-            if row.get("correct") is False and not self.include_incorrect:
+            if not self.include_incorrect and sample_grade(row) is False:  # a string "no" is refused, not kept
                 counts.incorrect += 1
                 continue
             messages, recorded = prompt_messages(row, self.fields, self.system)

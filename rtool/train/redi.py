@@ -38,7 +38,7 @@ import torch
 from transformers import Trainer
 
 from rtool.errors import UserError, one_of
-from rtool.grade.fields import PROMPT_FIELDS, FieldMap, prompt_id
+from rtool.grade.fields import PROMPT_FIELDS, FieldMap, prompt_id, sample_grade
 from rtool.log import logger
 from rtool.train.data import (CARRIED, RECORDED_PROMPT, TRUNCATIONS, fit_length, prompt_messages, tokenize_completion,
                               system_not_applied, warn_recorded_wins)
@@ -200,7 +200,7 @@ def build_pairs(rows: Iterable, fields: FieldMap, system: str | None, *, pairs: 
             pair = _preference_pair(row, fields, system)
             preference.append(((pair.prompt_id, pair.chosen, pair.rejected), pair))
             continue
-        correct = _correct(row)
+        correct = sample_grade(row)
         group = groups.setdefault(prompt_id(row, fields), _Group())
         if correct is None:
             counts.ungraded += 1
@@ -237,14 +237,6 @@ def build_pairs(rows: Iterable, fields: FieldMap, system: str | None, *, pairs: 
     counts.preference = len(preference)
     built.extend(pair for _, pair in sorted(preference, key=lambda item: item[0]))
     return built
-
-
-def _correct(row) -> bool | None:
-    value = row.get("correct")
-    if value is not None and not isinstance(value, bool):
-        raise row.error(f"field 'correct' must be true, false or null, got {type(value).__name__} {value!r}",
-                        field="correct")
-    return value
 
 
 def _sample_index(row) -> float:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from rtool.errors import UserError, one_of
-from rtool.grade.fields import FieldMap
+from rtool.grade.fields import FieldMap, sample_grade
 from rtool.log import logger
 from rtool.train.data import completion_text, prompt_messages
 
@@ -120,7 +120,7 @@ class SFTExport:
         c = self.counts
         for row in rows:
             c.read += 1
-            if row.get("correct") is False and not self.include_incorrect:
+            if not self.include_incorrect and sample_grade(row) is False:  # a string "no" is refused, not kept
                 c.incorrect += 1
                 continue
             messages, recorded = prompt_messages(row, self.fields, self.system)
