@@ -90,13 +90,15 @@ def eval_cmd(
     fields = FieldMap(prompt_field, answer_field)
     stats = ReadStats()
     tally = EvalTally()
-    grouped = GroupedTally(group_by) if group_by else None
+    grouped = GroupedTally(group_by) if group_by is not None else None
     if model is not None and bench is None:
         raise UserError("--model needs --bench FILE", hint="the prompts and gold answers to evaluate on")
     if model is None and bench is not None:
         raise UserError("--bench needs --model", hint="to grade existing completions, pipe them in or pass --input")
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    if group_by is not None and not group_by.strip():
+        raise UserError(f"--group-by needs a field name, got {group_by!r}", hint="e.g. --group-by teacher")
     if model is not None:
         from rtool.generate.core import SamplingParams
 

@@ -133,6 +133,8 @@ def test_scripted_model_exact_grades_and_metrics(tmp_path):
     (["--model", "m"], "--model needs --bench FILE"),
     (["--bench", "b.jsonl"], "--bench needs --model"),
     (["--workers", "0"], "--workers must be at least 1"),
+    (["--group-by", ""], "--group-by needs a field name, got ''"),  # once ran as if --group-by were not given
+    (["--group-by", " "], "--group-by needs a field name, got ' '"),
 ])
 def test_flag_errors(args, fragment):
     result = run_rtool("eval", *args, input="")
