@@ -66,3 +66,28 @@ def test_broken_or_unsafe_template_is_refused(capfd, tmp_path, tiny_model_dir, t
     assert code == 2, err
     assert fragment in err and "Traceback" not in err, err
     assert out == ""
+
+
+def test_runtime_error_in_the_template_names_the_row_and_the_template_line(capfd, tmp_path, tiny_model_dir):
+    """`{{ 100 / n }}` fails for the second row only: one line naming that row and the template's line 2, exit 2
+    (an uncaught ZeroDivisionError once exited 1 with a traceback naming neither)."""
+    rows = [{"id": "a", "problem": "1 + 1?", "answer": "2", "n": 5},
+            {"id": "b", "problem": "2 + 2?", "answer": "4", "n": 0}]
+    code, out, err = distill(capfd, tmp_path, tiny_model_dir, rows, "Problem: {{ problem }}\nScale: {{ 100 / n }}\n")
+    assert code == 2, err
+    assert err.strip().splitlines()[-1] == (f"rtool: error: {tmp_path / 'prompts.jsonl'}:2: --prompt-template "
+                                    f"{tmp_path / 'prompt.j2'}:2: ZeroDivisionError: division by zero")
+    assert "Traceback" not in err and out == ""
+
+
+def test_template_that_is_not_utf8_is_one_line_exit_2(capfd, tmp_path, tiny_model_dir):
+    """Latin-1 text (an AttributeError inside rtool once exited 1): one line naming the file, before the teacher."""
+    data = write(tmp_path, "prompts.jsonl", json.dumps(ROWS[0]) + "\n")
+    template = tmp_path / "latin1.j2"
+    template.write_bytes("Problème : {{ problem }}".encode("latin-1"))
+    code, out, err = run_in_process(capfd, "distill", "--teacher", tiny_model_dir, "-i", data, "--prompt-template",
+                                    template, *FLAGS)
+    assert code == 2, err
+    assert err.strip().splitlines() == [f"rtool: error: {template}: the prompt template is not UTF-8 text (byte 0xe8 "
+                                        "at offset 5) (save it as UTF-8)"]
+    assert out == ""
