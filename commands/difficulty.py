@@ -8,7 +8,8 @@ output row is the prompt row (the first sample's row without what a sample adds:
 sample, finish_reason, completion_tokens, teacher, sampling, ...) plus `samples` (rows read), `graded` (those with
 `correct` true or false), `correct`, `pass_rate` (correct / graded; null with no graded sample), `pass_rate_by`
 ({teacher: rate}) and `difficulty`: trivial (1.0), easy [0.75, 1), medium [0.25, 0.75), hard (0, 0.25), unsolved
-(0), null (no graded sample). A sample with `correct` null or absent is counted in `samples`, never guessed.
+(0), null (no graded sample). A sample with `correct` null or absent is counted in `samples`, never guessed: left
+out of the rates, as eval leaves it out of pass@k; the summary on stderr counts those samples and prompts.
 `--keep LO:HI` writes only prompts whose pass rate is in the closed interval [LO, HI]: `--keep 0.01:0.99` drops
 the prompts always and never solved (AceReason's and Phi-4-reasoning's "teachable" prompts). Rows without `id`
 are grouped by the prompt text, as distill keys them. Rows are written when the input ends; `-o FILE` appears
@@ -68,5 +69,6 @@ def difficulty_cmd(
     if stats.no_grade:
         logger.warning("%d prompts have no graded sample: pass_rate null%s", stats.no_grade,
                        " (dropped by --keep)" if window else "")
-    logger.info("difficulty: %d samples, %d prompts, %d written%s", stats.rows, stats.prompts, written,
+    logger.info("difficulty: %d samples (%d ungraded), %d prompts (%d without a graded sample), %d written%s",
+                stats.rows, stats.ungraded, stats.prompts, stats.no_grade, written,
                 f" (--keep {keep}: {stats.prompts - written} dropped)" if window else "")

@@ -6,7 +6,8 @@
     rtool eval --group-by teacher < traces.jsonl                     # one summary per teacher (T1, T2 appended)
 
 stdout: one JSON summary: prompts, samples per prompt, pass@1 (mean over samples), unbiased pass@k for k = 1, 2,
-4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable count, and what produced them: the
+4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable samples and prompts (correct null:
+left out of pass@k and maj@n, as difficulty leaves them out of its pass rate), and what produced them: the
 model, the bench (or input) with its split and subset, and `sampling` (with --model: the settings and templates
 used; grading rows: the `sampling`, `teacher` and model the rows record, a list of each value when they differ).
 stderr: a table.

@@ -86,7 +86,8 @@ def test_cli_mixes_stdin_and_files_and_keeps_the_teachable_window(tmp_path):
                             "difficulty"}
     err = result.stderr.decode()
     assert "1 of 19 samples have no grade (correct null or absent)" in err
-    assert "difficulty: 19 samples, 3 prompts, 1 written (--keep 0.01:0.99: 2 dropped)" in err
+    assert "difficulty: 19 samples (1 ungraded), 3 prompts (0 without a graded sample), 1 written (--keep " \
+           "0.01:0.99: 2 dropped)" in err
 
 
 def test_prompt_without_a_graded_sample_has_no_rate_and_is_dropped_by_keep(tmp_path, capfd):
