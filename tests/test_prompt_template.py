@@ -91,3 +91,48 @@ def test_template_that_is_not_utf8_is_one_line_exit_2(capfd, tmp_path, tiny_mode
     assert err.strip().splitlines() == [f"rtool: error: {template}: the prompt template is not UTF-8 text (byte 0xe8 "
                                         "at offset 5) (save it as UTF-8)"]
     assert out == ""
+
+
+# LiteCoT: rows of an earlier distill run (the conversation their long trace answered, and the trace) rewritten.
+ASKED = [{"role": "system", "content": "Please reason step by step."}, {"role": "user", "content": "What is 1 + 1?"}]
+LONG = {"id": "a", "problem": "What is 1 + 1?", "answer": "2", "prompt_messages": ASKED,
+        "completion": "Hmm, 1 + 1... wait, let me check. It is 2. \\boxed{2}", "difficulty": "easy"}
+REWRITE = "Rewrite this solution concisely.\n\nProblem: {{ problem }}\n\nSolution: {{ completion }}\n"
+
+
+def test_a_rewrite_trains_on_the_question_not_the_rewrite_prompt(capfd, tmp_path, tiny_model_dir):
+    """The row records both conversations: prompt_messages the rewrite prompt sent (long trace included),
+    question_messages the question the trace answers (the input's recorded conversation); sft's examples train the
+    rewrite on the question (they once trained on the rewrite prompt), and --prompt-field prompt_messages on the
+    rendering. An untemplated run over such rows writes no stale question_messages."""
+    from rtool.grade.fields import FieldMap
+    from rtool.io.models import load_tokenizer
+    from rtool.io.records import Row
+    from rtool.train.data import SFTExamples, tokenize_completion
+
+    no_trace = {"id": "b", "problem": "What is 2 + 2?", "answer": "4", "completion": "4 \\boxed{4}"}
+    code, out, err = distill(capfd, tmp_path, tiny_model_dir, [LONG, no_trace], REWRITE, "--system", "You rewrite.")
+    assert code == 0, err
+    rewritten = jsonl(out)
+    sent = ("Rewrite this solution concisely.\n\nProblem: What is 1 + 1?\n\nSolution: Hmm, 1 + 1... wait, let me "
+            "check. It is 2. \\boxed{2}")
+    assert rewritten[0]["prompt_messages"] == [{"role": "system", "content": "You rewrite."},
+                                               {"role": "user", "content": sent}]
+    assert rewritten[0]["question_messages"] == ASKED
+    # A row without a recorded conversation: its prompt field, after the system prompt this run sent.
+    assert rewritten[1]["question_messages"] == [{"role": "system", "content": "You rewrite."},
+                                                 {"role": "user", "content": "What is 2 + 2?"}]
+
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="right")
+    rows = [Row({**r, "correct": True}, "concise.jsonl", i + 1) for i, r in enumerate(rewritten)]
+    (example, _) = SFTExamples(FieldMap(), max_length=4096)(rows, tokenizer)
+    assert example["input_ids"] == tokenize_completion(tokenizer, ASKED, rewritten[0]["completion"])[0]
+    (example, _) = SFTExamples(FieldMap("prompt_messages"), max_length=4096)(rows, tokenizer)
+    assert example["input_ids"] == tokenize_completion(tokenizer, rewritten[0]["prompt_messages"],
+                                                       rewritten[0]["completion"])[0]
+
+    again = write(tmp_path, "concise.jsonl", out)
+    code, out, err = run_in_process(capfd, "distill", "--teacher", tiny_model_dir, "-i", again, "--no-system", *FLAGS)
+    assert code == 0, err
+    assert [("question_messages" in r, r["prompt_messages"][-1]["content"]) for r in jsonl(out)] == [
+        (False, "What is 1 + 1?"), (False, "What is 2 + 2?")]

@@ -36,8 +36,8 @@ from rtool.io.records import Row
 
 # What distill, eval --records, prm-score and nll add to a prompt row for one sample: not part of the prompt.
 SAMPLE_FIELDS = ("completion", "correct", "pred", "sample", "finish_reason", "completion_tokens", "teacher",
-                 "sampling", "endpoint", "prompt_messages", "nll", "score", "step_scores", "bon_method", "bon_n",
-                 "votes", "weight")
+                 "sampling", "endpoint", "prompt_messages", "question_messages", "nll", "score", "step_scores",
+                 "bon_method", "bon_n", "votes", "weight")
 OUTPUT_FIELDS = ("samples", "graded", "correct", "pass_rate", "pass_rate_by", "cv", "difficulty")
 
 # (lowest pass rate, grade), checked from the top: the first bin whose bound the rate reaches.

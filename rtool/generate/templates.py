@@ -2,6 +2,7 @@
 
     template = PromptTemplate.load("concise.j2")
     messages = template.messages(row, system)    # [system?] + the rendered user turn; UserError naming the row
+    question = template.question(row, fields, system, messages)   # the conversation training commands train on
 
 The template sees every field of the row by name (`{{ problem }}`, `{% if difficulty == "hard" %}`) and the whole
 row as `row` (for names that are not identifiers: `{{ row["my-field"] }}`). It runs in Jinja's sandbox (no access
@@ -11,6 +12,10 @@ file is dropped (Jinja's default), so the file may end with one. The rendering i
 multiple-choice row's options are not appended (the template shows them as it likes). Whatever goes wrong while a
 row renders (`{{ 1 / 0 }}`, an unsafe attribute, a missing field) is one UserError naming the row's file:line and
 the template's file:line: the template is input, and its errors are the user's to fix.
+
+A rendering can hold more than the question: LiteCoT's rewrite prompt carries the question and its long trace. So a
+templated trace records the question apart (`question`, written as `question_messages`), and training commands
+train on it (rtool.train.data): the student learns to answer the question, not to rewrite a trace.
 """
 
 from __future__ import annotations
@@ -88,3 +93,20 @@ class PromptTemplate:
         """The conversation to send: `system` (when given), then the rendered user turn."""
         user = {"role": "user", "content": self.render(row)}
         return [{"role": "system", "content": system}, user] if system else [user]
+
+    @staticmethod
+    def question(row, fields, system: str | None, rendered: list[dict]) -> list[dict]:
+        """The conversation of the question `row` poses, which a trainer trains the teacher's answer on: an explicit
+        --prompt-field (`fields`) names it; else the row's own `question_messages` (a rewrite of a rewrite), else
+        its recorded `prompt_messages` (the conversation its earlier trace answered, as distill recorded it: the
+        input of a LiteCoT rewrite), else its prompt field after `system` (what distill sends without a template).
+        A row with none of these (the template builds the question from other fields) poses its `rendered` one."""
+        from rtool.grade.fields import PROMPT_FIELDS
+
+        if not fields.prompt_field:
+            for key in ("question_messages", "prompt_messages"):
+                if isinstance(row.get(key), list) and row[key]:
+                    return row[key]
+            if all(row.get(key) is None for key in PROMPT_FIELDS):
+                return rendered
+        return fields.messages(row, system)
