@@ -157,6 +157,8 @@ def test_prompt_without_a_graded_sample_has_no_rate_and_is_dropped_by_keep(tmp_p
 
 @pytest.mark.parametrize("args, line, error", [
     (["--keep", "0.9:0.1"], None, "rtool: error: --keep 0.9:0.1: LO 0.9 is above HI 0.1 (did you mean --keep 0.1:0.9?)"),
+    (["--keep-cv", "a:1"], None, "rtool: error: --keep-cv takes LO:HI, two CVs >= 0, got 'a:1' (e.g. --keep-cv 0:0.5)"),
+    (["--by", ""], None, "rtool: error: --by needs a field name, got '' (e.g. --by teacher)"),
     ([], 2, "rtool: error: {rows}:2: field 'correct' must be true, false or null, got 'yes'"),
     ([], 3, "rtool: error: {rows}:3: no prompt field (found: correct; expected one of prompt, messages, question, "
             "problem, instruction, input or pass --prompt-field)")])
