@@ -23,7 +23,7 @@ _rtool() {
         export) opts="--to --model -m --chat-template --trust-remote-code --input -i --split --subset --out --output -o --overwrite --include-incorrect --pairs --max-pairs-per-prompt --system --no-system --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v"; case "$prev" in --to) values="trl-sft trl-preference trl-stepwise" ;; --pairs) values="first all" ;; esac ;;
         nll) opts="--model -m --input -i --split --subset --out --output -o --overwrite --batch-size --system --no-system --prompt-field --skip-bad --dtype --device --trust-remote-code --allow-pickle --chat-template --help -h --debug --quiet -q --verbose -v"; case "$prev" in --dtype) values="auto float32 bfloat16 float16" ;; --device) values="auto cpu cuda" ;; esac ;;
         decontaminate) opts="--bench -b --input -i --split --subset --out --output -o --overwrite --ngram --field --bench-field --bench-split --report --skip-bad --help -h --debug --quiet -q --verbose -v";;
-        difficulty) opts="--input -i --split --subset --out --output -o --overwrite --keep --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v";;
+        difficulty) opts="--input -i --split --subset --out --output -o --overwrite --keep --keep-cv --by --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v";;
         select) opts="--input -i --split --subset --out --output -o --overwrite --per-prompt -k --prefer --include-incorrect --dedup-threshold --max-tokens --prompts --seed --prompt-field --skip-bad --help -h --debug --quiet -q --verbose -v"; case "$prev" in --prefer) values="shortest longest nll first random" ;; esac ;;
         "") if [[ "$cur" != -* ]]; then COMPREPLY=($(compgen -W "$commands" -- "$cur")); return; fi ;;
     esac

@@ -469,6 +469,8 @@ complete -c rtool -n '__fish_seen_subcommand_from difficulty' -l subset -r -F -d
 complete -c rtool -n '__fish_seen_subcommand_from difficulty' -l out -l output -s o -r -F -d 'Output JSONL path, written whole when the run ends without an error (into a temporary file beside it, renamed over it at the end: a failed or killed run leaves no file, or the old one as it was), or \'-\' for stdout'
 complete -c rtool -n '__fish_seen_subcommand_from difficulty' -l overwrite -d 'Replace --out when it already holds rows (default: refuse)'
 complete -c rtool -n '__fish_seen_subcommand_from difficulty' -l keep -r -F -d 'Write only prompts whose pass rate is in [LO, HI] (closed); 0.01:0.99 drops those always and never solved'
+complete -c rtool -n '__fish_seen_subcommand_from difficulty' -l keep-cv -r -F -d 'Write only prompts whose cv (coefficient of variation of the pass rate across --by groups: population std / mean) is in [LO, HI] (closed); a prompt without a cv (fewer than two groups, or a mean of 0) is dropped'
+complete -c rtool -n '__fish_seen_subcommand_from difficulty' -l by -r -F -d 'The sample field whose values pass_rate_by and cv compare: teacher (default), or a field naming the pass or run'
 complete -c rtool -n '__fish_seen_subcommand_from difficulty' -l prompt-field -r -F -d 'Field holding the prompt (default: auto: prompt, messages, question, problem)'
 complete -c rtool -n '__fish_seen_subcommand_from difficulty' -l skip-bad -d 'Skip malformed input lines (counted on stderr) instead of stopping'
 complete -c rtool -n '__fish_seen_subcommand_from difficulty' -l help -s h -d 'Show help and exit.'
