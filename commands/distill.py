@@ -15,8 +15,11 @@ also `endpoint` (the URL that drew the sample). Negatives are kept:
 
 `--prompt-template FILE`: a Jinja template over the row's fields renders the user's turn in place of the prompt
 field, e.g. an instruction in the user turn (DeepSeek-R1's card) or LiteCoT's concise rewriting chosen by the row's
-`difficulty` (rtool/generate/templates.py: sandboxed; a field a row lacks stops the run with its file:line);
-`prompt_messages` records the rendering:
+`difficulty` (rtool/generate/templates.py: sandboxed; a field a row lacks, or any error while a row renders, stops
+the run with the row's and the template's file:line). `prompt_messages` records the rendering as sent, and
+`question_messages` the question the completion answers (the input row's recorded `prompt_messages`, else its prompt
+field): sft and the other training commands train on `question_messages` (`--prompt-field prompt_messages`: on the
+rendering):
 
     rtool distill --teacher T --prompt-template concise.j2 < graded.jsonl > concise.jsonl
 
@@ -69,7 +72,7 @@ def distill_cmd(
     teacher_name: Annotated[Optional[str], typer.Option("--teacher-name", help="What each row's `teacher` field says (default: the --teacher path, URL or API model name): a short label for eval --group-by teacher and difficulty's pass_rate_by, or one name for a teacher sampled from two places. `sampling` still records the model itself.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip (id, sample) pairs already in --out and append the rest (same sampling settings required).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start --out again when it already holds samples (default: refuse).")] = False,
-    prompt_template: Annotated[Optional[Path], typer.Option("--prompt-template", help="A Jinja template file over the row's fields that renders the user's turn in place of the prompt field (sandboxed; a field a row lacks is an error).")] = None,
+    prompt_template: Annotated[Optional[Path], typer.Option("--prompt-template", help="A Jinja template file over the row's fields that renders the user's turn in place of the prompt field (sandboxed; a field a row lacks is an error). Rows record the rendering as prompt_messages and the question it answers as question_messages, which sft trains on.")] = None,
     prompt_field: PromptFieldOpt = None,
     answer_field: AnswerFieldOpt = None,
     skip_bad: SkipBadOpt = False,

@@ -6,7 +6,8 @@
     rtool eval --group-by teacher < traces.jsonl                     # one summary per teacher (T1, T2 appended)
 
 stdout: one JSON summary: prompts, samples per prompt, pass@1 (mean over samples), unbiased pass@k for k = 1, 2,
-4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable count, and what produced them: the
+4 .. n, maj@n, mean and median completion tokens, truncated share, ungradable samples and prompts (correct null:
+left out of pass@k and maj@n, as difficulty leaves them out of its pass rate), and what produced them: the
 model, the bench (or input) with its split and subset, and `sampling` (with --model: the settings and templates
 used; grading rows: the `sampling`, `teacher` and model the rows record, a list of each value when they differ).
 stderr: a table.
@@ -90,13 +91,15 @@ def eval_cmd(
     fields = FieldMap(prompt_field, answer_field)
     stats = ReadStats()
     tally = EvalTally()
-    grouped = GroupedTally(group_by) if group_by else None
+    grouped = GroupedTally(group_by) if group_by is not None else None
     if model is not None and bench is None:
         raise UserError("--model needs --bench FILE", hint="the prompts and gold answers to evaluate on")
     if model is None and bench is not None:
         raise UserError("--bench needs --model", hint="to grade existing completions, pipe them in or pass --input")
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    if group_by is not None and not group_by.strip():
+        raise UserError(f"--group-by needs a field name, got {group_by!r}", hint="e.g. --group-by teacher")
     if model is not None:
         from rtool.generate.core import SamplingParams
 

@@ -7,8 +7,10 @@
 Rows: any prompt field (prompt, messages, question, problem) and a completion (completion, response, output, the
 last assistant turn of messages; MATH rows with only `solution` train on the solution). The chat template is
 applied and the loss covers completion tokens only. A row's `prompt_messages` (distill writes the conversation the
-teacher was sent) is the prompt as recorded, so --system does not change it; other rows get the system prompt
-distill and eval send by default (--system to change it, --no-system for none). Rows with `correct: false`
+teacher was sent) is the prompt as recorded, so --system does not change it; a `distill --prompt-template` row (a
+LiteCoT rewrite) trains on its `question_messages`, the question it answers, not the rewrite prompt it was sent
+(--prompt-field prompt_messages: on that); other rows get the system prompt distill and eval send by default
+(--system to change it, --no-system for none). Rows with `correct: false`
 (distill's negatives) are skipped unless --include-incorrect. Rows longer than --max-length (2048 = distill's
 default 1024 new tokens plus room for the prompt) are dropped and counted (--truncation keep-start cuts them).
 OUT (new, empty or an earlier rtool run: a folder of other files is refused) receives the model (safetensors +

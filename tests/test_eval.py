@@ -53,6 +53,36 @@ def test_rows_without_gold_are_ungradable_not_wrong():
     assert summary["ungradable"] == 1 and summary["pass@1"] == 1.0
 
 
+def test_ungraded_samples_are_left_out_as_difficulty_leaves_them_out(tmp_path):
+    """One rule in eval and difficulty: a sample graded null (here: rows without the gold answer) is left out of the
+    rates, never counted wrong, and both summaries count them. By hand: p1's graded samples 4, 4, 3 (gold 4) and
+    three ungraded 3s -> 2/3, majority "4" right (the ungraded 3s cast no vote); p2: 7, 1, 1 (gold 7) -> 1/3, "1"
+    wrong; p3 has no graded sample: left out. (eval once gave p1 2/6 and maj "3": pass@1 1/3, maj@6 0.)"""
+    rows = []
+    for i, (text, gold) in enumerate([("4", "4"), ("4", "4"), ("3", "4"), ("3", None), ("3", None), ("3", None)]):
+        rows.append({"id": "p1", "problem": "2+2?", "completion": f"\\boxed{{{text}}}", "sample": i,
+                     **({"answer": gold} if gold else {})})
+    for i, text in enumerate(["7", "1", "1"]):
+        rows.append({"id": "p2", "problem": "3+4?", "answer": "7", "completion": f"\\boxed{{{text}}}", "sample": i})
+    rows.append({"id": "p3", "problem": "?", "completion": "\\boxed{1}", "sample": 0})
+    records = tmp_path / "graded.jsonl"
+    result = run_rtool("eval", "--records", records, input="".join(json.dumps(r) + "\n" for r in rows))
+    assert result.returncode == 0, result.stderr.decode()
+    summary = json.loads(result.stdout)
+    assert summary["pass@1"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert summary["pass@2"] == pytest.approx((1 + (1 - 1 / 3)) / 2)  # n = 3 graded samples each
+    assert summary["pass@3"] == 1.0 and "pass@4" not in summary  # k up to the fewest graded samples of a prompt
+    assert summary["maj@6"] == 0.5
+    assert (summary["ungradable"], summary["ungradable_prompts"], summary["samples"]) == (4, 1, 10)
+
+    result = run_rtool("difficulty", "-i", records)
+    assert result.returncode == 0, result.stderr.decode()
+    rates = {row["id"]: row["pass_rate"] for row in jsonl(result.stdout)}
+    assert rates == {"p1": pytest.approx(2 / 3), "p2": pytest.approx(1 / 3), "p3": None}
+    assert summary["pass@1"] == pytest.approx((rates["p1"] + rates["p2"]) / 2)
+    assert "difficulty: 10 samples (4 ungraded), 3 prompts (1 without a graded sample)" in result.stderr.decode()
+
+
 def test_generates_and_grades_with_a_model(tmp_path, tiny_model_dir, tiny_task_file):
     bench = tmp_path / "bench.jsonl"
     rows = [json.loads(line) for line in tiny_task_file.read_text().splitlines()[:4]]
@@ -133,6 +163,8 @@ def test_scripted_model_exact_grades_and_metrics(tmp_path):
     (["--model", "m"], "--model needs --bench FILE"),
     (["--bench", "b.jsonl"], "--bench needs --model"),
     (["--workers", "0"], "--workers must be at least 1"),
+    (["--group-by", ""], "--group-by needs a field name, got ''"),  # once ran as if --group-by were not given
+    (["--group-by", " "], "--group-by needs a field name, got ' '"),
 ])
 def test_flag_errors(args, fragment):
     result = run_rtool("eval", *args, input="")

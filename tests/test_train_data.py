@@ -47,6 +47,12 @@ def row(data, line=1):
     # An explicit --prompt-field names the prompt, whatever the row records.
     ({"prompt_messages": RECORDED, "question": "Q"}, FieldMap(prompt_field="question"), None,
      [{"role": "user", "content": "Q"}], False),
+    # A --prompt-template row (a LiteCoT rewrite) trains on the question it answers, not the rewrite prompt sent;
+    # --prompt-field prompt_messages names the rendering.
+    ({"prompt_messages": [{"role": "user", "content": "Rewrite: ..."}], "question_messages": RECORDED,
+      "problem": "What is 2 + 3?"}, FieldMap(), "Think.", RECORDED, True),
+    ({"prompt_messages": [{"role": "user", "content": "Rewrite: ..."}], "question_messages": RECORDED},
+     FieldMap(prompt_field="prompt_messages"), None, [{"role": "user", "content": "Rewrite: ..."}], True),
 ])
 def test_prompt_messages_prefers_the_recorded_conversation(data, fields, system, expected, recorded):
     assert prompt_messages(row(data), fields, system) == (expected, recorded)
@@ -63,6 +69,9 @@ def test_bad_prompt_messages_name_file_line_and_field(value, message):
     with pytest.raises(UserError) as error:
         prompt_messages(row({"prompt_messages": value, "problem": "P"}, line=3), FieldMap(), None)
     assert error.value.render() == message
+    with pytest.raises(UserError) as error:
+        prompt_messages(row({"question_messages": value, "prompt_messages": RECORDED}, line=3), FieldMap(), None)
+    assert error.value.render() == message.replace("prompt_messages", "question_messages")
 
 
 def test_completion_text_formats():

@@ -11,8 +11,9 @@ A trace records what the teacher saw: `prompt_messages` is the conversation as s
 `sampling` the settings (backend, teacher, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens,
 seed, system: "" when none was sent; split and subset of the input, and the chat and prompt templates used, as
 `sha256:HEX` of their text: "" for none). Training commands train on `prompt_messages` when a row has it, so the
-student learns from the conversation the teacher answered. `RowsProvenance` reads those fields back from graded
-rows (eval of a distill run's output).
+student learns from the conversation the teacher answered. A trace whose prompt a --prompt-template rendered also
+records `question_messages`, the question it answers (`PromptTemplate.question`), which training commands train on
+in its place. `RowsProvenance` reads those fields back from graded rows (eval of a distill run's output).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Trace:
     correct: bool | None
 
     messages: list | None = None  # the conversation as sent
+    question: list | None = None  # with a --prompt-template: the question's conversation, trained on
 
     def record(self, teacher: str | None = None, sampling: dict | None = None) -> dict:
         """The output row: the input row plus the trace's keys (an existing key of the same name is replaced)."""
@@ -49,6 +51,10 @@ class Trace:
         out["id"] = self.prompt_id
         if self.messages is not None:
             out["prompt_messages"] = self.messages
+        # An input row's question_messages (a templated run's output) would outrank this trace's prompt_messages.
+        out.pop("question_messages", None)
+        if self.question is not None:
+            out["question_messages"] = self.question
         out.update(completion=self.completion.text, sample=self.sample)
         if teacher is not None:
             out["teacher"] = teacher
@@ -79,18 +85,19 @@ def sample_traces(backend, rows: Iterable[Row], fields: FieldMap, params, *, sys
         for row in chunk:
             # Either raises a UserError naming file:line for a bad prompt (or a field the template needs).
             messages = template.messages(row, system) if template else fields.messages(row, system)
+            question = template.question(row, fields, system, messages) if template else None
             identifier = prompt_id(row, fields)
             missing = [s for s in range(params.n) if (identifier, s) not in done]
             if missing:
-                pending.append((row, identifier, messages, fields.gold(row), missing))
+                pending.append((row, identifier, messages, question, fields.gold(row), missing))
         if not pending:
             continue
-        seeds = [[sample_seed(params.seed, item[1], s) for s in item[4]] for item in pending]
+        seeds = [[sample_seed(params.seed, item[1], s) for s in item[5]] for item in pending]
         completions = backend.generate([item[2] for item in pending], params, seeds=seeds)
-        for (row, identifier, messages, gold, missing), samples in zip(pending, completions):
+        for (row, identifier, messages, question, gold, missing), samples in zip(pending, completions):
             for sample_index, completion in zip(missing, samples):
                 pred, correct = grade(gold, completion.text, fields.choices(row))
-                yield Trace(row, identifier, sample_index, completion, gold, pred, correct, messages)
+                yield Trace(row, identifier, sample_index, completion, gold, pred, correct, messages, question)
                 done.add((identifier, sample_index))
 
 

@@ -7,6 +7,11 @@ so "0.5" and "\\frac{1}{2}" are one answer; ties go to the answer whose first sa
 and the vote is right when that first sample is graded correct. It is `rtool bon --method majority`'s rule, so
 bon's chosen rows grade as maj@n does, whatever the order of the lines.
 Each (prompt, sample) is counted once: a repeat is an error, not a second vote.
+Ungraded samples (`correct` null: no gold answer, or one math-verify cannot parse; a wrong or missing answer grades
+false, never null) say nothing about the model, so they are left out of every rate, as `rtool difficulty` leaves
+them out of its pass rate: pass@k's n and c count a prompt's graded samples only (k up to the fewest any prompt has),
+they cast no maj@n vote, and a prompt without a graded sample is left out of pass@k and maj@n. The summary counts
+them: `ungradable` (samples) and `ungradable_prompts` (prompts with none graded).
 Rows from `rtool bon` (they carry `bon_n`) are one chosen row per (prompt, bon_n): they are tallied per bon_n, and
 the summary reports accuracy per bon_n (the best-of-N curve) instead of pass@k over samples.
 `GroupedTally` keeps one EvalTally per value of a field (`rtool eval --group-by teacher`).
@@ -63,11 +68,13 @@ class PromptTally:
     _later_samples: set | None = None
 
     def add(self, pred: str | None, correct: bool | None, sample: int | None = None) -> None:
-        """Count one sample (`sample`: its number, for maj@n's ties; default: its position)."""
-        self.votes.add(pred, order=self.samples if sample is None else sample, item=correct)
+        """Count one sample (`sample`: its number, for maj@n's ties; default: its position). An ungraded one
+        (`correct` None) is counted in `samples` only: it casts no vote."""
+        order = self.samples if sample is None else sample
         self.samples += 1
         if correct is None:
             return
+        self.votes.add(pred, order=order, item=correct)
         self.gradable += 1
         self.correct += bool(correct)
 
@@ -170,9 +177,9 @@ class EvalTally:
             "samples": self.samples,
             "samples_per_prompt": n if len(counts) <= 1 else {str(k): v for k, v in sorted(counts.items())},
         }
-        graded = [t for t in tallies if t.gradable]
-        for k in k_values(min(counts) if counts else 0):
-            values = [pass_at_k(t.samples, t.correct, k) for t in graded]
+        graded = [t for t in tallies if t.gradable]  # ungraded samples and prompts are left out (module docstring)
+        for k in k_values(min(t.gradable for t in graded) if graded else min(counts) if counts else 0):
+            values = [pass_at_k(t.gradable, t.correct, k) for t in graded]
             result[f"pass@{k}"] = round(sum(values) / len(values), 6) if values else None
         if tallies:
             result[f"maj@{n}"] = round(sum(t.majority_correct() for t in graded) / len(graded), 6) if graded else None
@@ -181,6 +188,7 @@ class EvalTally:
         result["median_tokens"] = statistics.median(tokens) if tokens else None
         result["truncated_share"] = round(self.truncated / self.samples, 6) if self.samples else None
         result["ungradable"] = self.ungradable
+        result["ungradable_prompts"] = len(tallies) - len(graded)
         return result
 
     def _bon_summary(self) -> dict:

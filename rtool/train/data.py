@@ -12,11 +12,14 @@ sees. Shared by every training command (sft now; redi, grpo, prm-train build on 
 
 Which conversation a row trains on (rtool's rule): a row's `prompt_messages` (distill writes it: the conversation
 exactly as sent to the teacher, system prompt included) wins, so the student learns from what the teacher answered
-whatever `system` says. A row whose prompt is already a conversation (a list of messages: TRL's conversational
-`prompt` or `messages`) is trained as it is too, with its own system turn or none. Only a bare prompt (a string,
-which rtool renders as the user's turn) gets `system` before it. When --system or --no-system was given,
-`warn_recorded_wins` says for how many rows it did not apply. An explicit `--prompt-field`
-(FieldMap.prompt_field) names the prompt and wins over `prompt_messages`.
+whatever `system` says. A row whose prompt a `distill --prompt-template` rendered (a LiteCoT rewrite: the question
+and its long trace in the user turn) records the question it answers apart, as `question_messages`, and trains on
+that: the student learns to answer the question, not to rewrite a trace. Rows without it (older files, untemplated
+runs) train on `prompt_messages` as before. A row whose prompt is already a conversation (a list of messages: TRL's
+conversational `prompt` or `messages`) is trained as it is too, with its own system turn or none. Only a bare prompt
+(a string, which rtool renders as the user's turn) gets `system` before it. When --system or --no-system was given,
+`warn_recorded_wins` says for how many rows it did not apply. An explicit `--prompt-field` (FieldMap.prompt_field)
+names the prompt and wins over both (`--prompt-field prompt_messages`: the rendering).
 
 Length (rtool's rule): a row whose prompt + completion tokens exceed `max_length` is dropped by default
 ("drop"): cutting it would train on a trace without its final answer and end-of-turn token. "keep-start" keeps its
@@ -33,16 +36,21 @@ from rtool.grade.fields import COMPLETION_FIELDS, FieldMap, sample_grade
 from rtool.log import logger
 
 RECORDED_PROMPT = "prompt_messages"
+# The question a --prompt-template row answers, recorded apart from the rendering the teacher was sent: trained on.
+QUESTION_PROMPT = "question_messages"
 # How the logs name the conversations rows carry, which get no system prompt added.
 CARRIED = "prompt_messages or a conversational prompt"
 TRUNCATIONS = ("drop", "keep-start")
 
 
 def prompt_messages(row, fields: FieldMap, system: str | None) -> tuple[list[dict], bool]:
-    """(messages ending with the user's turn, whether the row carries them: its recorded `prompt_messages`, or a
-    prompt that is a list of messages, taken as it is). `system` goes before a bare (string) prompt only."""
-    if not fields.prompt_field and row.get(RECORDED_PROMPT) is not None:
-        return recorded_messages(row), True
+    """(messages ending with the user's turn, whether the row carries them: its recorded `question_messages` or
+    `prompt_messages`, or a prompt that is a list of messages, taken as it is). `system` goes before a bare (string)
+    prompt only."""
+    if not fields.prompt_field:
+        for key in (QUESTION_PROMPT, RECORDED_PROMPT):
+            if row.get(key) is not None:
+                return recorded_messages(row, key), True
     carried = not isinstance(row[fields.prompt_key(row)], str)
     return fields.messages(row, None if carried else system), carried
 
@@ -69,20 +77,19 @@ def warn_recorded_wins(name: str, count: int, system: str | None, what: str = "r
                    "prompt from a text field with %s instead", name, asked, count, what, asked)
 
 
-def recorded_messages(row) -> list[dict]:
-    """The row's `prompt_messages`, checked and taken as they are: nothing added (no system prompt, no options
-    listing: the recorded user turn already shows what the teacher was shown)."""
-    value = row[RECORDED_PROMPT]
+def recorded_messages(row, key: str = RECORDED_PROMPT) -> list[dict]:
+    """The row's `prompt_messages` (or `key`: `question_messages`), checked and taken as they are: nothing added (no
+    system prompt, no options listing: the recorded user turn already shows what the teacher was shown)."""
+    value = row[key]
     if not isinstance(value, list) or not value:
-        raise row.error(f"field {RECORDED_PROMPT!r} must be a non-empty list of messages, got "
-                        f"{type(value).__name__ if value != [] else 'an empty list'}", field=RECORDED_PROMPT)
+        raise row.error(f"field {key!r} must be a non-empty list of messages, got "
+                        f"{type(value).__name__ if value != [] else 'an empty list'}", field=key)
     for index, message in enumerate(value):
         if not isinstance(message, dict) or not isinstance(message.get("content"), str) \
                 or message.get("role") not in ("system", "user", "assistant", "tool"):
-            raise row.error(f"{RECORDED_PROMPT}[{index}] is not a message {{role, content}}", field=RECORDED_PROMPT)
+            raise row.error(f"{key}[{index}] is not a message {{role, content}}", field=key)
     if value[-1]["role"] != "user":
-        raise row.error(f"{RECORDED_PROMPT} must end with the user's turn, got {value[-1]['role']!r}",
-                        field=RECORDED_PROMPT)
+        raise row.error(f"{key} must end with the user's turn, got {value[-1]['role']!r}", field=key)
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
@@ -135,6 +142,7 @@ class ExampleCounts:
     kept: int = 0
     incorrect: int = 0  # skipped: correct == false
     recorded: int = 0  # kept rows trained on the conversation they carry (prompt_messages, a conversational prompt)
+    question: int = 0  # of those, --prompt-template rows trained on their question_messages, not the rendering
     overridden: int = 0  # of those, rows whose own system turn is not what --system/--no-system asked
     too_long: int = 0  # rows longer than max_length (dropped, or cut under keep-start)
     no_completion: int = 0  # keep-start: the prompt alone fills max_length, dropped
@@ -180,6 +188,7 @@ class SFTExamples:
                 continue
             counts.kept += 1
             counts.recorded += recorded
+            counts.question += not self.fields.prompt_field and row.get(QUESTION_PROMPT) is not None
             counts.overridden += system_not_applied(messages, recorded, self.system)
             yield {"input_ids": fitted[0], "completion_mask": fitted[1]}
 
@@ -203,6 +212,10 @@ class SFTExamples:
                         c.recorded, CARRIED, c.kept - c.recorded, system)
         elif c.kept:
             logger.info("%s: no row records its conversation (%s): all get %s", name, CARRIED, system)
+        if c.question:
+            logger.info("%s: %d rows train on the question they answer (%s), not the --prompt-template rendering the "
+                        "teacher was sent (%s; --prompt-field %s trains on it)", name, c.question, QUESTION_PROMPT,
+                        RECORDED_PROMPT, RECORDED_PROMPT)
         if self.system_explicit:
             warn_recorded_wins(name, c.overridden, self.system)
         if c.too_long:
