@@ -5,9 +5,12 @@
 
 Each output row is the chosen candidate's row plus `bon_method`, `bon_n` (the number of candidates it was chosen
 from), `votes` (how many of them give its answer) and `weight` (their score sum; null without scores). Methods:
-majority (most frequent answer; ties by total score, then first seen), naive (the highest --score-field), weighted
-(the answer with the largest score sum). Answers are re-extracted from each completion and grouped by equivalence
-("1/2" = "0.5" = "\\frac{1}{2}"); see rtool/prm/bon.py for the exact rules and the memory each mode holds.
+majority (most frequent answer; a tie goes to the answer with the smallest sample number, never to a score: eval's
+maj@n rule), naive (the highest --score-field), weighted (the answer with the largest score sum). Answers are
+re-extracted from each completion and grouped by equivalence ("1/2" = "0.5" = "\\frac{1}{2}"; "x=2" = "y=2" = "2");
+see rtool/prm/bon.py for the exact rules and the memory each mode holds. Scores of `rtool prm-score --agg prod`
+rank by their `log_score` (a long trace's product is 0.0 in floats; its log still orders it); rows then also get
+`log_weight`.
 `--n 1,2,4,8` writes one row per (prompt, N) over the prompt's first N candidates by `sample`; a prompt with fewer
 than N candidates gets no row for that N (counted on stderr). `--sorted` asserts that each prompt's candidates are
 adjacent (distill writes them so) and writes each prompt as soon as its id changes. Rows are written per prompt as
@@ -35,7 +38,7 @@ def bon_cmd(
     out: WholeOutOpt = "-",
     overwrite: OverwriteOpt = False,
     method: Annotated[str, typer.Option("--method", help="majority (self-consistency) | naive (highest score) | weighted (largest score sum per answer).")] = "majority",
-    score_field: Annotated[str, typer.Option("--score-field", help="Field holding each candidate's score (naive and weighted need it; majority breaks ties by it when every candidate has one).")] = "score",
+    score_field: Annotated[str, typer.Option("--score-field", help="Field holding each candidate's score (naive and weighted need it; majority only reports their sum as weight). prm-score --agg prod rows rank by their log_score.")] = "score",
     n: Annotated[Optional[str], typer.Option("--n", "-n", help="Use each prompt's first N candidates (by sample); a list such as 1,2,4,8 writes one row per (prompt, N). Default: all.")] = None,
     sorted_input: Annotated[bool, typer.Option("--sorted", help="The input holds each prompt's candidates together: write each prompt when its id changes, holding one prompt in memory (an id that comes back is an error).")] = False,
     prompt_field: PromptFieldOpt = None,
@@ -83,7 +86,8 @@ def bon_cmd(
             logger.warning("skipped %d bad input lines (first: %s)", read_stats.skipped, read_stats.skipped_where[0])
     for size, count in sorted(stats.short.items()):
         logger.warning("%d prompts have fewer than %d candidates: no bon_n=%d row for them", count, size, size)
-    logger.info("bon: %d candidates, %d prompts, %d rows written (method %s, N %s)%s%s", stats.candidates,
+    logger.info("bon: %d candidates, %d prompts, %d rows written (method %s, N %s)%s%s%s", stats.candidates,
                 stats.prompts, stats.rows, method, ",".join(map(str, ns)) if ns else "all",
                 f"; {stats.no_answer} rows from candidates with no answer (votes 0)" if stats.no_answer else "",
-                f"; {stats.skipped} candidates past N skipped" if stats.skipped else "")
+                f"; {stats.skipped} candidates past N skipped" if stats.skipped else "",
+                "; scores of prm-score --agg prod ranked by their log_score" if stats.log_scores else "")

@@ -55,7 +55,7 @@ def grpo_cmd(
     out: OutDirOpt = None,
     config: ConfigOpt = None,
     reward: Annotated[str, typer.Option("--reward", help="Rewards and weights, NAME=W,...: accuracy (1 if the graded answer equals the gold, else 0) | format (a \\boxed{} answer, or the --format-tags blocks) | length (DAPO's soft over-length penalty, 0 to -1) | prm (--prm's aggregate step score) | python:MODULE:FUNCTION (TRL's reward signature).")] = "accuracy=1",
-    format_tags: Annotated[Optional[str], typer.Option("--format-tags", help="The format reward asks for these blocks in order, e.g. think,answer: <think>...</think><answer>...</answer>; default: a \\boxed{} answer.")] = None,
+    format_tags: Annotated[Optional[str], typer.Option("--format-tags", help="The format reward asks for these blocks in order, e.g. think,answer: <think>...</think><answer>...</answer> (a tag the chat template's generation prompt opens, as R1-Distill's <think>, counts as written); default: a \\boxed{} answer.")] = None,
     length_buffer: Annotated[Optional[int], typer.Option("--length-buffer", help="The length reward's buffer B in tokens: 0 up to max-completion-length - B, then falling linearly to -1 at max-completion-length (default: 20% of it).")] = None,
     prm: Annotated[Optional[str], typer.Option("--prm", help="Process reward model for the prm reward (a local HF dir or hub id; see rtool prm-score).")] = None,
     prm_agg: Annotated[str, typer.Option("--prm-agg", help="The prm reward's step aggregate: min | prod | last | mean.")] = "min",

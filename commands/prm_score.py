@@ -10,11 +10,11 @@ Each output row is its input row plus `step_scores` (one float in [0, 1] per ste
 score being --orm's or the last step's), `orm_score` with --orm, and `prm_scoring` (the settings: prm, format,
 step_sep, agg, lam, orm, system). With --agg prod
 (and --lam 1) also `log_score`, the product's log summed in log space: the product of a long trace's steps is 0.0
-in floats (0.5 a step over ~1,100 steps), its log still ranks it (`rtool bon --method naive --score-field
-log_score`). Rows come out in
-input order, each as soon as it and the rows before it are scored. A completion without steps (empty, or only
-separators) is no error: its row has `step_scores: []` and `score: null` (and `orm_score: null`), which rtool bon
-counts as a candidate without an answer; how many there were goes to stderr.
+in floats (0.5 a step over ~1,100 steps, 0.35 over ~700; stderr counts such rows), its log still ranks it, and
+`rtool bon` ranks --agg prod rows by it (their `prm_scoring` says agg prod). Rows come out in input order, each as
+soon as it and the rows before it are scored. A completion without steps (empty, or only separators) is no error:
+its row has `step_scores: []` and `score: null` (and `orm_score: null`), which rtool bon counts as a candidate
+without an answer; how many there were goes to stderr.
 
 `-o FILE` is written as stdout is: row by row, each flushed, so a kill or a bad input line keeps every row scored
 before it (a bad line stops the run with its FILE:LINE). A FILE that already holds rows is refused unless --resume
@@ -157,6 +157,7 @@ class _Run:
         self.system_explicit, self.recorded = system_explicit, 0  # rows whose prompt_messages won over --system
         self.fields, self.system, self.agg, self.lam, self.settings = fields, system, agg, lam, settings
         self.rows = self.steps = self.stepless = 0
+        self.underflowed = 0  # --agg prod scores below the smallest float, written as 0.0 beside their log_score
         self.score_sum = 0.0
 
     def stream(self, rows, writer, window: int, progress) -> None:
@@ -237,6 +238,7 @@ class _Run:
         extra = {"orm_score": trajectory} if self.orm_scorer is not None else {}
         if self.agg == "prod" and self.lam == 1.0:
             extra["log_score"] = _log_score(step_scores)
+            self.underflowed += score == 0.0 and extra["log_score"] is not None
         return {**row, "step_scores": step_scores, "score": score, **extra, "prm_scoring": self.settings}
 
     def report(self) -> None:
@@ -258,6 +260,10 @@ class _Run:
                     self.rows, self.steps, self.steps / self.rows,
                     f"{self.score_sum / scored:.3f}" if scored else "n/a", self.settings["format"], self.agg,
                     self.lam)
+        if self.underflowed:
+            logger.warning("prm-score: %d rows have a product of step scores below the smallest float: their score "
+                           "reads 0.0, their log_score still ranks them (rtool bon ranks --agg prod rows by it)",
+                           self.underflowed)
         if self.stepless:
             logger.warning("prm-score: %d rows had a completion without steps (empty, or only --step-sep): written "
                            "with step_scores [] and score null", self.stepless)

@@ -398,7 +398,7 @@ complete -c rtool -n '__fish_seen_subcommand_from bon' -l subset -r -F -d 'Subse
 complete -c rtool -n '__fish_seen_subcommand_from bon' -l out -l output -s o -r -F -d 'Output JSONL path, written whole when the run ends without an error (into a temporary file beside it, renamed over it at the end: a failed or killed run leaves no file, or the old one as it was), or \'-\' for stdout'
 complete -c rtool -n '__fish_seen_subcommand_from bon' -l overwrite -d 'Replace --out when it already holds rows (default: refuse)'
 complete -c rtool -n '__fish_seen_subcommand_from bon' -l method -r -f -a 'majority naive weighted' -d 'majority (self-consistency) | naive (highest score) | weighted (largest score sum per answer)'
-complete -c rtool -n '__fish_seen_subcommand_from bon' -l score-field -r -F -d 'Field holding each candidate\'s score (naive and weighted need it; majority breaks ties by it when every candidate has one)'
+complete -c rtool -n '__fish_seen_subcommand_from bon' -l score-field -r -F -d 'Field holding each candidate\'s score (naive and weighted need it; majority only reports their sum as weight)'
 complete -c rtool -n '__fish_seen_subcommand_from bon' -l n -s n -r -F -d 'Use each prompt\'s first N candidates (by sample); a list such as 1,2,4,8 writes one row per (prompt, N)'
 complete -c rtool -n '__fish_seen_subcommand_from bon' -l sorted -d 'The input holds each prompt\'s candidates together: write each prompt when its id changes, holding one prompt in memory (an id that comes back is an error)'
 complete -c rtool -n '__fish_seen_subcommand_from bon' -l prompt-field -r -F -d 'Field holding the prompt (default: auto: prompt, messages, question, problem)'

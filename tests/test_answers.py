@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rtool.grade.answers import answer_key, extract_answer, gold_from_gsm8k, grade, grade_many, last_boxed, verify
+from rtool.grade.answers import (answer_key, extract_answer, gold_from_gsm8k, grade, grade_many, last_boxed, verify,
+                                  vote_key)
 
 DATA = Path(__file__).resolve().parent.parent / "rtool" / "benchmarks"
 
@@ -81,6 +82,37 @@ def test_gold_from_gsm8k():
 ])
 def test_answer_key(pred, key):
     assert answer_key(pred) == key
+
+
+@pytest.mark.parametrize("pred, key", [
+    # One variable assigned a value votes as the value, as Qwen2.5-Math's evaluation strips "x=" / "k = "
+    # (evaluation/parser.py, strip_string): a letter, a Greek letter, with or without a subscript.
+    ("x=2", "2"),
+    ("y = 2", "2"),
+    ("k =\\frac{1}{2}", "\\frac{1}{2}"),
+    ("a_1 = 3", "3"),
+    ("a_{12}=3", "3"),
+    ("\\theta = \\frac{\\pi}{4}", "\\frac{\\pi}{4}"),
+    ("$x = 18.0$", "18"),
+    # Not one variable, or not one value: kept whole.
+    ("x=2,y=3", "x=2,y=3"),
+    ("y = x = 2", "y=x=2"),
+    ("f(x) = 2", "f(x)=2"),
+    ("xy = 2", "xy=2"),
+    ("\\text{x}=2", "x=2"),
+    ("x == 2", "x==2"),
+    ("x =", "x="),
+    ("2", "2"),
+    (None, None),
+])
+def test_vote_key(pred, key):
+    assert vote_key(pred) == key
+
+
+def test_an_assignment_is_graded_as_written():
+    # Voting reads x=2 and y=2 as one answer; grading keeps math-verify's verdict on what was written.
+    assert verify("y=2", "x=2") is False and verify("2", "x=2") is True
+    assert grade("y=2", "\\boxed{x=2}") == ("x=2", False)
 
 
 @pytest.mark.parametrize("gold, pred, expected", [

@@ -2,6 +2,7 @@
 eval's per-bon_n summary, the CLI piped into eval, and bad input."""
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -37,12 +38,13 @@ def outcome(candidates, method, ns=None):
     (cands("3", "1/2", "3", "0.5", "\\frac{1}{2}"), "majority", (1, 3, None)),
     # a tie without scores: the answer seen first
     (cands("5", "3", "3", "5"), "majority", (0, 2, None)),
-    # a tie with scores: the larger total (3: 0.5 + 0.4 against 5: 0.2 + 0.3)
-    (cands(("5", 0.2), ("3", 0.5), ("3", 0.4), ("5", 0.3)), "majority", (1, 2, 0.9)),
-    # ... within float rounding: 5's 0.15 + 0.15 ties 4's 0.1 + 0.2, so the answer seen first wins
-    (cands(("5", 0.15), ("4", 0.1), ("4", 0.2), ("5", 0.15)), "majority", (0, 2, 0.3)),
-    # ... but only when every candidate has a score
+    # a tie with scores: the answer seen first all the same (eval's maj@n rule: scores never break a majority tie,
+    # though 3's 0.5 + 0.4 beats 5's 0.2 + 0.3); the weight is the winner's score sum
+    (cands(("5", 0.2), ("3", 0.5), ("3", 0.4), ("5", 0.3)), "majority", (0, 2, 0.5)),
+    # ... and no weight when some candidate has no score
     (cands(("5", 0.2), ("3", 0.5), ("3", 0.4), ("5", None)), "majority", (0, 2, None)),
+    # a single variable's assignment votes as its value: x=2, y = 2 and t=2 are one answer (3 votes) against 5's 2
+    (cands("5", "x=2", "5", "y = 2", "t=2"), "majority", (1, 3, None)),
     # unextractable answers never win, however many
     (cands(None, None, None, "7"), "majority", (3, 1, None)),
     # no answer at all: the first candidate, votes 0, weight null
@@ -73,8 +75,8 @@ def test_selection_rules(candidates, method, expected):
 
 def test_select_over_first_n():
     candidates = cands(("7", 0.9), ("8", 0.2), ("8", 0.3), ("7", 0.1), ("8", 0.4))
-    # N=1: 7; N=2: tie 7 (0.9) / 8 (0.2) by total score: 7; N=4: 2 votes each, 7 0.9+0.1 against 8 0.5: 7;
-    # N=8 > 5 candidates: no choice
+    # majority: N=1: 7; N=2: a tie, the answer seen first: 7; N=4: 2 votes each: 7 again; N=8 > 5 candidates: no
+    # choice
     assert outcome(candidates, "majority", [8, 4, 2, 1]) == [(1, 0, 1, 0.9), (2, 0, 1, 0.9), (4, 0, 2, 1.0)]
     assert outcome(candidates, "weighted", [4]) == [(4, 0, 2, 1.0)]
     assert outcome(candidates, "naive", [1, 5]) == [(1, 0, 1, 0.9), (5, 0, 2, 1.0)]
@@ -133,9 +135,10 @@ def picks(out):
 
 # (id, bon_n, chosen sample, votes, weight) for --n 1,2,4 and all (6 for q1, 4 for q2 and q3)
 EXPECTED = {
-    "majority": [("q1", 1, 0, 1, 0.6), ("q1", 2, 1, 1, 0.9), ("q1", 4, 1, 2, 1.7), ("q1", 6, 0, 3, 1.5),
-                 ("q2", 1, 0, 1, 0.3), ("q2", 2, 1, 1, 0.9), ("q2", 4, 1, 2, 1.6),
-                 ("q3", 1, 0, 1, 0.5), ("q3", 2, 1, 1, 0.6), ("q3", 4, 1, 2, 1.3)],
+    # majority's ties (every N but q1's 6) go to the answer seen first, whatever the scores say
+    "majority": [("q1", 1, 0, 1, 0.6), ("q1", 2, 0, 1, 0.6), ("q1", 4, 0, 2, 1.1), ("q1", 6, 0, 3, 1.5),
+                 ("q2", 1, 0, 1, 0.3), ("q2", 2, 0, 1, 0.3), ("q2", 4, 0, 2, 0.5),
+                 ("q3", 1, 0, 1, 0.5), ("q3", 2, 0, 1, 0.5), ("q3", 4, 0, 2, 0.6)],
     "naive": [("q1", 1, 0, 1, 0.6), ("q1", 2, 1, 1, 0.9), ("q1", 4, 1, 2, 1.7), ("q1", 6, 1, 2, 1.7),
               ("q2", 1, 0, 1, 0.3), ("q2", 2, 1, 1, 0.9), ("q2", 4, 1, 2, 1.6),
               ("q3", 1, 0, 1, 0.5), ("q3", 2, 1, 1, 0.6), ("q3", 4, 2, 2, 1.3)],
@@ -235,9 +238,10 @@ def lines(rows):
 
 
 @pytest.mark.parametrize("method, curve", [
-    # eval grades the chosen rows (see EXPECTED): N=1 only q1's first answer (1/2) is right; N=2 and 4 q1 picks 3
-    # (wrong), q2 7 and q3 B (right); N=6, q1 alone: majority picks 1/2 (3 votes), weighted 3 (0.9 + 0.8 > 1.5)
-    ("majority", {"1": 1 / 3, "2": 2 / 3, "4": 2 / 3, "6": 1.0}),
+    # eval grades the chosen rows (see EXPECTED): N=1 only q1's first answer (1/2) is right; N=2 and 4 majority
+    # keeps the first answers (ties), weighted picks q1's 3 (wrong), q2's 7 and q3's B (right); N=6, q1 alone:
+    # majority picks 1/2 (3 votes), weighted 3 (0.9 + 0.8 > 1.5)
+    ("majority", {"1": 1 / 3, "2": 1 / 3, "4": 1 / 3, "6": 1.0}),
     ("weighted", {"1": 1 / 3, "2": 2 / 3, "4": 2 / 3, "6": 0.0}),
 ])
 def test_cli_piped_into_eval(tmp_path, method, curve):
@@ -342,9 +346,9 @@ def test_eval_refuses_bon_rows_mixed_with_samples():
 POOL = ["x=2", "2", "y=2", "5", "\\frac{1}{2}", "0.5", "3"]
 
 
-def random_candidate_set(rng, prompts=3, n=None):
+def random_candidate_set(rng, prompts=3, n=None, scored=False):
     """Candidate rows of a few prompts: random answers from POOL (or none), random distinct sample numbers; `n`
-    candidates per prompt (default: 1 to 8)."""
+    candidates per prompt (default: 1 to 8); with `scored`, a random score each (as prm-score writes them)."""
     rows = []
     for p in range(prompts):
         gold = rng.choice(["2", "y=2", "5", "0.5"])
@@ -352,6 +356,8 @@ def random_candidate_set(rng, prompts=3, n=None):
             answer = rng.choice(POOL + [None])
             completion = "I give up" if answer is None else f"So \\boxed{{{answer}}}."
             rows.append({"id": f"p{p}", "problem": "?", "answer": gold, "completion": completion, "sample": sample})
+            if scored:
+                rows[-1]["score"] = round(rng.random(), 3)
     return rows
 
 
@@ -378,10 +384,12 @@ def bon_then_eval(rows):
     return tally.summary()["bon"]["1"]["accuracy"]
 
 
-def test_bon_majority_and_eval_maj_at_n_agree_in_any_order():
+@pytest.mark.parametrize("scored", [False, True], ids=["unscored", "scored"])
+def test_bon_majority_and_eval_maj_at_n_agree_in_any_order(scored):
+    # Scored rows too: one tie rule (the smallest sample number) in both, where bon once broke ties by score.
     rng = random.Random(16)
     for trial in range(30):
-        rows = random_candidate_set(rng)
+        rows = random_candidate_set(rng, scored=scored)
         expected = maj_at_n(rows)
         for _ in range(4):
             rng.shuffle(rows)
@@ -389,17 +397,23 @@ def test_bon_majority_and_eval_maj_at_n_agree_in_any_order():
 
 
 def test_non_transitive_answers_form_one_group_whatever_the_order():
-    # x=2 = 2 = y=2 (math-verify) though x=2 != y=2: one answer with 3 votes, against 5 with 2.
-    answers = ["5", "5", "x=2", "y=2", "2"]
+    # x=2,y=3 = 2,3 = y=2,x=3 (math-verify) though x=2,y=3 != y=2,x=3: one answer with 3 votes, against 5 with 2.
+    answers = ["5", "5", "x=2,y=3", "y=2,x=3", "2,3"]
     for order in ([0, 1, 2, 3, 4], [2, 3, 4, 0, 1], [0, 2, 1, 3, 4], [4, 3, 2, 1, 0]):
+        chosen = select([Candidate(i, answers[i]) for i in order], "majority")[0]
+        assert (chosen.candidate.answer, chosen.votes) == ("x=2,y=3", 3), order
+    # A single variable's assignment is its value (Qwen2.5-Math's rule): x=2, y=2, t = 2 are one answer, no 2 needed.
+    answers = ["5", "5", "x=2", "y=2", "t = 2"]
+    for order in ([0, 1, 2, 3, 4], [2, 3, 4, 0, 1], [4, 3, 2, 1, 0]):
         chosen = select([Candidate(i, answers[i]) for i in order], "majority")[0]
         assert (chosen.candidate.answer, chosen.votes) == ("x=2", 3), order
 
 
-def test_cli_bon_majority_piped_into_eval_equals_maj_at_n(tmp_path):
+@pytest.mark.parametrize("scored", [False, True], ids=["unscored", "scored"])
+def test_cli_bon_majority_piped_into_eval_equals_maj_at_n(tmp_path, scored):
     # The real pipe over one shuffled file of several random sets (a process start costs seconds).
-    rng = random.Random(1)  # a set where the old rules (first answer of a group, line order) disagreed
-    rows = random_candidate_set(rng, prompts=8, n=6)
+    rng = random.Random(1)  # a set where the old rules (first answer of a group, line order; ties by score) disagreed
+    rows = random_candidate_set(rng, prompts=8, n=6, scored=scored)
     rng.shuffle(rows)
     source = tmp_path / "cands.jsonl"
     source.write_text(lines(rows), encoding="utf-8")
@@ -409,3 +423,68 @@ def test_cli_bon_majority_piped_into_eval_equals_maj_at_n(tmp_path):
     best = json.loads(run_rtool("eval", input=bon.stdout).stdout)
     assert best["bon"]["6"]["accuracy"] == maj == maj_at_n(rows)
     assert 0 < maj < 1  # a set where the vote matters both ways
+
+
+# Scores of `rtool prm-score --agg prod`: the product of 700-800 step scores is 0.0 in floats; log_score ranks them.
+PROD_SETTINGS = {"prm": "P", "format": "qwen-prm", "step_sep": "\n\n", "agg": "prod", "lam": 1.0, "orm": None,
+                 "system": None}
+
+
+def prod_row(sample, answer, steps, p, gold="7"):
+    """A row as prm-score --agg prod writes it: `steps` step scores of `p`, their product and its log."""
+    step_scores = [p] * steps
+    log_score = math.fsum(math.log(s) for s in step_scores)
+    return {"id": "q", "problem": "?", "answer": gold, "completion": f"...\\boxed{{{answer}}}", "sample": sample,
+            "step_scores": step_scores, "score": math.exp(log_score), "log_score": log_score,
+            "prm_scoring": PROD_SETTINGS}
+
+
+def prod_rows():
+    # sample 1 (answer 7, right) has the best product: 0.32 ** 700 against 0.3 ** 800, both 0.0 in floats
+    return [prod_row(0, "3", 800, 0.3), prod_row(1, "7", 700, 0.32), prod_row(2, "3", 800, 0.3)]
+
+
+@pytest.mark.parametrize("method, sample, votes, log_weight", [
+    ("naive", 1, 1, 700 * math.log(0.32)),
+    # the sum of products in log space: 3's two 0.3 ** 800 (log 800 log 0.3 + log 2) stay far below 7's 0.32 ** 700
+    ("weighted", 1, 1, 700 * math.log(0.32)),
+    ("majority", 0, 2, 800 * math.log(0.3) + math.log(2)),   # votes decide; the weight is reported in log space
+])
+def test_prod_scores_rank_by_their_log(method, sample, votes, log_weight):
+    rows = prod_rows()
+    assert all(row["score"] == 0.0 for row in rows)  # what a ranking by `score` would see: a three-way tie
+    for variant in (rows, [{k: v for k, v in row.items() if k != "log_score"} for row in rows]):
+        # rows of an rtool that wrote no log_score: the logs of their step_scores, summed
+        stats = BonStats()
+        [out] = best_of_n(as_rows(variant), method, stats=stats)
+        assert (out["sample"], out["votes"], out["weight"]) == (sample, votes, 0.0)
+        assert out["log_weight"] == pytest.approx(log_weight, abs=1e-6) and stats.log_scores
+
+
+def test_prod_scores_a_zero_step_and_another_scale():
+    rows = prod_rows()
+    rows[1]["log_score"] = None  # a step scored exactly 0 (prm-score writes null: JSON has no -Infinity)
+    [out] = best_of_n(as_rows(rows), "naive")  # 3's best, with its answer's votes and weight (two of 0.3 ** 800)
+    assert (out["sample"], out["votes"], out["log_weight"]) == (0, 2, pytest.approx(800 * math.log(0.3) + math.log(2)))
+    # --lam < 1 mixes in a trajectory score: no product alone, ranked by score as written
+    mixed = [{**row, "prm_scoring": {**PROD_SETTINGS, "lam": 0.5}, "score": 0.1 * i} for i, row in enumerate(rows)]
+    [out] = best_of_n(as_rows(mixed), "naive")
+    assert out["sample"] == 2 and "log_weight" not in out
+    # --agg prod rows beside rows scored otherwise: no common scale
+    other = {**prod_row(3, "7", 2, 0.5), "prm_scoring": {**PROD_SETTINGS, "agg": "min"}, "score": 0.5}
+    with pytest.raises(UserError) as caught:
+        list(best_of_n(as_rows(prod_rows() + [other]), "naive"))
+    assert caught.value.render().startswith(
+        "in.jsonl:4: rows of prm-score --agg prod (ranked by log_score, e.g. in.jsonl:1) and rows scored otherwise "
+        "in one input")
+    with pytest.raises(UserError, match="in.jsonl:1: field 'log_score' must be a number <= 0"):
+        list(best_of_n(as_rows([{**prod_rows()[0], "log_score": "low"}]), "naive"))
+
+
+def test_cli_prod_scores_piped_into_eval():
+    bon = run_rtool("bon", "--method", "naive", input=lines(prod_rows()))
+    assert bon.returncode == 0, bon.stderr.decode()
+    assert "ranked by their log_score" in " ".join(bon.stderr.decode().split())
+    assert [row["sample"] for row in jsonl(bon.stdout)] == [1]
+    summary = json.loads(run_rtool("eval", input=bon.stdout).stdout)
+    assert summary["bon"]["3"]["accuracy"] == 1.0

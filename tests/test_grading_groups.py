@@ -20,6 +20,9 @@ from rtool.io.records import Row
     ("x^2+2x+1", "(x+1)^2", True),       # math-verify, both ways
     ("4\\sqrt{2}", "\\sqrt{32}", True),
     ("1 < x < 2", "(1, 2)", False),       # verify accepts this one way only: not one answer
+    ("x=2", "y = 2", True),               # one variable's value: its assignments vote together
+    ("k = \\frac{1}{2}", "0.5", True),
+    ("x=2,y=3", "y=2,x=3", False),        # two variables: not one value
     ("A", "B", False),
     ("0.5", "0.6", False),
     ("x+1", "x-1", False),
@@ -59,6 +62,27 @@ def test_answer_groups_are_the_union_of_equivalences_whatever_the_order(order):
     best = groups.best()
     assert (best.answer, best.count, best.first_item) == ("x=2", 3, 2)
     assert [g.count for g in groups.groups()] == [2, 3]
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4], [2, 3, 4, 0, 1], [4, 0, 3, 1, 2], [1, 4, 2, 0, 3]])
+def test_assignments_to_one_variable_vote_as_their_value_whatever_the_order(order):
+    # x=2, y=2 and t = 2 say 2 (Qwen2.5-Math's strip rule), with no bare 2 to join them: 3 votes beat 5's 2.
+    samples = ["5", "x=2", "5", "y=2", "t = 2"]
+    groups = AnswerGroups()
+    for sample in order:
+        groups.add(samples[sample], order=sample, item=sample)
+    best = groups.best()
+    assert (best.answer, best.count, best.first_item) == ("x=2", 3, 1)
+    assert groups.group_of("t = 2") is best and len(groups) == 2
+
+
+def test_eval_maj_at_n_counts_assignments_as_their_value():
+    texts = ["\\boxed{5}", "\\boxed{x=2}", "The answer is 5.", "\\boxed{y = 2}", "\\boxed{t=2}"]
+    rows = [{"id": "p", "problem": "?", "answer": "2", "completion": text, "sample": i} for i, text in enumerate(texts)]
+    result = run_rtool("eval", input="".join(json.dumps(r) + "\n" for r in rows))
+    assert result.returncode == 0, result.stderr.decode()
+    summary = json.loads(result.stdout)
+    assert summary["pass@1"] == pytest.approx(3 / 5) and summary["maj@5"] == 1.0
 
 
 def test_weighted_ties_are_decided_by_the_tie_rule_not_float_rounding():

@@ -76,6 +76,39 @@ def test_curve_panels_lead_with_reward_and_skip_a_lone_rewards_copy():
                                  "completions/mean_length", "kl", "entropy", "loss", "learning_rate"]
 
 
+@pytest.mark.parametrize("kind", ["r1", "qwq", "chatml"])
+def test_the_format_reward_counts_the_think_tag_the_generation_prompt_opened(tmp_path, kind):
+    """DeepSeek-R1-Distill's and QwQ's generation prompts end with "<think>\\n" (their real templates, copied in
+    test_chat_templates): what the model writes starts inside the block, and the trainer's format reward
+    (--format-tags think,answer) counts the tag the prompt opened. Under ChatML the completion opens it itself."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from rtool.io.models import load_tokenizer
+    from rtool.train.grpo import GRPOSettings, make_trainer
+    from rtool.train.rewards import RewardSet, parse_reward_spec
+    from test_chat_templates import build, generation_prompt
+
+    path = build(kind, tmp_path / kind)
+    tokenizer = load_tokenizer(path)
+    assert generation_prompt(tokenizer, "What is 2+3?").endswith("<think>\n") is (kind != "chatml")
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": "What is 2+3?"}], "answer": "5",
+                                  "options": ""}] * 4)
+    rewards = RewardSet(parse_reward_spec("format=1"), max_completion_length=16, format_tags=("think", "answer"))
+    args = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=1, report_to=[],
+                save_strategy="no", use_cpu=True)
+    trainer = make_trainer(model=AutoModelForCausalLM.from_pretrained(path), tokenizer=tokenizer, dataset=dataset,
+                           args=args, peft_config=None, callbacks=[], rewards=rewards,
+                           settings=GRPOSettings(num_generations=4, max_completion_length=16))
+    [format_reward] = trainer.reward_funcs
+    inside = "I add 2 and 3.\n</think>\n<answer>5</answer>"  # as written after a prompt that opened <think>
+    opened = "<think>\nI add 2 and 3.\n</think>\n<answer>5</answer>"
+    completions = [[{"role": "assistant", "content": text}] for text in (inside, opened)]
+    # After a prompt that opened <think>, a completion that opens it again has a nested block: not the format.
+    expected = [0.0, 1.0] if kind == "chatml" else [1.0, 0.0]
+    assert format_reward(prompts=[dataset[0]["prompt"]] * 2, completions=completions) == expected
+
+
 # The command on the tiny Llama.
 
 def run_grpo(capfd, *args):

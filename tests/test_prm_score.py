@@ -415,6 +415,43 @@ def test_cli_prod_writes_the_log_score(prm_dirs):
         assert row["score"] == pytest.approx(math.exp(row["log_score"]), rel=1e-9, abs=1e-300)
 
 
+def constant_prm(out_dir, p):
+    """A qwen-prm that scores every step `p`: its head reads nothing (weights 0), its bias gives softmax [1 - p, p]."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    path = build_prm("qwen-prm", out_dir)
+    model = AutoModelForTokenClassification.from_pretrained(path)
+    with torch.no_grad():
+        model.score.weight.zero_()
+        model.score.bias.copy_(torch.tensor([0.0, math.log(p / (1 - p))]))
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def test_cli_prod_of_700_steps_reads_0_and_bon_ranks_by_the_log(tmp_path):
+    # Every step scores 0.3: 800 steps give 0.3 ** 800 and 700 give 0.3 ** 700, both 0.0 in floats. The shorter
+    # trace (sample 1, the right answer) is the better product: bon must see it through log_score.
+    prm = constant_prm(tmp_path / "prm", 0.3)
+    lengths, answers = [800, 700, 800], ["3", "7", "3"]
+    rows = [{"id": "q", "problem": "?", "answer": "7", "sample": i,
+             "completion": "\n\n".join(["a"] * (n - 1) + [f"\\boxed{{{a}}}"])}
+            for i, (n, a) in enumerate(zip(lengths, answers))]
+    result = prm_score(prm, "--agg", "prod", "--no-system", input=rows_text(rows))
+    assert result.returncode == 0, result.stderr.decode()
+    scored = jsonl(result.stdout)
+    for row, n in zip(scored, lengths):
+        assert row["score"] == 0.0 and row["prm_scoring"]["agg"] == "prod"
+        assert row["log_score"] == pytest.approx(n * math.log(0.3), rel=1e-5)
+    for method in ("naive", "weighted"):
+        bon = run_rtool("bon", "--method", method, input=result.stdout)
+        assert bon.returncode == 0, bon.stderr.decode()
+        [chosen] = jsonl(bon.stdout)
+        assert chosen["sample"] == 1, method
+        assert json.loads(run_rtool("eval", input=bon.stdout).stdout)["bon"]["3"]["accuracy"] == 1.0
+    assert "3 rows have a product of step scores below the smallest float" in " ".join(result.stderr.decode().split())
+
+
 def assert_clean_error(result, *fragments):
     stderr = result.stderr.decode()
     assert result.returncode == 2, stderr

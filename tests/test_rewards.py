@@ -9,7 +9,7 @@ import pytest
 from rtool.errors import UserError
 from rtool.train.rewards import (RewardSet, RewardSpec, accuracy_rewards, checked_rewards, completion_text,
                            default_length_buffer, format_rewards, length_penalties, load_python_reward,
-                           parse_format_tags, parse_reward_spec)
+                           opened_tag, parse_format_tags, parse_reward_spec)
 
 
 def test_spec_names_weights_and_python_targets():
@@ -77,6 +77,37 @@ def test_format_boxed_or_tags():
     assert parse_format_tags("") is None
     with pytest.raises(UserError, match="tag names"):
         parse_format_tags("think,a b")
+
+
+# Generation prompts as the real chat templates render them (tests/test_chat_templates.py holds the templates).
+R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+3?<｜Assistant｜><think>\n"      # DeepSeek-R1-Distill
+QWQ_PROMPT = "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n<think>\n"  # QwQ-32B
+CHATML_PROMPT = "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
+LLAMA3_PROMPT = ("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                 "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+@pytest.mark.parametrize("prompt, tag", [(R1_PROMPT, "think"), (QWQ_PROMPT, "think"), (CHATML_PROMPT, None),
+                                         (LLAMA3_PROMPT, None), ("<｜Assistant｜>", None), (None, None)])
+def test_opened_tag_of_a_generation_prompt(prompt, tag):
+    assert opened_tag(prompt) == tag
+
+
+def test_format_counts_the_tag_the_prompt_opened():
+    # R1-Distill writes after "<think>\n": its completion holds the reasoning, </think> and the answer block.
+    tags = ("think", "answer")
+    completions = ["add 2 and 3\n</think>\n<answer>5</answer>", "<think>add</think><answer>5</answer>",
+                   "add 2 and 3\n</think>\n5", "</think><answer>5</answer>", "add <answer>5</answer>"]
+    assert format_rewards(completions, tags, opened="think") == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert format_rewards(completions, tags) == [0.0, 1.0, 0.0, 0.0, 0.0]
+    assert format_rewards(completions, tags, opened="reasoning") == [0.0, 1.0, 0.0, 0.0, 0.0]  # a tag not asked for
+    # The trainer's reward, given the rendered prompt.
+    rewards = RewardSet(parse_reward_spec("format=1"), format_tags=tags)
+    for prompt, expected in ((R1_PROMPT, [1.0, 0.0]), (QWQ_PROMPT, [1.0, 0.0]), (CHATML_PROMPT, [0.0, 1.0]),
+                             (None, [0.0, 1.0])):
+        [reward], _ = rewards.functions(generation_prompt=prompt)
+        assert reward(prompts=["q", "q"], completions=[[{"role": "assistant", "content": c}]
+                                                        for c in completions[:2]]) == expected
 
 
 def test_length_penalty_is_dapos_soft_overlong_punishment():

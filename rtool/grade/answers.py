@@ -22,7 +22,9 @@ Everything else runs in a math-verify worker process with a hard deadline (`rtoo
 minutes on an answer like `8^{8^{8^{8}}}`. A worker past the deadline is killed and replaced, and the answer is
 graded False (see `verify`). Verdicts are cached, since a gold answer meets n samples and wrong answers recur.
 Voting (`AnswerGroups`, `same_answer`) groups answers by the same equivalence, checked both ways, and its union
-(one rule for eval's maj@n and bon, whatever the order of the samples).
+(one rule for eval's maj@n and bon, whatever the order of the samples). A single variable's assignment votes as
+its value (`vote_value`: `x=2`, `y = 2` and `2` are one answer), as Qwen2.5-Math's evaluation strips `k = `;
+grading (`verify`) reads the answer as written.
 
 Neither math-verify nor sympy is imported into this process (the workers import them): `import rtool.grade.answers`
 stays cheap.
@@ -368,14 +370,37 @@ def _choice_letter(answer: str | None, options: dict[str, str]) -> str | None:
     return None
 
 
+# A single variable's assignment: "x=2", "k = 5", "a_1 = 3", "\\theta = \\frac{\\pi}{4}". Qwen2.5-Math's
+# evaluation (evaluation/parser.py, strip_string) drops such a left side ("get rid of e.g. 'k = '"); here only one
+# variable (a letter or a Greek letter, with or without a subscript) and one `=`: "x=2,y=3" is not one value.
+_GREEK = ("alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|xi|pi|rho|"
+          "sigma|tau|upsilon|phi|varphi|chi|psi|omega|Gamma|Delta|Theta|Lambda|Xi|Pi|Sigma|Upsilon|Phi|Psi|Omega")
+_ASSIGNMENT_RE = re.compile(rf"^\s*\$?\s*(?:[A-Za-z]|\\(?:{_GREEK})(?![A-Za-z]))(?:_(?:[A-Za-z0-9]|\{{[A-Za-z0-9]+\}}))?"
+                            r"\s*=\s*([^=$]*[^=\s$])\s*\$?\s*$")
+
+
+def vote_value(pred: str) -> str:
+    """What an answer votes for: the value of a single variable's assignment ("x = 2" -> "2"), else the answer."""
+    assignment = _ASSIGNMENT_RE.match(pred)
+    return assignment.group(1) if assignment else pred
+
+
+def vote_key(pred: str | None) -> str | None:
+    """The `answer_key` of what `pred` votes for: "x=2", "y = 2" and "2" have one key."""
+    pred = _text(pred)
+    return None if pred is None else answer_key(vote_value(pred))
+
+
 def same_answer(a: str | None, b: str | None) -> bool:
-    """Whether two predicted answers are one answer, for voting: equal `answer_key`s or equal plain numbers, else
+    """Whether two predicted answers are one answer, for voting: equal `vote_key`s or equal plain numbers, else
     math-verify accepting each as the gold of the other. Both ways, because verify is asymmetric and a vote must
-    not depend on which answer came first. Two different single letters (option letters) differ; None is no
-    answer and equals nothing."""
+    not depend on which answer came first. An assignment to a single variable is compared as its value
+    (`vote_value`: "x=2" and "y=2" are one answer). Two different single letters (option letters) differ; None
+    is no answer and equals nothing."""
     a, b = _text(a), _text(b)
     if a is None or b is None:
         return False
+    a, b = vote_value(a), vote_value(b)
     key_a, key_b = answer_key(a), answer_key(b)
     if not key_a or not key_b:
         return False
@@ -393,7 +418,8 @@ def same_answer(a: str | None, b: str | None) -> bool:
 class AnswerGroup:
     """Answers counted as one answer: how many, their weight sum, and two members, each as its `order` (sample
     number) and the `item` it was added with: `first` (the smallest order; `answer` is its answer) and `top` (the
-    largest weight, ties: the smaller order)."""
+    largest weight, ties: the smaller order). With `log_weights` the weights are logs and `weight` is the log of
+    their exponentials' sum."""
 
     answer: str
     count: int
@@ -403,17 +429,25 @@ class AnswerGroup:
     top: int
     top_weight: float
     top_item: object
+    log_weights: bool = False
 
     def merge(self, other: "AnswerGroup") -> None:
         self.count += other.count
-        self.weight += other.weight
+        self.weight = _log_add(self.weight, other.weight) if self.log_weights else self.weight + other.weight
         if other.first < self.first:
             self.answer, self.first, self.first_item = other.answer, other.first, other.first_item
         if other.top_weight > self.top_weight or (other.top_weight == self.top_weight and other.top < self.top):
             self.top, self.top_weight, self.top_item = other.top, other.top_weight, other.top_item
 
 
-# Weight sums this close are equal: 0.1 + 0.2 and 0.15 + 0.15 differ in the last bit only, by float rounding.
+def _log_add(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) without leaving log space: the sum of two products far below the smallest float."""
+    high, low = (a, b) if a >= b else (b, a)
+    return high if low == -math.inf else high + math.log1p(math.exp(low - high))
+
+
+# Weight sums this close are equal: 0.1 + 0.2 and 0.15 + 0.15 differ in the last bit only, by float rounding. In
+# log space the same relative tolerance is an absolute one.
 WEIGHT_REL_TOL = 1e-9
 
 
@@ -425,21 +459,26 @@ class AnswerGroups:
             groups.add(pred, weight=score, order=sample, item=...)   # False for no answer
         best = groups.best("count")          # or best("weight", "count"): an AnswerGroup, None for no answer
         best.answer, best.count, best.weight, best.first_item, best.top_item
+        AnswerGroups(log_weights=True)       # weights are logs (of --agg prod scores): sums are log-sum-exps
 
     Two answers are one answer when a chain of `same_answer` pairs joins them (the union of the equivalences:
-    math-verify's is not transitive, `x=2` = `2` = `y=2` while `x=2` != `y=2`, so "equal to the group's first
-    answer" would make the groups depend on the order the answers came in). Answers with one `answer_key` are one
-    answer without mathematics, and each key is compared through its spelling with the smallest order, so the
+    math-verify's is not transitive, `x=2,y=3` = `2,3` = `y=2,x=3` while `x=2,y=3` != `y=2,x=3`, so "equal to
+    the group's first answer" would make the groups depend on the order the answers came in). Answers with one
+    `vote_key` (`x=2`, `y = 2` and `2`) are one answer without mathematics, and each key is compared through its
+    spelling with the smallest order, so the
     groups depend on the set of (answer, order) only, never on the order of `add` calls. Comparisons: at most one
     per pair of distinct keys (n <= 64 samples: at most ~2,000, most of them settled by the fast paths).
     Ties (`best`): a weight within a relative 1e-9 of another is equal to it; a tie on every criterion goes to the
-    group holding the smallest order (the earliest sample). Memory: per distinct key, one string and a few numbers.
+    group holding the smallest order (the earliest sample), so majority voting (`best("count")`, eval's maj@n and
+    bon's majority) breaks a tie by sample number alone, never by a score. Memory: per distinct key, one string
+    and a few numbers.
     """
 
-    __slots__ = ("_keys", "_added", "_groups", "_group_of_key")
+    __slots__ = ("_keys", "_added", "_groups", "_group_of_key", "log_weights")
 
-    def __init__(self) -> None:
-        self._keys: dict[str, AnswerGroup] = {}  # answer_key -> the answers with that key
+    def __init__(self, log_weights: bool = False) -> None:
+        self.log_weights = log_weights
+        self._keys: dict[str, AnswerGroup] = {}  # vote_key -> the answers with that key
         self._added = 0
         self._groups: list[AnswerGroup] | None = None  # the groups, by first member; None after an add
         self._group_of_key: dict[str, AnswerGroup] = {}
@@ -450,10 +489,10 @@ class AnswerGroups:
         order = self._added if order is None else order
         self._added += 1
         pred = _text(pred)
-        key = answer_key(pred)
+        key = vote_key(pred)
         if not key:
             return False
-        one = AnswerGroup(pred, 1, weight, order, item, order, weight, item)
+        one = AnswerGroup(pred, 1, weight, order, item, order, weight, item, self.log_weights)
         if key in self._keys:
             self._keys[key].merge(one)
         else:
@@ -469,7 +508,7 @@ class AnswerGroups:
         return self._groups
 
     def _components(self) -> dict[str, AnswerGroup]:
-        """answer_key -> its group: union-find over the keys, in order of their first members."""
+        """vote_key -> its group: union-find over the keys, in order of their first members."""
         keys = sorted(self._keys, key=lambda k: (self._keys[k].first, k))
         keyed = [self._keys[k] for k in keys]
         parent = list(range(len(keyed)))
@@ -506,7 +545,7 @@ class AnswerGroups:
     def group_of(self, pred: str | None) -> AnswerGroup | None:
         """The group `pred` (an answer added before) is in."""
         self.groups()
-        return self._group_of_key.get(answer_key(_text(pred)) or "")
+        return self._group_of_key.get(vote_key(pred) or "")
 
     def __len__(self) -> int:
         return len(self.groups())
@@ -515,7 +554,8 @@ class AnswerGroups:
 def _beats(group: AnswerGroup, other: AnswerGroup, rank) -> bool:
     for name in rank:
         mine, theirs = getattr(group, name), getattr(other, name)
-        if name == "weight" and math.isclose(mine, theirs, rel_tol=WEIGHT_REL_TOL):
+        if name == "weight" and (abs(mine - theirs) <= WEIGHT_REL_TOL if group.log_weights
+                                 else math.isclose(mine, theirs, rel_tol=WEIGHT_REL_TOL)):
             continue
         if mine != theirs:
             return mine > theirs

@@ -3,9 +3,10 @@
 pass@k (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"): with n samples of which c are
 correct, pass@k = 1 - C(n-c, k) / C(n, k), computed as a stable product.
 maj@n votes over answers grouped by `rtool.grade.answers.AnswerGroups` (grading's equivalence both ways, and its union),
-so "0.5" and "\\frac{1}{2}" are one answer; ties go to the answer whose first sample has the smallest `sample` number,
-and the vote is right when that first sample is graded correct. It is `rtool bon --method majority`'s rule, so
-bon's chosen rows grade as maj@n does, whatever the order of the lines.
+so "0.5" and "\\frac{1}{2}" are one answer, and so are "x=2", "y=2" and "2" (an assignment to one variable votes as its
+value); ties go to the answer whose earliest sample has the smallest `sample` number, never to a score, and the vote
+is right when that first sample is graded correct. It is `rtool bon --method majority`'s rule, so bon's chosen rows
+grade as maj@n does, whatever the order of the lines.
 Each (prompt, sample) is counted once: a repeat is an error, not a second vote.
 Ungraded samples (`correct` null: no gold answer, or one math-verify cannot parse; a wrong or missing answer grades
 false, never null) say nothing about the model, so they are left out of every rate, as `rtool difficulty` leaves

@@ -6,22 +6,29 @@
         ...                                     # {**chosen row, "bon_method", "bon_n", "votes", "weight"}
 
 Methods (a prompt's first N candidates by `sample`, else by order of appearance):
-- majority: self-consistency (Wang et al. 2022): the answer most candidates give. Ties: the larger total score when
-  every one of the N candidates has a score, else (and on equal totals) the answer whose first candidate has the
-  smallest sample number. The chosen row is the winning answer's first candidate by sample number. This is eval's
-  maj@n rule: `bon --method majority | eval` is right on a prompt exactly when eval's maj@n is.
+- majority: self-consistency (Wang et al. 2022): the answer most candidates give. Ties, eval's maj@n rule: the
+  answer whose earliest candidate has the smallest sample number wins; scores never break a tie. The chosen row is
+  the winning answer's first candidate by sample number, so `bon --method majority | eval` is right on a prompt
+  exactly when eval's maj@n is, scored rows or not.
 - naive: the candidate with the highest score among those that state an answer (ties: first by sample number).
 - weighted: the answer with the largest sum of scores (ties: more votes, then the smallest sample number); the
   chosen row is its highest-scoring candidate (ties: first by sample number). Scores must be >= 0 (probabilities,
   PRM/ORM scores): a negative score would count against the answer it supports.
 Sums within a relative 1e-9 of each other are equal (0.1 + 0.2 ties with 0.15 + 0.15: float rounding decides
-nothing). Answers are grouped as `rtool.grade.answers.AnswerGroups` groups them for eval's maj@n: equal keys, equal plain
-numbers, else math-verify both ways, and the union of those equivalences (x=2 = 2 = y=2 is one answer), so
-"1/2", "0.5" and "\\frac{1}{2}" are one answer and the groups never depend on the input's order. A candidate with no
-extractable answer never wins: if none of the N states one, the first candidate is written with `votes` 0 and
-`weight` null.
+nothing). Answers are grouped as `rtool.grade.answers.AnswerGroups` groups them for eval's maj@n: equal keys, equal
+plain numbers, else math-verify both ways, and the union of those equivalences; a single variable's assignment
+votes as its value (x=2, y=2 and 2 are one answer). So "1/2", "0.5" and "\\frac{1}{2}" are one answer and the groups
+never depend on the input's order. A candidate with no extractable answer never wins: if none of the N states one,
+the first candidate is written with `votes` 0 and `weight` null.
 `votes` is the number of the N candidates that give the chosen answer, `weight` their score sum (null when some
 candidate has no score, as in majority voting over unscored rows).
+
+Scores from `rtool prm-score --agg prod` (rows whose `prm_scoring` says agg prod, lam 1, read through the default
+--score-field score) rank by their `log_score` instead: the product of a long trace's step scores is 0.0 in floats
+(0.5 a step over ~1,100 steps; far fewer steps at lower scores), its log still orders it. naive takes the highest
+log_score; weighted sums the products in log space (log-sum-exp), the same ranking as the sum of the products
+without the underflow; output rows then carry `log_weight` (the log of `weight`, which may read 0.0). Such rows and
+rows scored otherwise do not mix in one input: their scores are on different scales.
 
 Answers are always re-extracted from the completion (`extract_answer`), never read from a row's `pred`: rows may
 come from any tool, and a `pred` written by something else would vote for an answer the completion does not state.
@@ -53,6 +60,8 @@ from rtool.grade.answers import AnswerGroups, extract_answer, grade
 from rtool.errors import UserError
 from rtool.grade.fields import FieldMap, prompt_id
 from rtool.io.records import Row
+from rtool.prm.score import log_aggregate
+from rtool.prm.scored import SETTINGS_FIELD
 
 METHODS = ("majority", "naive", "weighted")
 SCORED_METHODS = ("naive", "weighted")  # these need a score on every candidate
@@ -70,7 +79,8 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """The outcome for the first `n` candidates: the chosen one, and its answer's votes and score sum."""
+    """The outcome for the first `n` candidates: the chosen one, and its answer's votes and score sum (its log,
+    with `log_scores`)."""
 
     candidate: Candidate
     n: int
@@ -78,23 +88,27 @@ class Choice:
     weight: float | None
 
 
-def select(candidates: Sequence[Candidate], method: str, ns: Sequence[int] | None = None) -> list[Choice]:
+def select(candidates: Sequence[Candidate], method: str, ns: Sequence[int] | None = None,
+           log_scores: bool = False) -> list[Choice]:
     """One Choice per N in `ns` (default: all candidates), each over the first N of `candidates`, which must be in
-    sample order. N above len(candidates) gives no Choice. See the module docstring for the rules."""
+    sample order. N above len(candidates) gives no Choice. `log_scores`: the scores are logs (of --agg prod
+    products), and the weights their log-sum-exps. See the module docstring for the rules."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
     total = len(candidates)
     wanted = sorted({n for n in (ns or [total]) if 1 <= n <= total})
     if not wanted:
         return []
-    groups = AnswerGroups()
+    groups = AnswerGroups(log_weights=log_scores)
+    no_weight = -math.inf if log_scores else 0.0
     best = None  # naive: the highest-scoring candidate with an answer (ties: the first by sample number)
     all_scored = True  # every candidate so far has a score
     choices = []
     for i, candidate in enumerate(itertools.islice(candidates, wanted[-1])):
         score = candidate.score
         all_scored = all_scored and score is not None
-        stated = groups.add(candidate.answer, weight=score or 0.0, order=candidate.number, item=i)
+        stated = groups.add(candidate.answer, weight=no_weight if score is None else score, order=candidate.number,
+                            item=i)
         if stated and (best is None or _above(score, candidates[best].score)):
             best = i
         if i + 1 == wanted[len(choices)]:
@@ -112,7 +126,7 @@ def _decide(candidates, method, n, groups: AnswerGroups, best, all_scored) -> Ch
     if best is None:
         return Choice(candidates[0], n, 0, None)
     if method == "majority":
-        group = groups.best("count", "weight") if all_scored else groups.best("count")
+        group = groups.best("count")  # eval's maj@n rule: ties to the earliest sample, never to a score
         chosen = group.first_item
     elif method == "weighted":
         group = groups.best("weight", "count")
@@ -154,6 +168,7 @@ class BonStats:
     rows: int = 0
     no_answer: int = 0  # output rows whose N candidates stated no answer
     short: dict = field(default_factory=dict)  # N -> prompts with fewer than N candidates (no row for that N)
+    log_scores: bool = False  # the scores were prm-score's --agg prod products: ranked by their log_score
 
 
 def best_of_n(rows: Iterable[Row], method: str = "majority", ns: Sequence[int] | None = None, *,
@@ -183,7 +198,7 @@ def best_of_n(rows: Iterable[Row], method: str = "majority", ns: Sequence[int] |
             if grouped and key != last_id:
                 if last_id is not None:
                     if last_id in open_prompts:
-                        yield from _emit(open_prompts.pop(last_id), method, ns, store, stats)
+                        yield from _emit(open_prompts.pop(last_id), method, ns, store, stats, reader)
                     done[last_id] = row.line
                 if key in done:
                     ended = f" (its group ended before line {done[key]})" if done[key] else ""
@@ -212,10 +227,10 @@ def best_of_n(rows: Iterable[Row], method: str = "majority", ns: Sequence[int] |
             else:
                 stats.skipped += 1
             if limit is not None and prompt.next_number >= limit:
-                yield from _emit(open_prompts.pop(key), method, ns, store, stats)
+                yield from _emit(open_prompts.pop(key), method, ns, store, stats, reader)
                 done[key] = None
         for prompt in open_prompts.values():
-            yield from _emit(prompt, method, ns, store, stats)
+            yield from _emit(prompt, method, ns, store, stats, reader)
     finally:
         store.close()
 
@@ -225,18 +240,27 @@ def _repeated(row: Row, number: int, key: str) -> UserError:
                      hint="each (id, sample) may appear once; was a file appended twice?")
 
 
-def _emit(prompt: "_Prompt", method: str, ns, store: "_Rows", stats: BonStats) -> Iterator[dict]:
+def _emit(prompt: "_Prompt", method: str, ns, store: "_Rows", stats: BonStats,
+          reader: "_CandidateReader") -> Iterator[dict]:
     candidates = prompt.in_order()
     stats.prompts += 1
     for n in ns or ():
         if n > len(candidates):
             stats.short[n] = stats.short.get(n, 0) + 1
-    for choice in select(candidates, method, ns):
+    log_scores = reader.scale == "log"
+    stats.log_scores = stats.log_scores or log_scores
+    for choice in select(candidates, method, ns, log_scores=log_scores):
         stats.rows += 1
         stats.no_answer += choice.votes == 0
         row = store.get(choice.candidate.ref)
-        weight = None if choice.weight is None else round(choice.weight, 6)  # 0.8, not 0.7999999999999999
-        yield {**row, "bon_method": method, "bon_n": choice.n, "votes": choice.votes, "weight": weight}
+        if choice.weight is None:
+            weights = {"weight": None}
+        elif log_scores:  # the sum of products, 0.0 when below the smallest float; its log ranks it
+            weights = {"weight": round(math.exp(choice.weight), 6),
+                       "log_weight": round(choice.weight, 6) if math.isfinite(choice.weight) else None}
+        else:
+            weights = {"weight": round(choice.weight, 6)}  # 0.8, not 0.7999999999999999
+        yield {**row, "bon_method": method, "bon_n": choice.n, "votes": choice.votes, **weights}
 
 
 class _CandidateReader:
@@ -244,6 +268,8 @@ class _CandidateReader:
 
     def __init__(self, fields: FieldMap, score_field: str, method: str) -> None:
         self.fields, self.score_field, self.method = fields, score_field, method
+        self.scale: str | None = None  # "log" (--agg prod rows, ranked by log_score) or "linear"; None: no scores yet
+        self._scale_line: str | None = None  # where the scale was set, for the error when a row differs
 
     def prompt_id(self, row: Row) -> str:
         if row.get("id") not in (None, ""):
@@ -289,12 +315,50 @@ class _CandidateReader:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise row.error(f"field {name!r} must be a finite number, got {_short(value)}", field=name,
                             hint="pass --score-field NAME for another field" if needed else
-                                 "majority breaks ties by it; pass --score-field NAME for another field")
+                                 "majority writes their sum as weight; pass --score-field NAME for another field")
+        self._check_scale(row, "log" if name == "score" and _scored_by_prod(row) else "linear")
+        if self.scale == "log":
+            return _log_score(row)
         if value < 0 and self.method == "weighted":
             raise row.error(f"field {name!r} is negative ({value}); weighted voting sums scores per answer, so a "
                             "negative score would count against its answer", field=name,
-                            hint="use probabilities such as PRM scores in [0, 1], or --method naive")
+                            hint="use probabilities such as PRM scores in [0, 1] (rows of prm-score --agg prod are "
+                                 "ranked by their log_score through --score-field score), or --method naive")
         return float(value)
+
+    def _check_scale(self, row: Row, scale: str) -> None:
+        if self.scale is None:
+            self.scale, self._scale_line = scale, f"{row.path}:{row.line}"
+        elif scale != self.scale:
+            prod_line = self._scale_line if self.scale == "log" else f"{row.path}:{row.line}"
+            raise row.error(f"rows of prm-score --agg prod (ranked by log_score, e.g. {prod_line}) and rows scored "
+                            "otherwise in one input", field=SETTINGS_FIELD,
+                            hint="their scores are on different scales; score every candidate with one --agg")
+
+
+def _scored_by_prod(row: Row) -> bool:
+    """Whether the row's `score` is prm-score's --agg prod product alone (--lam 1), whose log_score ranks it."""
+    settings = row.get(SETTINGS_FIELD)
+    return isinstance(settings, dict) and settings.get("agg") == "prod" and settings.get("lam", 1) == 1
+
+
+def _log_score(row: Row) -> float:
+    """The log of an --agg prod score: the row's `log_score` (null: a step scored 0, so -inf), or, for rows of an
+    rtool that did not write it, the sum of the logs of its `step_scores`."""
+    if "log_score" in row:
+        value = row["log_score"]
+        if value is None:
+            return -math.inf
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value > 0:
+            raise row.error(f"field 'log_score' must be a number <= 0 (the log of a product of probabilities) or "
+                            f"null, got {_short(value)}", field="log_score")
+        return float(value)
+    steps = row.get("step_scores")
+    if isinstance(steps, list) and steps and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                 and 0 <= x <= 1 for x in steps):
+        return log_aggregate(steps, "prod")
+    raise row.error("no field 'log_score' (prm-score --agg prod writes it) and no step_scores in [0, 1] to sum the "
+                    "logs of", field="log_score", hint="score the candidates again with rtool prm-score")
 
 
 def _short(value) -> str:

@@ -342,11 +342,21 @@ def grpo_config(args: dict, settings: GRPOSettings, reward_weights: list[float])
                       remove_unused_columns=False, log_completions=False)
 
 
+def generation_prompt(tokenizer) -> str | None:
+    """A prompt rendered as TRL renders each one for generation (the chat template, add_generation_prompt): its end
+    is what the model continues from, e.g. DeepSeek-R1-Distill's "<｜Assistant｜><think>\\n", which opens the
+    reasoning block for it. None without a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    return tokenizer.apply_chat_template([{"role": "user", "content": "What is 1 + 1?"}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
 def make_trainer(*, model, tokenizer, dataset, args: dict, peft_config, callbacks, rewards, settings: GRPOSettings):
     """rtool's GRPOTrainer from the shared trainer arguments (`core.trainer_args`), a `rtool.train.rewards.RewardSet`
     and the GRPO settings. With `peft_config`, TRL adds the LoRA adapter (and needs no reference model copy: the
     adapter off is the reference)."""
-    functions, weights = rewards.functions()
+    functions, weights = rewards.functions(generation_prompt=generation_prompt(tokenizer))
     config = grpo_config(args, settings, weights)
     return trainer_class()(model=model, reward_funcs=functions, args=config, train_dataset=dataset,
                            processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,

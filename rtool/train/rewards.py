@@ -15,7 +15,9 @@ The rewards (each in its own column of the metrics; the trainer adds them up wit
   non-empty `\\boxed{...}` after any `<think>` block (what the grading reads). With tags ("think", "answer"): the
   completion is `<think>...</think>` then `<answer>...</answer>`, each block exactly once, in that order, not nested,
   not blank, nothing but whitespace around them. Grading reads the last `<answer>` block (`extract_answer`), so the
-  accuracy of a completion in this format is its answer block's.
+  accuracy of a completion in this format is its answer block's. A chat template whose generation prompt opens the
+  first tag itself (DeepSeek-R1-Distill's and QwQ's end with "<think>\\n") has the model start inside that block:
+  the tag the prompt opened counts as the completion's (`opened_tag`), and a completion that opens it again nests it.
 - length: DAPO's soft over-length penalty (rtool's choice of its form, arXiv 2503.14476 eq. 13). With L the
   completion's length in tokens, L_max = --max-completion-length and B = --length-buffer:
       0                          if L <= L_max - B
@@ -128,14 +130,16 @@ def accuracy_rewards(completions: Sequence, golds: Sequence[str | None],
     return out
 
 
-def format_rewards(completions: Sequence, tags: Sequence[str] | None = None) -> list[float]:
-    """1.0 / 0.0 per completion: a closed \\boxed{} answer (no tags), or exactly the tagged blocks in order."""
+def format_rewards(completions: Sequence, tags: Sequence[str] | None = None, opened: str | None = None) -> list[float]:
+    """1.0 / 0.0 per completion: a closed \\boxed{} answer (no tags), or exactly the tagged blocks in order.
+    `opened`: the tag the generation prompt opened (`opened_tag`), which counts as written before each completion."""
     from rtool.grade.answers import last_boxed
 
     if tags:
         pattern = format_pattern(tags)
         markers = [f"<{t}>" for t in tags] + [f"</{t}>" for t in tags]
-        matches = (pattern.fullmatch(completion_text(c)) for c in completions)
+        before = f"<{opened}>" if opened in tags else ""
+        matches = (pattern.fullmatch(before + completion_text(c)) for c in completions)
         # A block holding a tag is a repeated or nested block ("<answer>5</answer><answer>6</answer>" matches with
         # the block "5</answer><answer>6"): each block appears exactly once.
         return [1.0 if m and all(block.strip() and not any(marker in block for marker in markers)
@@ -154,6 +158,18 @@ def format_pattern(tags: Sequence[str]) -> re.Pattern:
     free of tags."""
     blocks = [rf"<{re.escape(t)}>(.+?)</{re.escape(t)}>" for t in tags]
     return re.compile(r"\s*" + r"\s*".join(blocks) + r"\s*", re.DOTALL)
+
+
+# A tag a rendered generation prompt ends with ("...<｜Assistant｜><think>\n"): not "<|im_start|>" or
+# "<｜Assistant｜>", whose names are no tag names.
+_OPENED_TAG_RE = re.compile(r"<([A-Za-z_][\w.-]*)>\s*$")
+
+
+def opened_tag(generation_prompt: str | None) -> str | None:
+    """The tag a chat template's generation prompt (`apply_chat_template(..., add_generation_prompt=True)`) leaves
+    open at its end: "think" for DeepSeek-R1-Distill's "<｜Assistant｜><think>\\n" and QwQ's, None for ChatML's."""
+    found = _OPENED_TAG_RE.search(generation_prompt or "")
+    return found.group(1) if found else None
 
 
 def parse_format_tags(text: str | None) -> tuple[str, ...] | None:
@@ -271,17 +287,28 @@ class RewardSet:
     def uses(self, name: str) -> bool:
         return any(spec.name == name for spec in self.specs)
 
-    def functions(self) -> tuple[list[Callable], list[float]]:
-        """(reward functions, weights) in --reward order, for GRPOTrainer(reward_funcs=..., args.reward_weights)."""
-        return [self._function(spec) for spec in self.specs], [spec.weight for spec in self.specs]
+    def functions(self, generation_prompt: str | None = None) -> tuple[list[Callable], list[float]]:
+        """(reward functions, weights) in --reward order, for GRPOTrainer(reward_funcs=..., args.reward_weights).
+        `generation_prompt`: a prompt as the trainer renders it for generation; a format tag it leaves open (R1's
+        "<think>\\n") counts as the start of every completion (see the module docstring)."""
+        opened = opened_tag(generation_prompt)
+        if self.uses("format") and self.format_tags and opened is not None:
+            if opened in self.format_tags:
+                logger.info("the chat template's generation prompt opens <%s>: the format reward counts it as the "
+                            "start of each completion", opened)
+            else:
+                logger.warning("the chat template's generation prompt opens <%s>, which --format-tags %s does not "
+                               "name: every completion starts inside it, so few if any will have the format",
+                               opened, ",".join(self.format_tags))
+        return [self._function(spec, opened) for spec in self.specs], [spec.weight for spec in self.specs]
 
-    def _function(self, spec: RewardSpec) -> Callable:
+    def _function(self, spec: RewardSpec, opened: str | None = None) -> Callable:
         if spec.name == "accuracy":
             def reward(prompts, completions, answer, options=None, **_):
                 return accuracy_rewards(completions, answer, _decoded_options(options))
         elif spec.name == "format":
             def reward(prompts, completions, **_):
-                return format_rewards(completions, self.format_tags)
+                return format_rewards(completions, self.format_tags, opened)
         elif spec.name == "length":
             def reward(prompts, completions, completion_ids, **_):
                 return length_penalties([len(ids) for ids in completion_ids], max_length=self.max_completion_length,
