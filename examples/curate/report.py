@@ -6,7 +6,7 @@ train seconds, held-out pass@1 split by the planted problems), and the run's wal
     python report.py --seeds WORK_DIR...      # several runs (CURATE_SEED=0,1,...): per seed, then mean and spread
 
 Reads what run.sh wrote: planted-ids.jsonl, contaminated.jsonl, difficulty.jsonl, teachable.jsonl, teachers.json,
-candidates.jsonl, the arms' data, metrics.jsonl and trainer_state.json, eval-*.json(l), timings.tsv and run.json.
+candidates.jsonl, the arms' data and trainer_state.json, eval-*.json(l), timings.tsv and run.json.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "quickstart"))
 import arms  # noqa: E402 - examples/quickstart/arms.py: what the arm-comparing examples' reports share
-from arms import metrics, read_json  # noqa: E402
+from arms import read_json  # noqa: E402
 from make_data import read_rows  # noqa: E402 - this directory's make_data.py, whose files it reads back
 
 ARMS = {"all": "(a) all correct traces", "one-teacher": "(a2) the quickstart teacher's", "curated": "(b) curated",
@@ -45,9 +45,13 @@ def percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1%}"
 
 
-def train_seconds(run_dir: Path) -> float:
-    """The training loop's own seconds (transformers' train_runtime), without loading and saving."""
-    return read_json(run_dir / "trainer_state.json")["log_history"][-1]["train_runtime"]
+def trained(run_dir: Path) -> dict:
+    """Steps, tokens (prompt + completion) and the training loop's own seconds (transformers' train_runtime, without
+    loading and saving), from the trainer's last log entry: the one at the end, where metrics.jsonl stops at the
+    last logging step."""
+    state = read_json(run_dir / "trainer_state.json")
+    end = state["log_history"][-1]
+    return {"steps": state["global_step"], "tokens": end["num_tokens"], "seconds": end["train_runtime"]}
 
 
 def summarize(work: Path) -> dict:
@@ -74,6 +78,7 @@ def summarize(work: Path) -> dict:
     planted_tests = set(planted.values())
     evals = {name: read_json(work / f"eval-{name}.json") for name in ("stage1", *(f"arm-{a}" for a in ARMS))}
     seconds = arms.timings(work)
+    runs = {arm: trained(work / f"arm-{arm}") for arm in ARMS}
     summary = {
         "seed": settings["seed"], "keep": settings["keep"], "samples": settings["samples"],
         "prompts given": settings["prompts"], "teacher steps": settings["teacher_steps"],
@@ -89,9 +94,9 @@ def summarize(work: Path) -> dict:
                             "curated traces": curated_teachers.get(name, 0)}
                      for name, t in sorted(teachers.items())},
         "data": data,
-        "tokens trained": {arm: metrics(work / f"arm-{arm}")[-1]["num_tokens"] for arm in ARMS},
-        "steps": {arm: read_json(work / f"arm-{arm}" / "trainer_state.json")["global_step"] for arm in ARMS},
-        "train seconds": {arm: train_seconds(work / f"arm-{arm}") for arm in ARMS},
+        "tokens trained": {arm: runs[arm]["tokens"] for arm in ARMS},
+        "steps": {arm: runs[arm]["steps"] for arm in ARMS},
+        "train seconds": {arm: runs[arm]["seconds"] for arm in ARMS},
         "pass@1": {name: e["pass@1"] for name, e in evals.items()},
         "mean tokens": {name: e["mean_tokens"] for name, e in evals.items()},
         "held-out split": {name: held_out_split(read_rows(work / f"eval-{name}.jsonl"), planted_tests)
