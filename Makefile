@@ -31,9 +31,9 @@ grpo-example: $(STAMP)
 prm-example: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/prm/run.sh
 
-# Which data to distil (examples/curate): a second, verbose teacher, held-out problems planted in the prompts, then
-# decontaminate, difficulty, nll and select against training on every correct trace (~8.5 min after make quickstart,
-# whose step 1 it reuses; ~10 min from nothing).
+# Which data to distil (examples/curate): a second, verbose teacher, benchmark problems planted in the prompts, then
+# decontaminate, difficulty, nll (a neutral student's) and select against training on every correct trace, one epoch
+# per arm; it reuses make quickstart's step 1. Its measured wall times are in examples/curate/RESULTS.md.
 curate-example: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/curate/run.sh
 
