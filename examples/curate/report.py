@@ -47,11 +47,11 @@ def percent(value: float | None) -> str:
 
 def trained(run_dir: Path) -> dict:
     """Steps, tokens (prompt + completion) and the training loop's own seconds (transformers' train_runtime, without
-    loading and saving), from the trainer's last log entry: the one at the end, where metrics.jsonl stops at the
-    last logging step."""
+    loading and saving), from the trainer's log: metrics.jsonl stops at the last logging step. The token count is
+    the last logged one (the end summary carries it only when the last step was not a logging step)."""
     state = read_json(run_dir / "trainer_state.json")
-    end = state["log_history"][-1]
-    return {"steps": state["global_step"], "tokens": end["num_tokens"], "seconds": end["train_runtime"]}
+    last = {key: entry[key] for entry in state["log_history"] for key in ("num_tokens", "train_runtime") if key in entry}
+    return {"steps": state["global_step"], "tokens": last["num_tokens"], "seconds": last["train_runtime"]}
 
 
 def summarize(work: Path) -> dict:
