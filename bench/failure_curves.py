@@ -16,22 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import noisy_runs  # noqa: E402
 
-from rtool.train.curves import read_metrics  # noqa: E402
-from rtool.train.failure_curves import COLLAPSE, CurveWatch  # noqa: E402
+from rtool.train.failure_curves import COLLAPSE  # noqa: E402
 
-LOGS = {"metrics.jsonl": 1, "trainer_state every step": 1, "trainer_state every 10 steps": 10}
-
-
-def events_of(directory: Path, runs, log: str) -> list:
-    found = []
-    for index in range(len(runs)):
-        if log == "metrics.jsonl":
-            path = noisy_runs.write_metrics(directory / f"run{index}", runs, index)
-        else:
-            path = noisy_runs.write_trainer_state(directory / f"run{index}" / "trainer_state.json", runs, index,
-                                                  LOGS[log])
-        found.append(CurveWatch().events(read_metrics(path)))
-    return found
+LOGS = noisy_runs.LOGS
 
 
 def rate(kind: str, completions: int, log: str, runs: int, seed: int) -> float | None:
@@ -40,7 +27,7 @@ def rate(kind: str, completions: int, log: str, runs: int, seed: int) -> float |
         return None  # inside the first row of the log: not visible
     simulated = noisy_runs.simulate(kind, completions, runs=runs, seed=seed, first_start=every + 1)
     with tempfile.TemporaryDirectory() as directory:
-        found = events_of(Path(directory), simulated, log)
+        found = noisy_runs.logged_events(Path(directory), simulated, log)
     if kind == noisy_runs.HEALTHY:
         return sum(bool(events) for events in found) / runs
     wanted = (COLLAPSE,) if "length" in kind else ("reward_drop", "reward_hockey_stick")

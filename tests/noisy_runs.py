@@ -179,3 +179,22 @@ def in_time(events, start: int, logging_steps: int = 1, within: int = 10) -> boo
     earliest = -(-start // logging_steps) * logging_steps
     deadline = -(-(start + within) // logging_steps) * logging_steps
     return earliest <= first <= deadline
+
+
+# How a run is logged: rtool's metrics.jsonl, or TRL's trainer_state.json with logging_steps 1 or 10.
+LOGS = {"metrics.jsonl": 1, "trainer_state every step": 1, "trainer_state every 10 steps": 10}
+
+
+def logged_events(directory: Path, runs: Runs, log: str) -> list:
+    """Each run written as `log` says, read back by rtool's reader (as `rtool plot --check` does), and its events."""
+    from rtool.train.curves import read_metrics
+    from rtool.train.failure_curves import CurveWatch
+
+    found = []
+    for index in range(len(runs)):
+        if log == "metrics.jsonl":
+            path = write_metrics(directory / f"run{index}", runs, index)
+        else:
+            path = write_trainer_state(directory / f"run{index}" / "trainer_state.json", runs, index, LOGS[log])
+        found.append(CurveWatch().events(read_metrics(path)))
+    return found

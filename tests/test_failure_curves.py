@@ -9,7 +9,6 @@ import pytest
 
 import noisy_runs
 from rtool.errors import UserError
-from rtool.train.curves import read_metrics
 from rtool.train.failure_curves import COLLAPSE, DROP, HOCKEY_STICK, CurveWatch, event_marks
 
 
@@ -165,22 +164,10 @@ def test_thresholds_are_checked(kwargs, flag):
 # Simulated noisy runs (tests/noisy_runs.py), 200 of each kind a setting, 200 steps each, read back from the files a
 # run leaves: rtool's metrics.jsonl (a row a step) and TRL's trainer_state.json (a row a step, or every 10 steps).
 RUNS = 200
-LOGS = {"metrics.jsonl": 1, "trainer_state every step": 1, "trainer_state every 10 steps": 10}
+LOGS = noisy_runs.LOGS
+logged_events = noisy_runs.logged_events
 FAILURE_NAMES = {noisy_runs.HOCKEY_STICK: (DROP, HOCKEY_STICK), noisy_runs.REWARD_COLLAPSE: (DROP, HOCKEY_STICK),
                  noisy_runs.LENGTH_COLLAPSE: (COLLAPSE,), noisy_runs.EARLY_LENGTH_COLLAPSE: (COLLAPSE,)}
-
-
-def logged_events(tmp_path, runs, log):
-    """Each run written as `log` says, read back by rtool's reader (as `rtool plot --check` does), and its events."""
-    found = []
-    for index in range(len(runs)):
-        if log == "metrics.jsonl":
-            path = noisy_runs.write_metrics(tmp_path / f"run{index}", runs, index)
-        else:
-            path = noisy_runs.write_trainer_state(tmp_path / f"run{index}" / "trainer_state.json", runs, index,
-                                                  LOGS[log])
-        found.append(CurveWatch().events(read_metrics(path)))
-    return found
 
 
 @pytest.mark.parametrize("log", LOGS)
