@@ -65,7 +65,10 @@ cached() {  # cached OUT COMMAND...: run COMMAND, which writes OUT (a file or a 
     fi
     "$@"
     mkdir -p "$EXAMPLES_CACHE"
-    cp -r "$out" "$EXAMPLES_CACHE/$key.partial" && mv "$EXAMPLES_CACHE/$key.partial" "$EXAMPLES_CACHE/$key"
+    # Examples may run side by side (.ci/run's lanes): when another one stored the same step meanwhile, keep theirs.
+    cp -r "$out" "$EXAMPLES_CACHE/$key.partial.$$" &&
+        { mv -T "$EXAMPLES_CACHE/$key.partial.$$" "$EXAMPLES_CACHE/$key" 2>/dev/null ||
+            rm -rf "$EXAMPLES_CACHE/$key.partial.$$"; }
 }
 
 weak_student() {  # weak_student SEED STEPS OUT: a fresh student on the correct traces, stopped short on purpose
